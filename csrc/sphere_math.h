@@ -1,0 +1,556 @@
+// Per-row sphere math shared by the CPU and CUDA kernels.
+//
+// Every function works on one row of D values, written against a Row policy:
+//   row.slots()       number of slots this thread holds (CPU: D; CUDA: a lane's share)
+//   row.index(k)      the column index of slot k
+//   row.sum(s)        the sum of s over every thread that holds part of the row
+//   row.partner(a, k) the value at column index(k) ^ 1 (slots pair up within a thread)
+// Arrays are per-slot values in the accumulation type A (float, or double for
+// float64 inputs); unused slots past D hold zeros, which every formula here
+// maps to zeros. The formulas mirror sphere_ops/reference.py line by line.
+#pragma once
+
+#include <cmath>
+
+#if defined(__CUDACC__)
+#define SO_HD __device__ __forceinline__
+#else
+#define SO_HD inline
+#endif
+
+#define SO_PRAGMA(x) _Pragma(#x)
+#if defined(__CUDA_ARCH__)
+#define SO_LOOP SO_PRAGMA(unroll)
+#define SO_SUM(...) SO_PRAGMA(unroll)
+#else
+#define SO_LOOP SO_PRAGMA(omp simd)
+#define SO_SUM(...) SO_PRAGMA(omp simd reduction(+ : __VA_ARGS__))
+#endif
+
+namespace sphere_ops {
+namespace math {
+
+SO_HD float so_sqrt(float x) { return sqrtf(x); }
+SO_HD double so_sqrt(double x) { return sqrt(x); }
+SO_HD float so_sin(float x) { return sinf(x); }
+SO_HD double so_sin(double x) { return sin(x); }
+SO_HD float so_cos(float x) { return cosf(x); }
+SO_HD double so_cos(double x) { return cos(x); }
+SO_HD float so_atan2(float y, float x) { return atan2f(y, x); }
+SO_HD double so_atan2(double y, double x) { return atan2(y, x); }
+
+// a / b, and 0 where b == 0 (the reference's `_div`).
+template <class A>
+SO_HD A safe_div(A a, A b) { return b != A(0) ? a / b : A(0); }
+
+// sin(x) / x: nothing cancels, so the direct quotient is accurate.
+template <class A>
+SO_HD A sinc(A x) { return x == A(0) ? A(1) : so_sin(x) / x; }
+
+// (cos n - sinc n) / n^2; a Taylor series below 0.5 where the difference cancels.
+template <class A>
+SO_HD A expmap_q(A n) {
+  if (n < A(0.5)) {
+    const A z = n * n;
+    A s = A(-1.0 / 93405312000.0);
+    s = s * z + A(1.0 / 518918400.0);
+    s = s * z + A(-1.0 / 3991680.0);
+    s = s * z + A(1.0 / 45360.0);
+    s = s * z + A(-1.0 / 840.0);
+    s = s * z + A(1.0 / 30.0);
+    return s * z + A(-1.0 / 3.0);
+  }
+  return (so_cos(n) - so_sin(n) / n) / (n * n);
+}
+
+template <class Row, class A>
+SO_HD A dot(const Row& row, const A* x, const A* y) {
+  A s = 0;
+  const int n = row.slots();
+  SO_SUM(s)
+  for (int k = 0; k < n; ++k) s += x[k] * y[k];
+  return row.sum(s);
+}
+
+// The angle and unit direction from x toward y (the reference's `chord`).
+template <class A>
+struct Chord {
+  A a, b;      // |y - x|, |y + x|
+  A theta;     // 2 atan2(a, b)
+  bool near;   // a <= b: v = (y - x) + a^2/2 x, else v = (y + x) - b^2/2 x
+  A hx;        // the coefficient of x in that formula
+  A m;         // |v|
+  A r;         // theta / m, 1 at x == y, 0 at y == -x
+};
+
+// normalize(J x), J turning each coordinate pair by 90 degrees; e_0 where J x == 0.
+template <class Row, class A>
+SO_HD void antipodal_direction(const Row& row, int d, const A* x, A* e) {
+  const int pairs = d - d % 2;
+  const int n = row.slots();
+  A nn = 0;
+  SO_SUM(nn)
+  for (int k = 0; k < n; ++k) {
+    const int i = row.index(k);
+    const A p = i < pairs ? row.partner(x, k) : A(0);
+    e[k] = (i & 1) ? p : -p;
+    nn += e[k] * e[k];
+  }
+  nn = row.sum(nn);
+  const A inv = nn > A(0) ? A(1) / so_sqrt(nn) : A(0);
+  SO_LOOP
+  for (int k = 0; k < n; ++k) e[k] = nn > A(0) ? e[k] * inv : A(row.index(k) == 0);
+}
+
+// Writes the unit direction into e and returns the scalars of the pair.
+template <class Row, class A>
+SO_HD Chord<A> chord(const Row& row, int d, const A* x, const A* y, A* e) {
+  const int n = row.slots();
+  A dd = 0, ss = 0, dx = 0, sx = 0, xx = 0;
+  SO_SUM(dd, ss, dx, sx, xx)
+  for (int k = 0; k < n; ++k) {
+    const A dk = y[k] - x[k], sk = y[k] + x[k];
+    dd += dk * dk;
+    ss += sk * sk;
+    dx += dk * x[k];
+    sx += sk * x[k];
+    xx += x[k] * x[k];
+  }
+  dd = row.sum(dd);
+  ss = row.sum(ss);
+  dx = row.sum(dx);
+  sx = row.sum(sx);
+  xx = row.sum(xx);
+  Chord<A> c;
+  c.a = so_sqrt(dd);
+  c.b = so_sqrt(ss);
+  c.theta = A(2) * so_atan2(c.a, c.b);
+  c.near = c.a <= c.b;
+  // |v|^2 expanded, so that e is written in one pass; no term cancels in its half.
+  A m2;
+  if (c.near) {
+    c.hx = A(0.5) * dd;
+    m2 = dd + A(2) * c.hx * dx + c.hx * c.hx * xx;
+  } else {
+    c.hx = A(-0.5) * ss;
+    m2 = ss + A(2) * c.hx * sx + c.hx * c.hx * xx;
+  }
+  c.m = m2 > A(0) ? so_sqrt(m2) : A(0);
+  c.r = c.m > A(0) ? c.theta / c.m : A(c.near ? 1 : 0);
+  if (c.m == A(0) && !c.near) {
+    antipodal_direction(row, d, x, e);
+    return c;
+  }
+  const A inv = safe_div(A(1), c.m);
+  const A sign = c.near ? A(-1) : A(1);
+  // (y -+ x) first: it is exact for close points, and hx x is the small correction.
+  SO_LOOP
+  for (int k = 0; k < n; ++k) e[k] = ((y[k] + sign * x[k]) + c.hx * x[k]) * inv;
+  return c;
+}
+
+// Adds the gradients of (theta, v) to gx and gy (the reference's `chord_backward`).
+// gv may be null (no gradient through the direction).
+template <class Row, class A>
+SO_HD void chord_backward(const Row& row, const Chord<A>& c, const A* x, const A* y, A g_theta,
+                          const A* gv, A* gx, A* gy) {
+  const int n = row.slots();
+  const A den = c.a * c.a + c.b * c.b;
+  const A kd = safe_div(safe_div(A(2) * c.b * g_theta, den), c.a);
+  const A ks = safe_div(safe_div(A(-2) * c.a * g_theta, den), c.b);
+  const A gvx = gv ? dot(row, gv, x) : A(0);
+  SO_LOOP
+  for (int k = 0; k < n; ++k) {
+    const A dk = y[k] - x[k], sk = y[k] + x[k];
+    const A gvk = gv ? gv[k] : A(0);
+    A gd = kd * dk, gs = ks * sk;
+    if (c.near) {
+      gd += gvk + gvx * dk;
+    } else {
+      gs += gvk - gvx * sk;
+    }
+    gx[k] += c.hx * gvk - gd + gs;
+    gy[k] += gd + gs;
+  }
+}
+
+// Gradient w.r.t. v of e = v / m, given (dL/de) / theta in h; written into gv.
+template <class Row, class A>
+SO_HD void direction_backward(const Row& row, const Chord<A>& c, const A* e, A h_dot_e, const A* h,
+                              A* gv) {
+  const int n = row.slots();
+  SO_LOOP
+  for (int k = 0; k < n; ++k) gv[k] = c.r * (h[k] - h_dot_e * e[k]);
+}
+
+// ---------------------------------------------------------------- ops
+
+template <class Row, class A>
+SO_HD void normalize_fwd(const Row& row, const A* x, A eps, A* out) {
+  const A nx = so_sqrt(dot(row, x, x));
+  const A inv = A(1) / (nx > eps ? nx : eps);
+  const int n = row.slots();
+  SO_LOOP
+  for (int k = 0; k < n; ++k) out[k] = x[k] * inv;
+}
+
+template <class Row, class A>
+SO_HD void normalize_bwd(const Row& row, const A* g, const A* x, A eps, A* gx) {
+  const int n = row.slots();
+  A xx = 0, gxd = 0;
+  SO_SUM(xx, gxd)
+  for (int k = 0; k < n; ++k) {
+    xx += x[k] * x[k];
+    gxd += g[k] * x[k];
+  }
+  const A nx = so_sqrt(row.sum(xx));
+  gxd = row.sum(gxd);
+  if (nx > eps) {
+    const A inv = A(1) / nx;
+    const A gy = gxd * inv;  // <g, y> with y = x / |x|
+    SO_LOOP
+    for (int k = 0; k < n; ++k) gx[k] = (g[k] - gy * x[k] * inv) * inv;
+  } else {
+    const A inv = A(1) / eps;
+    SO_LOOP
+    for (int k = 0; k < n; ++k) gx[k] = g[k] * inv;
+  }
+}
+
+template <class Row, class A>
+SO_HD void proju_fwd(const Row& row, const A* x, const A* u, A* out) {
+  const A xu = dot(row, x, u);
+  const int n = row.slots();
+  SO_LOOP
+  for (int k = 0; k < n; ++k) out[k] = u[k] - xu * x[k];
+}
+
+template <class Row, class A>
+SO_HD void proju_bwd(const Row& row, const A* g, const A* x, const A* u, A* gx, A* gu) {
+  const int n = row.slots();
+  A xu = 0, xg = 0;
+  SO_SUM(xu, xg)
+  for (int k = 0; k < n; ++k) {
+    xu += x[k] * u[k];
+    xg += x[k] * g[k];
+  }
+  xu = row.sum(xu);
+  xg = row.sum(xg);
+  SO_LOOP
+  for (int k = 0; k < n; ++k) {
+    gx[k] = -(xu * g[k] + xg * u[k]);
+    gu[k] = g[k] - xg * x[k];
+  }
+}
+
+template <class Row, class A>
+SO_HD A dist_fwd(const Row& row, const A* x, const A* y) {
+  const int n = row.slots();
+  A dd = 0, ss = 0;
+  SO_SUM(dd, ss)
+  for (int k = 0; k < n; ++k) {
+    const A dk = y[k] - x[k], sk = y[k] + x[k];
+    dd += dk * dk;
+    ss += sk * sk;
+  }
+  return A(2) * so_atan2(so_sqrt(row.sum(dd)), so_sqrt(row.sum(ss)));
+}
+
+template <class Row, class A>
+SO_HD void dist_bwd(const Row& row, A g, const A* x, const A* y, A* gx, A* gy) {
+  const int n = row.slots();
+  A dd = 0, ss = 0;
+  SO_SUM(dd, ss)
+  for (int k = 0; k < n; ++k) {
+    const A dk = y[k] - x[k], sk = y[k] + x[k];
+    dd += dk * dk;
+    ss += sk * sk;
+  }
+  dd = row.sum(dd);
+  ss = row.sum(ss);
+  const A a = so_sqrt(dd), b = so_sqrt(ss), den = dd + ss;
+  const A kd = safe_div(safe_div(A(2) * b * g, den), a);
+  const A ks = safe_div(safe_div(A(-2) * a * g, den), b);
+  SO_LOOP
+  for (int k = 0; k < n; ++k) {
+    const A gd = kd * (y[k] - x[k]), gs = ks * (y[k] + x[k]);
+    gx[k] = gs - gd;
+    gy[k] = gs + gd;
+  }
+}
+
+template <class A>
+struct ExpScalars {
+  A cos_n, sinc_n, nw;
+};
+
+template <class Row, class A>
+SO_HD ExpScalars<A> exp_scalars(const Row& row, const A* x, const A* u, A* xu_out, A* uu_out, A* xx_out) {
+  const int n = row.slots();
+  A xx = 0, xu = 0, uu = 0;
+  SO_SUM(xx, xu, uu)
+  for (int k = 0; k < n; ++k) {
+    xx += x[k] * x[k];
+    xu += x[k] * u[k];
+    uu += u[k] * u[k];
+  }
+  xx = row.sum(xx);
+  xu = row.sum(xu);
+  uu = row.sum(uu);
+  const A nu = so_sqrt(uu);
+  ExpScalars<A> s;
+  s.cos_n = so_cos(nu);
+  s.sinc_n = sinc(nu);
+  // |cos x + sinc u|^2 expanded: on the sphere the cross term is ~0, nothing cancels.
+  const A w2 = s.cos_n * s.cos_n * xx + A(2) * s.cos_n * s.sinc_n * xu + s.sinc_n * s.sinc_n * uu;
+  s.nw = w2 > A(0) ? so_sqrt(w2) : A(0);
+  *xu_out = xu;
+  *uu_out = uu;
+  *xx_out = xx;
+  return s;
+}
+
+template <class Row, class A>
+SO_HD void expmap_fwd(const Row& row, const A* x, const A* u, A* out) {
+  A xu, uu, xx;
+  const ExpScalars<A> s = exp_scalars(row, x, u, &xu, &uu, &xx);
+  const A inv = safe_div(A(1), s.nw);
+  const A cx = s.cos_n * inv, cu = s.sinc_n * inv;
+  const int n = row.slots();
+  SO_LOOP
+  for (int k = 0; k < n; ++k) out[k] = cx * x[k] + cu * u[k];
+}
+
+template <class Row, class A>
+SO_HD void expmap_bwd(const Row& row, const A* g, const A* x, const A* u, A* gx, A* gu) {
+  A xu, uu, xx;
+  const ExpScalars<A> s = exp_scalars(row, x, u, &xu, &uu, &xx);
+  const int n = row.slots();
+  A gxd = 0, gud = 0;
+  SO_SUM(gxd, gud)
+  for (int k = 0; k < n; ++k) {
+    gxd += g[k] * x[k];
+    gud += g[k] * u[k];
+  }
+  gxd = row.sum(gxd);
+  gud = row.sum(gud);
+  const A inv = safe_div(A(1), s.nw);
+  const A cx = s.cos_n * inv, cu = s.sinc_n * inv;  // out = cx x + cu u
+  const A g_out = cx * gxd + cu * gud;
+  // gw = (g - <g, out> out) / |w|; its products with x and u follow from the sums.
+  const A x_gw = (gxd - g_out * (cx * xx + cu * xu)) * inv;
+  const A u_gw = (gud - g_out * (cx * xu + cu * uu)) * inv;
+  const A ku = expmap_q(so_sqrt(uu)) * u_gw - s.sinc_n * x_gw;
+  SO_LOOP
+  for (int k = 0; k < n; ++k) {
+    const A gw = (g[k] - g_out * (cx * x[k] + cu * u[k])) * inv;
+    gx[k] = s.cos_n * gw;
+    gu[k] = s.sinc_n * gw + ku * u[k];
+  }
+}
+
+template <class Row, class A>
+SO_HD void logmap_fwd(const Row& row, int d, const A* x, const A* y, A* e, A* out) {
+  const Chord<A> c = chord(row, d, x, y, e);
+  const int n = row.slots();
+  SO_LOOP
+  for (int k = 0; k < n; ++k) out[k] = c.theta * e[k];
+}
+
+// scratch: 2 arrays of slots.
+template <class Row, class A>
+SO_HD void logmap_bwd(const Row& row, int d, const A* g, const A* x, const A* y, A* scratch, A* gx,
+                      A* gy) {
+  const int n = row.slots();
+  A* e = scratch;
+  A* gv = scratch + n;
+  const Chord<A> c = chord(row, d, x, y, e);
+  const A g_theta = dot(row, g, e);
+  direction_backward(row, c, e, g_theta, g, gv);
+  SO_LOOP
+  for (int k = 0; k < n; ++k) gx[k] = gy[k] = A(0);
+  chord_backward(row, c, x, y, g_theta, gv, gx, gy);
+}
+
+// The slerp state at time t (the reference's `_slerp`), with xt and wp in arrays.
+template <class A>
+struct Slerp {
+  Chord<A> c;
+  A t, cos_p, sin_p, nw, alpha;  // alpha = <wp, xt>
+};
+
+template <class Row, class A>
+SO_HD Slerp<A> slerp(const Row& row, int d, const A* x0, const A* x1, A t, A* e, A* xt, A* wp) {
+  Slerp<A> s;
+  s.c = chord(row, d, x0, x1, e);
+  s.t = t;
+  const A phi = t * s.c.theta;
+  s.cos_p = so_cos(phi);
+  s.sin_p = so_sin(phi);
+  const A th = s.c.theta;
+  const int n = row.slots();
+  A ww = 0, pw = 0;
+  SO_SUM(ww, pw)
+  for (int k = 0; k < n; ++k) {
+    const A w = s.cos_p * x0[k] + s.sin_p * e[k];
+    const A p = th * (s.cos_p * e[k] - s.sin_p * x0[k]);
+    xt[k] = w;
+    wp[k] = p;
+    ww += w * w;
+    pw += p * w;
+  }
+  s.nw = so_sqrt(row.sum(ww));
+  const A inv = safe_div(A(1), s.nw);
+  s.alpha = row.sum(pw) * inv;
+  SO_LOOP
+  for (int k = 0; k < n; ++k) xt[k] *= inv;
+  return s;
+}
+
+// ut may be null (geodesic without its velocity). scratch: 2 arrays.
+template <class Row, class A>
+SO_HD void geodesic_velocity_fwd(const Row& row, int d, const A* x0, const A* x1, A t, A* scratch,
+                                 A* xt, A* ut) {
+  const int n = row.slots();
+  A* e = scratch;
+  A* wp = scratch + n;
+  const Slerp<A> s = slerp(row, d, x0, x1, t, e, xt, wp);
+  if (!ut) return;
+  const A inv = safe_div(A(1), s.nw);
+  SO_LOOP
+  for (int k = 0; k < n; ++k) ut[k] = (wp[k] - s.alpha * xt[k]) * inv;
+}
+
+// gu may be null (only x_t was used). scratch: 5 arrays. Returns dL/dt.
+template <class Row, class A>
+SO_HD A geodesic_velocity_bwd(const Row& row, int d, const A* gx, const A* gu, const A* x0, const A* x1,
+                              A t, A* scratch, A* gx0, A* gx1) {
+  const int n = row.slots();
+  A* e = scratch;
+  A* xt = scratch + n;
+  A* wp = scratch + 2 * n;
+  A* g_w = scratch + 3 * n;
+  A* g_wp = scratch + 4 * n;
+  const Slerp<A> s = slerp(row, d, x0, x1, t, e, xt, wp);
+  const Chord<A>& c = s.c;
+  const A inv = safe_div(A(1), s.nw);
+  // ut = (wp - alpha xt) / |w|, xt = w / |w|
+  A gu_xt = 0, gu_ut = 0;
+  if (gu) {
+    SO_SUM(gu_xt, gu_ut)
+    for (int k = 0; k < n; ++k) {
+      gu_xt += gu[k] * xt[k];
+      gu_ut += gu[k] * (wp[k] - s.alpha * xt[k]);
+    }
+    gu_xt = row.sum(gu_xt);
+    gu_ut = row.sum(gu_ut) * inv;
+  }
+  const A g_nw = -gu_ut * inv;
+  A gxt_xt = 0;
+  SO_SUM(gxt_xt)
+  for (int k = 0; k < n; ++k) {
+    const A guk = gu ? gu[k] : A(0);
+    g_wp[k] = (guk - gu_xt * xt[k]) * inv;
+    g_w[k] = gx[k] - (s.alpha * guk + gu_xt * wp[k]) * inv;  // g_xt for now
+    gxt_xt += g_w[k] * xt[k];
+  }
+  gxt_xt = row.sum(gxt_xt);
+  A gw_x0 = 0, gw_e = 0, gwp_x0 = 0, gwp_e = 0;
+  SO_SUM(gw_x0, gw_e, gwp_x0, gwp_e)
+  for (int k = 0; k < n; ++k) {
+    g_w[k] = (g_w[k] - gxt_xt * xt[k]) * inv + g_nw * xt[k];
+    gw_x0 += g_w[k] * x0[k];
+    gw_e += g_w[k] * e[k];
+    gwp_x0 += g_wp[k] * x0[k];
+    gwp_e += g_wp[k] * e[k];
+  }
+  gw_x0 = row.sum(gw_x0);
+  gw_e = row.sum(gw_e);
+  gwp_x0 = row.sum(gwp_x0);
+  gwp_e = row.sum(gwp_e);
+  // w = cos(phi) x0 + sin(phi) e, wp = theta (cos(phi) e - sin(phi) x0), phi = t theta
+  const A th = c.theta;
+  const A g_cos = gw_x0 + th * gwp_e;
+  const A g_sin = gw_e - th * gwp_x0;
+  const A g_phi = s.cos_p * g_sin - s.sin_p * g_cos;
+  const A g_theta = s.cos_p * gwp_e - s.sin_p * gwp_x0 + t * g_phi;
+  const A g_t = th * g_phi;
+  // dL/de / theta = t sinc(t theta) g_w + cos(phi) g_wp; its products follow from the sums.
+  const A kw = t * sinc(t * th), kp = s.cos_p;
+  const A h_e = kw * gw_e + kp * gwp_e;
+  A* gv = xt;  // xt is no longer needed
+  SO_LOOP
+  for (int k = 0; k < n; ++k) gv[k] = c.r * (kw * g_w[k] + kp * g_wp[k] - h_e * e[k]);
+  SO_LOOP
+  for (int k = 0; k < n; ++k) {
+    gx0[k] = s.cos_p * g_w[k] - th * s.sin_p * g_wp[k];
+    gx1[k] = A(0);
+  }
+  chord_backward(row, c, x0, x1, g_theta, gv, gx0, gx1);
+  return g_t;
+}
+
+// scratch: 1 array (e).
+template <class Row, class A>
+SO_HD void transp_fwd(const Row& row, int d, const A* x, const A* y, const A* v, A* scratch, A* out) {
+  const int n = row.slots();
+  A* e = scratch;
+  const Chord<A> c = chord(row, d, x, y, e);
+  A p = 0, q = 0;
+  SO_SUM(p, q)
+  for (int k = 0; k < n; ++k) {
+    p += v[k] * e[k];
+    q += v[k] * x[k];
+  }
+  p = row.sum(p);
+  q = row.sum(q);
+  const A h = so_sin(A(0.5) * c.theta);
+  const A cm1 = A(-2) * h * h, sin_t = so_sin(c.theta);
+  const A alpha = p * cm1 + q * sin_t, beta = q * cm1 - p * sin_t;
+  SO_LOOP
+  for (int k = 0; k < n; ++k) out[k] = v[k] + alpha * e[k] + beta * x[k];
+}
+
+// scratch: 2 arrays.
+template <class Row, class A>
+SO_HD void transp_bwd(const Row& row, int d, const A* g, const A* x, const A* y, const A* v,
+                      A* scratch, A* gx, A* gy, A* gvec) {
+  const int n = row.slots();
+  A* e = scratch;
+  A* gdir = scratch + n;
+  const Chord<A> c = chord(row, d, x, y, e);
+  A p = 0, q = 0, g_alpha = 0, g_beta = 0;
+  SO_SUM(p, q, g_alpha, g_beta)
+  for (int k = 0; k < n; ++k) {
+    p += v[k] * e[k];
+    q += v[k] * x[k];
+    g_alpha += g[k] * e[k];
+    g_beta += g[k] * x[k];
+  }
+  p = row.sum(p);
+  q = row.sum(q);
+  g_alpha = row.sum(g_alpha);
+  g_beta = row.sum(g_beta);
+  const A half = A(0.5) * c.theta;
+  const A sh = so_sin(half);
+  const A cm1 = A(-2) * sh * sh, sin_t = so_sin(c.theta), cos_t = so_cos(c.theta);
+  const A beta = q * cm1 - p * sin_t;
+  const A g_p = g_alpha * cm1 - g_beta * sin_t;
+  const A g_q = g_alpha * sin_t + g_beta * cm1;
+  const A g_theta = -sin_t * (g_alpha * p + g_beta * q) + cos_t * (g_alpha * q - g_beta * p);
+  // dL/de / theta with cm1 / theta = -sin(h) sinc(h) and sin(theta) / theta = sinc(theta)
+  const A cm1_t = -sh * sinc(half), sin_t_t = sinc(c.theta);
+  const A kg = p * cm1_t + q * sin_t_t, kv = g_alpha * cm1_t - g_beta * sin_t_t;
+  const A h_e = kg * g_alpha + kv * p;
+  SO_LOOP
+  for (int k = 0; k < n; ++k) {
+    gdir[k] = c.r * (kg * g[k] + kv * v[k] - h_e * e[k]);
+    gvec[k] = g[k] + g_p * e[k] + g_q * x[k];
+    gx[k] = beta * g[k] + g_q * v[k];
+    gy[k] = A(0);
+  }
+  chord_backward(row, c, x, y, g_theta, gdir, gx, gy);
+}
+
+}  // namespace math
+}  // namespace sphere_ops

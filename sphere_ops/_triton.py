@@ -1,0 +1,531 @@
+"""The ``triton`` backend: fused kernels on a 2-D block of ROWS rows x BLOCK_D columns.
+
+Each program owns many rows; reductions run along the row in float32. The same
+kernels run on CPU under ``TRITON_INTERPRET=1``. Triton's portable math has no
+atan2, so :func:`_atan2` evaluates its own polynomial (relative error under
+2e-7 in float32). Divisions and square roots use the IEEE-rounded forms.
+The math mirrors :mod:`sphere_ops.reference` and ``csrc/sphere_math.h``.
+float64 inputs never reach these kernels (the reference serves them).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+_PI = 3.141592653589793
+_TAN_PI_8 = 0.41421356237309503
+# atan(w) = w + w^3 P(w^2) on |w| <= tan(pi/8); P fitted (minimax, float32) for this project.
+_ATAN_P0 = -0.3333331346511841
+_ATAN_P1 = 0.19998423755168915
+_ATAN_P2 = -0.14242742955684662
+_ATAN_P3 = 0.10588563978672028
+_ATAN_P4 = -0.0606604628264904
+
+_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+MAX_DIM = 16384
+
+
+# ----------------------------------------------------------------- helpers
+
+
+@triton.jit
+def _div(a, b):
+    """a / b rounded to nearest, and 0 where b == 0."""
+    nz = b != 0.0
+    return tl.where(nz, tl.div_rn(a, tl.where(nz, b, 1.0)), 0.0)
+
+
+@triton.jit
+def _sqrt(a):
+    return tl.sqrt_rn(tl.maximum(a, 0.0))
+
+
+@triton.jit
+def _dot(a, b):
+    return tl.sum(a * b, axis=1, keep_dims=True)
+
+
+@triton.jit
+def _sinc(x):
+    return tl.where(x == 0.0, 1.0, _div(tl.sin(x), x))
+
+
+@triton.jit
+def _atan2(a, b):
+    """atan2(a, b) for a, b >= 0."""
+    lo = tl.minimum(a, b)
+    hi = tl.maximum(a, b)
+    z = _div(lo, hi)
+    big = z > _TAN_PI_8
+    w = tl.where(big, tl.div_rn(z - 1.0, z + 1.0), z)
+    w2 = w * w
+    p = (((_ATAN_P4 * w2 + _ATAN_P3) * w2 + _ATAN_P2) * w2 + _ATAN_P1) * w2 + _ATAN_P0
+    at = w + w * w2 * p
+    at = tl.where(big, _PI / 4 + at, at)
+    return tl.where(a > b, _PI / 2 - at, at)
+
+
+@triton.jit
+def _expmap_q(n):
+    """(cos n - sinc n) / n^2, by its Taylor series below 0.5."""
+    z = n * n
+    s = (((1.0 / 45360.0) * z - 1.0 / 840.0) * z + 1.0 / 30.0) * z - 1.0 / 3.0
+    safe = tl.where(n < 0.5, 1.0, n)
+    direct = tl.div_rn(tl.cos(safe) - tl.div_rn(tl.sin(safe), safe), safe * safe)
+    return tl.where(n < 0.5, s, direct)
+
+
+@triton.jit
+def _block(n_rows, D, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    cols = tl.arange(0, BLOCK_D)
+    row_mask = rows < n_rows
+    mask = row_mask[:, None] & (cols[None, :] < D)
+    offs = rows[:, None].to(tl.int64) * D + cols[None, :]
+    return rows, cols, row_mask, mask, offs
+
+
+@triton.jit
+def _load(ptr, offs, mask):
+    return tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _store(ptr, offs, mask, value):
+    tl.store(ptr + offs, value.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _antipodal_direction(x, cols, D, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    """normalize(J x) (J turns coordinate pairs by 90 degrees), e_0 where J x == 0."""
+    pairs = tl.reshape(x, (ROWS, BLOCK_D // 2, 2))
+    even, odd = tl.split(pairs)
+    jx = tl.reshape(tl.join(-odd, even), (ROWS, BLOCK_D))
+    jx = tl.where(cols[None, :] < D - D % 2, jx, 0.0)
+    nn = _dot(jx, jx)
+    e0 = tl.where(cols[None, :] == 0, 1.0, 0.0)
+    return tl.where(nn > 0.0, jx * _div(1.0, _sqrt(nn)), e0)
+
+
+@triton.jit
+def _chord(x, y, cols, D, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Angle, unit direction e from x toward y, and the scalars the backward needs."""
+    d = y - x
+    s = y + x
+    dd = _dot(d, d)
+    ss = _dot(s, s)
+    xx = _dot(x, x)
+    a = _sqrt(dd)
+    b = _sqrt(ss)
+    theta = 2.0 * _atan2(a, b)
+    near = a <= b
+    hx = tl.where(near, 0.5 * dd, -0.5 * ss)
+    m2 = tl.where(near, dd + 2.0 * hx * _dot(d, x), ss + 2.0 * hx * _dot(s, x)) + hx * hx * xx
+    m = _sqrt(m2)
+    r = tl.where(m > 0.0, _div(theta, m), tl.where(near, 1.0, 0.0))
+    e = (tl.where(near, d, s) + hx * x) * _div(1.0, m)
+    antipodal = (m == 0.0) & (~near)
+    e = tl.where(antipodal, _antipodal_direction(x, cols, D, ROWS, BLOCK_D), e)
+    return a, b, theta, near, hx, r, e
+
+
+@triton.jit
+def _chord_backward(x, y, a, b, near, hx, g_theta, gv):
+    """Gradients of (theta, v) pulled back to (x, y)."""
+    d = y - x
+    s = y + x
+    den = a * a + b * b
+    kd = _div(_div(2.0 * b * g_theta, den), a)
+    ks = _div(_div(-2.0 * a * g_theta, den), b)
+    gvx = _dot(gv, x)
+    gd = kd * d + tl.where(near, gv + gvx * d, 0.0)
+    gs = ks * s + tl.where(near, 0.0, gv - gvx * s)
+    return hx * gv - gd + gs, gd + gs
+
+
+# ----------------------------------------------------------------- kernels
+
+
+@triton.jit
+def _normalize_fwd(X, OUT, n_rows, D, eps, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    _, _, _, mask, offs = _block(n_rows, D, ROWS, BLOCK_D)
+    x = _load(X, offs, mask)
+    n = _sqrt(_dot(x, x))
+    _store(OUT, offs, mask, x * tl.div_rn(1.0, tl.maximum(n, eps)))
+
+
+@triton.jit
+def _normalize_bwd(G, X, GX, n_rows, D, eps, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    _, _, _, mask, offs = _block(n_rows, D, ROWS, BLOCK_D)
+    g = _load(G, offs, mask)
+    x = _load(X, offs, mask)
+    n = _sqrt(_dot(x, x))
+    inv = tl.div_rn(1.0, tl.maximum(n, eps))
+    gy = _dot(g, x) * inv
+    gx = tl.where(n > eps, (g - gy * x * inv) * inv, g * inv)
+    _store(GX, offs, mask, gx)
+
+
+@triton.jit
+def _proju_fwd(X, U, OUT, n_rows, D, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    _, _, _, mask, offs = _block(n_rows, D, ROWS, BLOCK_D)
+    x = _load(X, offs, mask)
+    u = _load(U, offs, mask)
+    _store(OUT, offs, mask, u - _dot(x, u) * x)
+
+
+@triton.jit
+def _proju_bwd(G, X, U, GX, GU, n_rows, D, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    _, _, _, mask, offs = _block(n_rows, D, ROWS, BLOCK_D)
+    g = _load(G, offs, mask)
+    x = _load(X, offs, mask)
+    u = _load(U, offs, mask)
+    xu = _dot(x, u)
+    xg = _dot(x, g)
+    _store(GX, offs, mask, -(xu * g + xg * u))
+    _store(GU, offs, mask, g - xg * x)
+
+
+@triton.jit
+def _dist_fwd(X, Y, OUT, n_rows, D, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    rows, _, row_mask, mask, offs = _block(n_rows, D, ROWS, BLOCK_D)
+    x = _load(X, offs, mask)
+    y = _load(Y, offs, mask)
+    d = y - x
+    s = y + x
+    theta = 2.0 * _atan2(_sqrt(tl.sum(d * d, axis=1)), _sqrt(tl.sum(s * s, axis=1)))
+    tl.store(OUT + rows, theta.to(OUT.dtype.element_ty), mask=row_mask)
+
+
+@triton.jit
+def _dist_bwd(G, X, Y, GX, GY, n_rows, D, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    rows, _, row_mask, mask, offs = _block(n_rows, D, ROWS, BLOCK_D)
+    g = tl.load(G + rows, mask=row_mask, other=0.0).to(tl.float32)[:, None]
+    x = _load(X, offs, mask)
+    y = _load(Y, offs, mask)
+    d = y - x
+    s = y + x
+    dd = _dot(d, d)
+    ss = _dot(s, s)
+    a = _sqrt(dd)
+    b = _sqrt(ss)
+    gd = _div(_div(2.0 * b * g, dd + ss), a) * d
+    gs = _div(_div(-2.0 * a * g, dd + ss), b) * s
+    _store(GX, offs, mask, gs - gd)
+    _store(GY, offs, mask, gs + gd)
+
+
+@triton.jit
+def _expmap_fwd(X, U, OUT, n_rows, D, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    _, _, _, mask, offs = _block(n_rows, D, ROWS, BLOCK_D)
+    x = _load(X, offs, mask)
+    u = _load(U, offs, mask)
+    n = _sqrt(_dot(u, u))
+    w = tl.cos(n) * x + _sinc(n) * u
+    _store(OUT, offs, mask, w * _div(1.0, _sqrt(_dot(w, w))))
+
+
+@triton.jit
+def _expmap_bwd(G, X, U, GX, GU, n_rows, D, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    _, _, _, mask, offs = _block(n_rows, D, ROWS, BLOCK_D)
+    g = _load(G, offs, mask)
+    x = _load(X, offs, mask)
+    u = _load(U, offs, mask)
+    n = _sqrt(_dot(u, u))
+    cos_n = tl.cos(n)
+    sinc_n = _sinc(n)
+    w = cos_n * x + sinc_n * u
+    inv = _div(1.0, _sqrt(_dot(w, w)))
+    out = w * inv
+    gw = (g - _dot(g, out) * out) * inv
+    _store(GX, offs, mask, cos_n * gw)
+    _store(GU, offs, mask, sinc_n * gw + (_expmap_q(n) * _dot(u, gw) - sinc_n * _dot(x, gw)) * u)
+
+
+@triton.jit
+def _logmap_fwd(X, Y, OUT, n_rows, D, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    _, cols, _, mask, offs = _block(n_rows, D, ROWS, BLOCK_D)
+    x = _load(X, offs, mask)
+    y = _load(Y, offs, mask)
+    _, _, theta, _, _, _, e = _chord(x, y, cols, D, ROWS, BLOCK_D)
+    _store(OUT, offs, mask, theta * e)
+
+
+@triton.jit
+def _logmap_bwd(G, X, Y, GX, GY, n_rows, D, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    _, cols, _, mask, offs = _block(n_rows, D, ROWS, BLOCK_D)
+    g = _load(G, offs, mask)
+    x = _load(X, offs, mask)
+    y = _load(Y, offs, mask)
+    a, b, theta, near, hx, r, e = _chord(x, y, cols, D, ROWS, BLOCK_D)
+    g_theta = _dot(g, e)
+    gv = r * (g - g_theta * e)
+    gx, gy = _chord_backward(x, y, a, b, near, hx, g_theta, gv)
+    _store(GX, offs, mask, gx)
+    _store(GY, offs, mask, gy)
+
+
+@triton.jit
+def _slerp(x0, x1, t, cols, D, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    a, b, theta, near, hx, r, e = _chord(x0, x1, cols, D, ROWS, BLOCK_D)
+    phi = t * theta
+    cos_p = tl.cos(phi)
+    sin_p = tl.sin(phi)
+    w = cos_p * x0 + sin_p * e
+    wp = theta * (cos_p * e - sin_p * x0)
+    inv = _div(1.0, _sqrt(_dot(w, w)))
+    xt = w * inv
+    alpha = _dot(wp, xt)
+    return a, b, theta, near, hx, r, e, cos_p, sin_p, inv, xt, wp, alpha
+
+
+@triton.jit
+def _geodesic_fwd(X0, X1, T, XT, UT, n_rows, D, WITH_VELOCITY: tl.constexpr, ROWS: tl.constexpr,
+                  BLOCK_D: tl.constexpr):
+    rows, cols, row_mask, mask, offs = _block(n_rows, D, ROWS, BLOCK_D)
+    x0 = _load(X0, offs, mask)
+    x1 = _load(X1, offs, mask)
+    t = tl.load(T + rows, mask=row_mask, other=0.0)[:, None]
+    _, _, _, _, _, _, _, _, _, inv, xt, wp, alpha = _slerp(x0, x1, t, cols, D, ROWS, BLOCK_D)
+    _store(XT, offs, mask, xt)
+    if WITH_VELOCITY:
+        _store(UT, offs, mask, (wp - alpha * xt) * inv)
+
+
+@triton.jit
+def _geodesic_bwd(GXT, GUT, X0, X1, T, GX0, GX1, GT, n_rows, D, WITH_VELOCITY: tl.constexpr,
+                  ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    rows, cols, row_mask, mask, offs = _block(n_rows, D, ROWS, BLOCK_D)
+    gx = _load(GXT, offs, mask)
+    x0 = _load(X0, offs, mask)
+    x1 = _load(X1, offs, mask)
+    t = tl.load(T + rows, mask=row_mask, other=0.0)[:, None]
+    a, b, theta, near, hx, r, e, cos_p, sin_p, inv, xt, wp, alpha = _slerp(x0, x1, t, cols, D, ROWS, BLOCK_D)
+    if WITH_VELOCITY:
+        gu = _load(GUT, offs, mask)
+    else:
+        gu = tl.zeros_like(gx)
+    # ut = (wp - alpha xt) / |w| and xt = w / |w|
+    gu_xt = _dot(gu, xt)
+    g_wp = (gu - gu_xt * xt) * inv
+    g_nw = -_dot(gu, wp - alpha * xt) * inv * inv
+    g_xt = gx - (alpha * gu + gu_xt * wp) * inv
+    g_w = (g_xt - _dot(g_xt, xt) * xt) * inv + g_nw * xt
+    # w = cos(phi) x0 + sin(phi) e and wp = theta (cos(phi) e - sin(phi) x0), phi = t theta
+    gw_x0 = _dot(g_w, x0)
+    gw_e = _dot(g_w, e)
+    gwp_x0 = _dot(g_wp, x0)
+    gwp_e = _dot(g_wp, e)
+    g_cos = gw_x0 + theta * gwp_e
+    g_sin = gw_e - theta * gwp_x0
+    g_phi = cos_p * g_sin - sin_p * g_cos
+    g_theta = cos_p * gwp_e - sin_p * gwp_x0 + t * g_phi
+    kw = t * _sinc(t * theta)
+    h = kw * g_w + cos_p * g_wp
+    gv = r * (h - (kw * gw_e + cos_p * gwp_e) * e)
+    gx0, gx1 = _chord_backward(x0, x1, a, b, near, hx, g_theta, gv)
+    gx0 += cos_p * g_w - theta * sin_p * g_wp
+    _store(GX0, offs, mask, gx0)
+    _store(GX1, offs, mask, gx1)
+    tl.store(GT + rows, tl.sum(theta * g_phi, axis=1), mask=row_mask)
+
+
+@triton.jit
+def _transp_fwd(X, Y, V, OUT, n_rows, D, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    _, cols, _, mask, offs = _block(n_rows, D, ROWS, BLOCK_D)
+    x = _load(X, offs, mask)
+    y = _load(Y, offs, mask)
+    v = _load(V, offs, mask)
+    _, _, theta, _, _, _, e = _chord(x, y, cols, D, ROWS, BLOCK_D)
+    p = _dot(v, e)
+    q = _dot(v, x)
+    h = tl.sin(0.5 * theta)
+    cm1 = -2.0 * h * h
+    sin_t = tl.sin(theta)
+    _store(OUT, offs, mask, v + (p * cm1 + q * sin_t) * e + (q * cm1 - p * sin_t) * x)
+
+
+@triton.jit
+def _transp_bwd(G, X, Y, V, GX, GY, GV, n_rows, D, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    _, cols, _, mask, offs = _block(n_rows, D, ROWS, BLOCK_D)
+    g = _load(G, offs, mask)
+    x = _load(X, offs, mask)
+    y = _load(Y, offs, mask)
+    v = _load(V, offs, mask)
+    a, b, theta, near, hx, r, e = _chord(x, y, cols, D, ROWS, BLOCK_D)
+    p = _dot(v, e)
+    q = _dot(v, x)
+    g_alpha = _dot(g, e)
+    g_beta = _dot(g, x)
+    half = 0.5 * theta
+    sh = tl.sin(half)
+    cm1 = -2.0 * sh * sh
+    sin_t = tl.sin(theta)
+    cos_t = tl.cos(theta)
+    beta = q * cm1 - p * sin_t
+    g_p = g_alpha * cm1 - g_beta * sin_t
+    g_q = g_alpha * sin_t + g_beta * cm1
+    g_theta = -sin_t * (g_alpha * p + g_beta * q) + cos_t * (g_alpha * q - g_beta * p)
+    # dL/de / theta with cm1 / theta = -sin(h) sinc(h) and sin(theta) / theta = sinc(theta)
+    cm1_t = -sh * _sinc(half)
+    sin_t_t = _sinc(theta)
+    kg = p * cm1_t + q * sin_t_t
+    kv = g_alpha * cm1_t - g_beta * sin_t_t
+    gdir = r * (kg * g + kv * v - (kg * g_alpha + kv * p) * e)
+    gx, gy = _chord_backward(x, y, a, b, near, hx, g_theta, gdir)
+    _store(GX, offs, mask, gx + beta * g + g_q * v)
+    _store(GY, offs, mask, gy)
+    _store(GV, offs, mask, g + g_p * e + g_q * x)
+
+
+# ----------------------------------------------------------------- launchers
+
+
+def _rows(x: Tensor) -> Tensor:
+    return x.reshape(-1, x.shape[-1]).contiguous()
+
+
+def _launch(kernel, rows: Tensor, *tensors: Tensor | None, scalars: tuple = (), **constexprs) -> None:
+    """Run ``kernel(*tensors, n_rows, D, *scalars)`` over the (n_rows, D) tensor ``rows``."""
+    n_rows, d = rows.shape
+    if n_rows == 0:
+        return
+    if d > MAX_DIM:
+        raise ValueError(f"D={d} is larger than the triton kernels take ({MAX_DIM}); use the torch backend")
+    block_d = triton.next_power_of_2(d)
+    # Interpreted programs cost about 1 ms each however small: give each many rows.
+    per_program = 1 << 16 if _INTERPRETED else 4096
+    block_rows = max(1, min(triton.next_power_of_2(n_rows), per_program // block_d))
+    num_warps = 4 if block_rows * block_d <= 4096 else 8
+    grid = (triton.cdiv(n_rows, block_rows),)
+    with torch.cuda.device(rows.device) if rows.is_cuda else _no_device():
+        kernel[grid](*tensors, n_rows, d, *scalars, **constexprs, ROWS=block_rows, BLOCK_D=block_d,
+                     num_warps=num_warps)
+
+
+class _no_device:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def normalize(x: Tensor, eps: float) -> Tensor:
+    xr = _rows(x)
+    out = torch.empty_like(xr)
+    _launch(_normalize_fwd, xr, xr, out, scalars=(eps,))
+    return out.view(x.shape)
+
+
+def normalize_backward(grad: Tensor, x: Tensor, eps: float) -> Tensor:
+    xr = _rows(x)
+    gx = torch.empty_like(xr)
+    _launch(_normalize_bwd, xr, _rows(grad), xr, gx, scalars=(eps,))
+    return gx.view(x.shape)
+
+
+def _two_input(kernel, a: Tensor, b: Tensor) -> Tensor:
+    ar = _rows(a)
+    out = torch.empty_like(ar)
+    _launch(kernel, ar, ar, _rows(b), out)
+    return out.view(a.shape)
+
+
+def _two_input_backward(kernel, grad: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    ar = _rows(a)
+    ga, gb = torch.empty_like(ar), torch.empty_like(ar)
+    _launch(kernel, ar, _rows(grad), ar, _rows(b), ga, gb)
+    return ga.view(a.shape), gb.view(b.shape)
+
+
+def proju(x: Tensor, u: Tensor) -> Tensor:
+    return _two_input(_proju_fwd, x, u)
+
+
+def proju_backward(grad: Tensor, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+    return _two_input_backward(_proju_bwd, grad, x, u)
+
+
+def expmap(x: Tensor, u: Tensor) -> Tensor:
+    return _two_input(_expmap_fwd, x, u)
+
+
+def expmap_backward(grad: Tensor, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+    return _two_input_backward(_expmap_bwd, grad, x, u)
+
+
+def logmap(x: Tensor, y: Tensor) -> Tensor:
+    return _two_input(_logmap_fwd, x, y)
+
+
+def logmap_backward(grad: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    return _two_input_backward(_logmap_bwd, grad, x, y)
+
+
+def dist(x: Tensor, y: Tensor) -> Tensor:
+    xr = _rows(x)
+    out = xr.new_empty(xr.shape[0])
+    _launch(_dist_fwd, xr, xr, _rows(y), out)
+    return out.view(x.shape[:-1])
+
+
+def dist_backward(grad: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    xr = _rows(x)
+    gx, gy = torch.empty_like(xr), torch.empty_like(xr)
+    _launch(_dist_bwd, xr, grad.reshape(-1).contiguous(), xr, _rows(y), gx, gy)
+    return gx.view(x.shape), gy.view(y.shape)
+
+
+def _geodesic(x0: Tensor, x1: Tensor, t: Tensor, with_velocity: bool) -> tuple[Tensor, Tensor | None]:
+    x0r = _rows(x0)
+    xt = torch.empty_like(x0r)
+    ut = torch.empty_like(x0r) if with_velocity else None
+    tr = t.to(torch.float32).reshape(-1).contiguous()
+    _launch(_geodesic_fwd, x0r, x0r, _rows(x1), tr, xt, ut if with_velocity else xt,
+            WITH_VELOCITY=with_velocity)
+    return xt.view(x0.shape), None if ut is None else ut.view(x0.shape)
+
+
+def geodesic(x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
+    return _geodesic(x0, x1, t, with_velocity=False)[0]
+
+
+def geodesic_velocity(x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    return _geodesic(x0, x1, t, with_velocity=True)
+
+
+def geodesic_velocity_backward(
+    grad_xt: Tensor, grad_ut: Tensor | None, x0: Tensor, x1: Tensor, t: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    x0r = _rows(x0)
+    gx0, gx1 = torch.empty_like(x0r), torch.empty_like(x0r)
+    gt = torch.empty(x0r.shape[0], dtype=torch.float32, device=x0.device)
+    gxr = _rows(grad_xt)
+    gur = gxr if grad_ut is None else _rows(grad_ut)
+    tr = t.to(torch.float32).reshape(-1).contiguous()
+    _launch(_geodesic_bwd, x0r, gxr, gur, x0r, _rows(x1), tr, gx0, gx1, gt, WITH_VELOCITY=grad_ut is not None)
+    return gx0.view(x0.shape), gx1.view(x1.shape), gt.view(t.shape).to(t.dtype)
+
+
+def geodesic_backward(grad: Tensor, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    return geodesic_velocity_backward(grad, None, x0, x1, t)
+
+
+def transp(x: Tensor, y: Tensor, v: Tensor) -> Tensor:
+    xr = _rows(x)
+    out = torch.empty_like(xr)
+    _launch(_transp_fwd, xr, xr, _rows(y), _rows(v), out)
+    return out.view(v.shape)
+
+
+def transp_backward(grad: Tensor, x: Tensor, y: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    xr = _rows(x)
+    gx, gy, gv = torch.empty_like(xr), torch.empty_like(xr), torch.empty_like(xr)
+    _launch(_transp_bwd, xr, _rows(grad), xr, _rows(y), _rows(v), gx, gy, gv)
+    return gx.view(x.shape), gy.view(y.shape), gv.view(v.shape)

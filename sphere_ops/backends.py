@@ -1,0 +1,138 @@
+"""Choosing the kernels that serve an op: ``torch``, ``triton``, ``cpp`` or ``auto``.
+
+The choice comes from, in order: the innermost ``with backend(name):`` block,
+``set_backend(name)``, the ``SPHERE_OPS_BACKEND`` environment variable, and
+``"auto"``. ``auto`` takes the fastest backend available for a tensor's device:
+the compiled extension on CPU, and on CUDA the compiled extension when it was
+built with CUDA, else Triton. Naming a backend that cannot serve a tensor
+raises an error that says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import os
+from types import ModuleType
+
+import torch
+
+NAMES = ("auto", "torch", "triton", "cpp")
+ENV_VAR = "SPHERE_OPS_BACKEND"
+
+_scoped: contextvars.ContextVar[str | None] = contextvars.ContextVar("sphere_ops_backend", default=None)
+_global: str | None = None
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run on this machine or for this tensor."""
+
+
+def _validate(name: str) -> str:
+    if name not in NAMES:
+        raise ValueError(f"unknown sphere_ops backend {name!r}; choose one of {', '.join(NAMES)}")
+    return name
+
+
+def current() -> str:
+    """The backend name in force here (before ``auto`` is resolved)."""
+    scoped = _scoped.get()
+    if scoped is not None:
+        return scoped
+    if _global is not None:
+        return _global
+    return _validate(os.environ.get(ENV_VAR, "auto").strip().lower() or "auto")
+
+
+def set_backend(name: str) -> None:
+    """Set the backend for this process (overridden by ``with backend(...)``)."""
+    global _global
+    _global = _validate(name)
+
+
+class backend(contextlib.ContextDecorator):
+    """Use a backend inside a ``with`` block (or as a decorator).
+
+    Example:
+        >>> import sphere_ops
+        >>> x = sphere_ops.random_uniform((4,), 8)
+        >>> with sphere_ops.backend("torch"):
+        ...     y = sphere_ops.normalize(x)
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = _validate(name)
+        self._tokens: list[contextvars.Token] = []
+
+    def __enter__(self) -> "backend":
+        self._tokens.append(_scoped.set(self.name))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _scoped.reset(self._tokens.pop())
+
+
+def _load_cpp() -> ModuleType | str:
+    try:
+        return importlib.import_module("sphere_ops._C")
+    except ImportError as err:
+        return f"the compiled extension sphere_ops._C is not importable ({err}); reinstall with `pip install .`"
+
+
+def _triton_problem(device: torch.device) -> str | None:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "triton is not installed"
+    if device.type == "cuda":
+        return None
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
+        return None
+    return (
+        f"triton kernels need a CUDA tensor (got {device.type}); on CPU set TRITON_INTERPRET=1"
+        " before anything imports triton"
+    )
+
+
+def cpp_problem(device: torch.device) -> str | None:
+    """Why the compiled extension cannot serve tensors on ``device`` (None if it can)."""
+    ext = _load_cpp()
+    if isinstance(ext, str):
+        return ext
+    if device.type == "cpu":
+        return None
+    if device.type == "cuda":
+        if not ext.has_cuda():
+            return "sphere_ops._C was built without CUDA (no CUDA compiler was found at build time)"
+        return None
+    return f"the compiled extension has no kernels for {device.type} tensors"
+
+
+def available(name: str, device: torch.device | str = "cpu") -> bool:
+    """Whether ``name`` can serve tensors on ``device``."""
+    device = torch.device(device)
+    if name in ("torch", "auto"):
+        return True
+    if name == "triton":
+        return _triton_problem(device) is None
+    return cpp_problem(device) is None
+
+
+def resolve(name: str, device: torch.device) -> str:
+    """The concrete backend (``torch``, ``triton`` or ``cpp``) for a tensor on ``device``."""
+    if name == "auto":
+        if cpp_problem(device) is None:
+            return "cpp"
+        if device.type == "cuda" and _triton_problem(device) is None:
+            return "triton"
+        return "torch"
+    if name == "triton":
+        problem = _triton_problem(device)
+    elif name == "cpp":
+        problem = cpp_problem(device)
+    else:
+        problem = None
+    if problem is not None:
+        raise BackendUnavailable(f"sphere_ops backend {name!r} is unavailable: {problem}")
+    return name

@@ -1,0 +1,68 @@
+"""Shared test helpers: random inputs on spheres, backend lists, error measures."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor
+
+import sphere_ops
+from sphere_ops import backends
+
+BACKENDS = [name for name in ("torch", "cpp", "triton") if backends.available(name, "cpu")]
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def require(name: str) -> None:
+    if not backends.available(name, "cpu"):
+        pytest.fail(f"backend {name} should be available in the test environment")
+
+
+def unit(*shape: int, dtype: torch.dtype = torch.float64, generator: torch.Generator | None = None) -> Tensor:
+    x = torch.randn(*shape, dtype=torch.float64, generator=generator)
+    return (x / x.norm(dim=-1, keepdim=True)).to(dtype)
+
+
+def tangent(x: Tensor, scale: float = 1.0) -> Tensor:
+    """A random tangent vector at each row of x (float64 math, cast back)."""
+    xd = x.double()
+    u = torch.randn_like(xd)
+    u = u - (u * xd).sum(-1, keepdim=True) * xd
+    return (scale * u).to(x.dtype)
+
+
+def at_angle(x: Tensor, angle: float | Tensor) -> Tensor:
+    """Points at the given angle from the rows of x (float64 math)."""
+    xd = x.double()
+    w = tangent(xd)
+    w = w / w.norm(dim=-1, keepdim=True)
+    angle = torch.as_tensor(angle, dtype=torch.float64)
+    if angle.dim() > 0:
+        angle = angle.unsqueeze(-1)
+    return torch.cos(angle) * xd + torch.sin(angle) * w
+
+
+def max_rel(a: Tensor, b: Tensor) -> float:
+    """max |a - b| / max |b| over the whole tensor (0 when both vanish)."""
+    a, b = a.double(), b.double()
+    scale = b.abs().max().item()
+    err = (a - b).abs().max().item()
+    return err if scale == 0 else err / scale
+
+
+def row_rel(a: Tensor, b: Tensor) -> Tensor:
+    """Per-row relative error |a - b| / |b| of vectors (absolute where b == 0)."""
+    a, b = a.double(), b.double()
+    num = (a - b).norm(dim=-1)
+    den = b.norm(dim=-1)
+    return torch.where(den > 0, num / den.clamp_min(1e-300), num)
+
+
+def tolerance(dtype: torch.dtype) -> float:
+    """Relative agreement expected between a backend and the float64 reference."""
+    return {torch.float64: 1e-12, torch.float32: 2e-5, torch.bfloat16: 3e-2, torch.float16: 4e-3}[dtype]
+
+
+PI = math.pi
