@@ -3,6 +3,11 @@
 #include <pybind11/pybind11.h>
 
 #include <stdexcept>
+#include <string>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "kernels.h"
 
@@ -30,12 +35,59 @@ Launch launch(bool cuda, Ptr stream, int dtype, int64_t rows, int d) {
   return Launch{rows, d, DType(dtype), mp(stream)};
 }
 
+// The instruction set the CPU kernels run with: the best this CPU has, unless set.
+enum class Isa { base, avx2, avx512 };
+
+Isa detect_isa() {
+#if defined(SPHERE_OPS_X86_VARIANTS)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("x86-64-v4")) return Isa::avx512;
+  if (__builtin_cpu_supports("x86-64-v3")) return Isa::avx2;
+#endif
+  return Isa::base;
+}
+
+const Isa best_isa = detect_isa();
+Isa cpu_isa = best_isa;
+
+const char* isa_name(Isa isa) { return isa == Isa::avx512 ? "avx512" : isa == Isa::avx2 ? "avx2" : "base"; }
+
+void set_cpu_isa(const std::string& name) {
+  const Isa wanted = name == "avx512" ? Isa::avx512 : name == "avx2" ? Isa::avx2 : Isa::base;
+  if (std::string(isa_name(wanted)) != name) throw std::invalid_argument("unknown instruction set " + name);
+  if (int(wanted) > int(best_isa)) throw std::invalid_argument(name + " is not supported by this CPU");
+  cpu_isa = wanted;
+}
+
+#if defined(SPHERE_OPS_X86_VARIANTS)
+#define SO_CPU_CALL(name, ...)                                                           \
+  (cpu_isa == Isa::avx512 ? sphere_ops::cpu_avx512::name(__VA_ARGS__)                     \
+   : cpu_isa == Isa::avx2 ? sphere_ops::cpu_avx2::name(__VA_ARGS__)                       \
+                          : sphere_ops::cpu_base::name(__VA_ARGS__))
+#else
+#define SO_CPU_CALL(name, ...) sphere_ops::cpu_base::name(__VA_ARGS__)
+#endif
+
 // Calls the CPU or the CUDA version of an entry point with the same arguments.
 #ifdef SPHERE_OPS_WITH_CUDA
-#define SO_CALL(name, ...) (cuda ? sphere_ops::cuda::name(__VA_ARGS__) : sphere_ops::cpu::name(__VA_ARGS__))
+#define SO_CALL(name, ...) (cuda ? sphere_ops::cuda::name(__VA_ARGS__) : SO_CPU_CALL(name, __VA_ARGS__))
 #else
-#define SO_CALL(name, ...) sphere_ops::cpu::name(__VA_ARGS__)
+#define SO_CALL(name, ...) SO_CPU_CALL(name, __VA_ARGS__)
 #endif
+
+// Asks the kernel to back a fresh buffer with huge pages before its first write:
+// first-touch page faults otherwise cost more than the kernels on large outputs.
+void advise_hugepages(Ptr p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(1) << 21;
+  const uintptr_t start = (p + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (p + bytes) & ~(kHuge - 1);
+  if (end > start) madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
 
 #define SO_HEAD bool cuda, Ptr stream, int dtype, int64_t rows, int d
 #define SO_LAUNCH launch(cuda, stream, dtype, rows, d)
@@ -51,6 +103,10 @@ PYBIND11_MODULE(_C, m) {
     return false;
 #endif
   });
+  m.def("cpu_isa", [] { return std::string(isa_name(cpu_isa)); }, "The instruction set the CPU kernels use.");
+  m.def("best_cpu_isa", [] { return std::string(isa_name(best_isa)); });
+  m.def("set_cpu_isa", &set_cpu_isa, "Use the base, avx2 or avx512 build of the CPU kernels.");
+  m.def("advise_hugepages", &advise_hugepages);
   m.def("cuda_max_dim", [](int dtype) {
 #ifdef SPHERE_OPS_WITH_CUDA
     return sphere_ops::cuda::max_dim(DType(dtype));

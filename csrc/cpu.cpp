@@ -1,16 +1,41 @@
 // CPU kernels: OpenMP over rows; per row, the shared math of sphere_math.h on
 // float (or double) arrays. float32/float64 rows are used in place; bfloat16 and
 // float16 rows are converted into a per-thread buffer and back.
+//
+// This file is compiled once per instruction set (SO_CPU_NS = cpu_base,
+// cpu_avx2, cpu_avx512); everything it defines is in that namespace or has
+// internal linkage, and it uses no standard-library templates, so the linker
+// never merges code built for one instruction set into another.
 #include <cstring>
+#include <new>
 #include <type_traits>
-#include <vector>
 
 #include "kernels.h"
 #include "sphere_math.h"
 
+#ifndef SO_CPU_NS
+#define SO_CPU_NS cpu_base
+#endif
+
 namespace sphere_ops {
-namespace cpu {
+namespace SO_CPU_NS {
 namespace {
+
+namespace math = SO_MATH_NS;
+
+// A heap array without std::vector (see above).
+template <class A>
+class Buffer {
+ public:
+  explicit Buffer(size_t n) : data_(n ? static_cast<A*>(::operator new[](n * sizeof(A))) : nullptr) {}
+  ~Buffer() { ::operator delete[](data_); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  A* data() { return data_; }
+
+ private:
+  A* data_;
+};
 
 struct BFloat16 {
   uint16_t bits;
@@ -81,6 +106,8 @@ class RowIO {
 
   RowIO(int d, int scratch_arrays, int io_arrays)
       : d_(d), scratch_(size_t(d) * scratch_arrays), io_(kInPlace ? 0 : size_t(d) * io_arrays) {}
+  RowIO(const RowIO&) = delete;
+  RowIO& operator=(const RowIO&) = delete;
 
   const A* in(const void* base, int64_t r, int slot) {
     const T* src = static_cast<const T*>(base) + r * d_;
@@ -115,8 +142,8 @@ class RowIO {
 
  private:
   int d_;
-  std::vector<A> scratch_;
-  std::vector<A> io_;
+  Buffer<A> scratch_;
+  Buffer<A> io_;
 };
 
 // Runs body(io, row, r) for every row, in parallel when the work is large enough.
@@ -310,5 +337,5 @@ void transp_bwd(const Launch& l, const void* g, const void* x, const void* y, co
   });
 }
 
-}  // namespace cpu
+}  // namespace SO_CPU_NS
 }  // namespace sphere_ops

@@ -2,6 +2,9 @@
 // as S / CH chunks of CH consecutive columns (CH = 16 bytes / sizeof(T)), loaded
 // and stored with 16-byte accesses when rows are aligned; the per-row math is
 // the shared code of sphere_math.h with warp-shuffle reductions.
+//
+// Rows longer than 1024 and float64 would spill registers (and multiply the
+// build time); the Python side sends those to Triton or the reference.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -19,21 +22,16 @@ namespace {
 
 constexpr int kWarp = 32;
 constexpr int kWarpsPerBlock = 4;
-constexpr int kMaxSlots = 64;  // per lane: D <= 32 * 64 = 2048
+constexpr int kMaxSlots = 32;  // per lane: D <= 32 * 32 = 1024 (ViT-S/B/L widths)
 
 template <class T>
 struct Acc {
   using type = float;
 };
-template <>
-struct Acc<double> {
-  using type = double;
-};
 
 __device__ __forceinline__ float to_acc_f(__nv_bfloat16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ float to_acc_f(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_acc_f(float v) { return v; }
-__device__ __forceinline__ double to_acc_f(double v) { return v; }
 
 template <class T, class A>
 __device__ __forceinline__ T from_acc(A v) {
@@ -139,8 +137,6 @@ void with_slots(int d, F f) {
   if (need <= 8) return f(std::integral_constant<int, 8>{});
   if (need <= 16) return f(std::integral_constant<int, 16>{});
   if (need <= 24) return f(std::integral_constant<int, 24>{});
-  if (need <= 32) return f(std::integral_constant<int, 32>{});
-  if (need <= 48) return f(std::integral_constant<int, 48>{});
   return f(std::integral_constant<int, kMaxSlots>{});
 }
 
@@ -148,7 +144,7 @@ template <class F>
 void dispatch(DType dtype, F f) {
   switch (dtype) {
     case DType::f32: return f(float{});
-    case DType::f64: return f(double{});
+    case DType::f64: throw std::invalid_argument("sphere_ops CUDA kernels take no float64");
     case DType::bf16: return f(__nv_bfloat16{});
     case DType::f16: return f(__half{});
   }
@@ -398,10 +394,7 @@ struct TranspBwd {
 
 }  // namespace
 
-int max_dim(DType dtype) {
-  (void)dtype;
-  return kWarp * kMaxSlots;
-}
+int max_dim(DType dtype) { return dtype == DType::f64 ? 0 : kWarp * kMaxSlots; }
 
 #define SO_RUN(Body, ...) dispatch(l.dtype, [&](auto tag) { launch<decltype(tag), Body>(l, __VA_ARGS__); })
 

@@ -37,13 +37,22 @@ struct Launch {
   void transp_bwd(const Launch&, const void* g, const void* x, const void* y, const void* v,        \
                   void* gx, void* gy, void* gv);
 
-namespace cpu {
+// The CPU kernels, built once per instruction set; bindings.cpp picks one at run time.
+namespace cpu_base {
 SO_DECLARE_KERNELS
-}  // namespace cpu
+}  // namespace cpu_base
+
+namespace cpu_avx2 {
+SO_DECLARE_KERNELS
+}  // namespace cpu_avx2
+
+namespace cpu_avx512 {
+SO_DECLARE_KERNELS
+}  // namespace cpu_avx512
 
 namespace cuda {
 SO_DECLARE_KERNELS
-int max_dim(DType dtype);  // the largest D the register-resident CUDA kernels take
+int max_dim(DType dtype);  // the largest D the CUDA kernels take for dtype (0: none)
 }  // namespace cuda
 
 }  // namespace sphere_ops

@@ -18,6 +18,12 @@
 #define SO_HD inline
 #endif
 
+// Each CPU build variant (baseline, AVX2, AVX-512) puts this code in a namespace
+// of its own, so no inline function compiled for one ISA is shared with another.
+#ifndef SO_MATH_NS
+#define SO_MATH_NS math
+#endif
+
 #define SO_PRAGMA(x) _Pragma(#x)
 #if defined(__CUDA_ARCH__)
 #define SO_LOOP SO_PRAGMA(unroll)
@@ -28,7 +34,7 @@
 #endif
 
 namespace sphere_ops {
-namespace math {
+namespace SO_MATH_NS {
 
 SO_HD float so_sqrt(float x) { return sqrtf(x); }
 SO_HD double so_sqrt(double x) { return sqrt(x); }
@@ -79,7 +85,9 @@ struct Chord {
   A theta;     // 2 atan2(a, b)
   bool near;   // a <= b: v = (y - x) + a^2/2 x, else v = (y + x) - b^2/2 x
   A hx;        // the coefficient of x in that formula
-  A m;         // |v|
+  A xx;        // |x|^2
+  A c;         // <v, x> / |x|^2: w = v - c x is the part of y orthogonal to x
+  A m;         // |w|
   A r;         // theta / m, 1 at x == y, 0 at y == -x
 };
 
@@ -102,6 +110,12 @@ SO_HD void antipodal_direction(const Row& row, int d, const A* x, A* e) {
   for (int k = 0; k < n; ++k) e[k] = nn > A(0) ? e[k] * inv : A(row.index(k) == 0);
 }
 
+// v = (y -+ x) + hx x, the cancellation-free form of y plus a multiple of x.
+template <class A>
+SO_HD A chord_v(const Chord<A>& c, A x, A y) {
+  return (c.near ? y - x : y + x) + c.hx * x;
+}
+
 // Writes the unit direction into e and returns the scalars of the pair.
 template <class Row, class A>
 SO_HD Chord<A> chord(const Row& row, int d, const A* x, const A* y, A* e) {
@@ -116,65 +130,60 @@ SO_HD Chord<A> chord(const Row& row, int d, const A* x, const A* y, A* e) {
     sx += sk * x[k];
     xx += x[k] * x[k];
   }
+  Chord<A> c;
   dd = row.sum(dd);
   ss = row.sum(ss);
-  dx = row.sum(dx);
-  sx = row.sum(sx);
-  xx = row.sum(xx);
-  Chord<A> c;
+  c.xx = row.sum(xx);
   c.a = so_sqrt(dd);
   c.b = so_sqrt(ss);
   c.theta = A(2) * so_atan2(c.a, c.b);
   c.near = c.a <= c.b;
-  // |v|^2 expanded, so that e is written in one pass; no term cancels in its half.
-  A m2;
-  if (c.near) {
-    c.hx = A(0.5) * dd;
-    m2 = dd + A(2) * c.hx * dx + c.hx * c.hx * xx;
-  } else {
-    c.hx = A(-0.5) * ss;
-    m2 = ss + A(2) * c.hx * sx + c.hx * c.hx * xx;
+  c.hx = c.near ? A(0.5) * dd : A(-0.5) * ss;
+  // <v, x> from the sums: v = (y -+ x) + hx x
+  c.c = safe_div((c.near ? row.sum(dx) : row.sum(sx)) + c.hx * c.xx, c.xx);
+  A ww = 0;
+  SO_SUM(ww)
+  for (int k = 0; k < n; ++k) {
+    e[k] = chord_v(c, x[k], y[k]) - c.c * x[k];
+    ww += e[k] * e[k];
   }
-  c.m = m2 > A(0) ? so_sqrt(m2) : A(0);
+  c.m = so_sqrt(row.sum(ww));
   c.r = c.m > A(0) ? c.theta / c.m : A(c.near ? 1 : 0);
   if (c.m == A(0) && !c.near) {
     antipodal_direction(row, d, x, e);
     return c;
   }
   const A inv = safe_div(A(1), c.m);
-  const A sign = c.near ? A(-1) : A(1);
-  // (y -+ x) first: it is exact for close points, and hx x is the small correction.
   SO_LOOP
-  for (int k = 0; k < n; ++k) e[k] = ((y[k] + sign * x[k]) + c.hx * x[k]) * inv;
+  for (int k = 0; k < n; ++k) e[k] *= inv;
   return c;
 }
 
-// Adds the gradients of (theta, v) to gx and gy (the reference's `chord_backward`).
-// gv may be null (no gradient through the direction).
+// Adds the gradients of (theta, w) to gx and gy (the reference's `chord_backward`).
+// gw may be null (no gradient through the direction).
 template <class Row, class A>
 SO_HD void chord_backward(const Row& row, const Chord<A>& c, const A* x, const A* y, A g_theta,
-                          const A* gv, A* gx, A* gy) {
+                          const A* gw, A* gx, A* gy) {
   const int n = row.slots();
   const A den = c.a * c.a + c.b * c.b;
   const A kd = safe_div(safe_div(A(2) * c.b * g_theta, den), c.a);
   const A ks = safe_div(safe_div(A(-2) * c.a * g_theta, den), c.b);
-  const A gvx = gv ? dot(row, gv, x) : A(0);
+  // w = v - <v, x> x / |x|^2; g_v = gw - k x is orthogonal to x
+  const A k = gw ? safe_div(dot(row, gw, x), c.xx) : A(0);
   SO_LOOP
-  for (int k = 0; k < n; ++k) {
-    const A dk = y[k] - x[k], sk = y[k] + x[k];
-    const A gvk = gv ? gv[k] : A(0);
-    A gd = kd * dk, gs = ks * sk;
-    if (c.near) {
-      gd += gvk + gvx * dk;
-    } else {
-      gs += gvk - gvx * sk;
-    }
-    gx[k] += c.hx * gvk - gd + gs;
-    gy[k] += gd + gs;
+  for (int j = 0; j < n; ++j) {
+    const A dk = y[j] - x[j], sk = y[j] + x[j];
+    const A gwj = gw ? gw[j] : A(0);
+    const A g_v = gwj - k * x[j];
+    const A gd = kd * dk + (c.near ? g_v : A(0));
+    const A gs = ks * sk + (c.near ? A(0) : g_v);
+    const A g_x = (A(2) * c.c * k) * x[j] - c.c * gwj - k * chord_v(c, x[j], y[j]) + c.hx * g_v;
+    gx[j] += g_x - gd + gs;
+    gy[j] += gd + gs;
   }
 }
 
-// Gradient w.r.t. v of e = v / m, given (dL/de) / theta in h; written into gv.
+// Gradient w.r.t. w of e = w / m, given (dL/de) / theta in h; written into gv.
 template <class Row, class A>
 SO_HD void direction_backward(const Row& row, const Chord<A>& c, const A* e, A h_dot_e, const A* h,
                               A* gv) {
@@ -552,5 +561,5 @@ SO_HD void transp_bwd(const Row& row, int d, const A* g, const A* x, const A* y,
   chord_backward(row, c, x, y, g_theta, gdir, gx, gy);
 }
 
-}  // namespace math
+}  // namespace SO_MATH_NS
 }  // namespace sphere_ops

@@ -17,6 +17,11 @@ from .reference import compute_dtype
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
 
 
+def supports(x: Tensor) -> bool:
+    """Whether these kernels take x (CUDA: float32/bfloat16/float16 with D <= 1024)."""
+    return not x.is_cuda or x.shape[-1] <= _C.cuda_max_dim(_DTYPE_CODES[x.dtype])
+
+
 def _rows(x: Tensor) -> Tensor:
     x = x.reshape(-1, x.shape[-1])
     if not x.is_contiguous():
@@ -41,15 +46,23 @@ def _call(name: str, rows: Tensor, *args: Tensor | float | None) -> None:
     if not rows.is_cuda:
         getattr(_C, name)(False, 0, code, r, d, *pointers)
         return
-    if d > _C.cuda_max_dim(code):
-        raise ValueError(f"D={d} is larger than the CUDA kernels take ({_C.cuda_max_dim(code)}); use triton")
     with torch.cuda.device(rows.device):
         stream = torch.cuda.current_stream(rows.device).cuda_stream
         getattr(_C, name)(True, stream, code, r, d, *pointers)
 
 
+_HUGE_PAGE_BYTES = 1 << 22
+
+
 def _like(x: Tensor, n: int = 1) -> list[Tensor]:
-    return [torch.empty_like(x) for _ in range(n)]
+    """Fresh outputs like x; large CPU ones are backed by huge pages before the kernel writes them."""
+    outs = [torch.empty_like(x) for _ in range(n)]
+    if not x.is_cuda:
+        for out in outs:
+            nbytes = out.numel() * out.element_size()
+            if nbytes >= _HUGE_PAGE_BYTES:
+                _C.advise_hugepages(out.data_ptr(), nbytes)
+    return outs
 
 
 def normalize(x: Tensor, eps: float) -> Tensor:
@@ -120,8 +133,7 @@ def dist_backward(grad: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 
 def _geodesic(x0: Tensor, x1: Tensor, t: Tensor, with_velocity: bool) -> tuple[Tensor, Tensor | None]:
     x0r, x1r = _rows(x0), _rows(x1)
-    xt = torch.empty_like(x0r)
-    ut = torch.empty_like(x0r) if with_velocity else None
+    xt, ut = _like(x0r, 2) if with_velocity else (_like(x0r)[0], None)
     _call("geodesic_velocity", x0r, x0r, x1r, _per_row(t, compute_dtype(x0.dtype)), xt, ut)
     return xt.view(x0.shape), None if ut is None else ut.view(x0.shape)
 

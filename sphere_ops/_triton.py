@@ -5,7 +5,8 @@ kernels run on CPU under ``TRITON_INTERPRET=1``. Triton's portable math has no
 atan2, so :func:`_atan2` evaluates its own polynomial (relative error under
 2e-7 in float32). Divisions and square roots use the IEEE-rounded forms.
 The math mirrors :mod:`sphere_ops.reference` and ``csrc/sphere_math.h``.
-float64 inputs never reach these kernels (the reference serves them).
+float64 inputs and rows longer than MAX_DIM never reach these kernels (see
+:func:`supports`): the reference serves them.
 """
 
 from __future__ import annotations
@@ -125,27 +126,31 @@ def _chord(x, y, cols, D, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
     theta = 2.0 * _atan2(a, b)
     near = a <= b
     hx = tl.where(near, 0.5 * dd, -0.5 * ss)
-    m2 = tl.where(near, dd + 2.0 * hx * _dot(d, x), ss + 2.0 * hx * _dot(s, x)) + hx * hx * xx
-    m = _sqrt(m2)
+    v = tl.where(near, d, s) + hx * x
+    c = _div(_dot(v, x), xx)
+    w = v - c * x
+    m = _sqrt(_dot(w, w))
     r = tl.where(m > 0.0, _div(theta, m), tl.where(near, 1.0, 0.0))
-    e = (tl.where(near, d, s) + hx * x) * _div(1.0, m)
+    e = w * _div(1.0, m)
     antipodal = (m == 0.0) & (~near)
     e = tl.where(antipodal, _antipodal_direction(x, cols, D, ROWS, BLOCK_D), e)
-    return a, b, theta, near, hx, r, e
+    return a, b, theta, near, v, xx, c, hx, r, e
 
 
 @triton.jit
-def _chord_backward(x, y, a, b, near, hx, g_theta, gv):
-    """Gradients of (theta, v) pulled back to (x, y)."""
+def _chord_backward(x, y, a, b, near, cv, xx, c, hx, g_theta, gw):
+    """Gradients of (theta, w) pulled back to (x, y)."""
     d = y - x
     s = y + x
     den = a * a + b * b
     kd = _div(_div(2.0 * b * g_theta, den), a)
     ks = _div(_div(-2.0 * a * g_theta, den), b)
-    gvx = _dot(gv, x)
-    gd = kd * d + tl.where(near, gv + gvx * d, 0.0)
-    gs = ks * s + tl.where(near, 0.0, gv - gvx * s)
-    return hx * gv - gd + gs, gd + gs
+    k = _div(_dot(gw, x), xx)
+    g_v = gw - k * x
+    gd = kd * d + tl.where(near, g_v, 0.0)
+    gs = ks * s + tl.where(near, 0.0, g_v)
+    g_x = (2.0 * c * k) * x - c * gw - k * cv + hx * g_v
+    return g_x - gd + gs, gd + gs
 
 
 # ----------------------------------------------------------------- kernels
@@ -252,7 +257,7 @@ def _logmap_fwd(X, Y, OUT, n_rows, D, ROWS: tl.constexpr, BLOCK_D: tl.constexpr)
     _, cols, _, mask, offs = _block(n_rows, D, ROWS, BLOCK_D)
     x = _load(X, offs, mask)
     y = _load(Y, offs, mask)
-    _, _, theta, _, _, _, e = _chord(x, y, cols, D, ROWS, BLOCK_D)
+    _, _, theta, _, _, _, _, _, _, e = _chord(x, y, cols, D, ROWS, BLOCK_D)
     _store(OUT, offs, mask, theta * e)
 
 
@@ -262,17 +267,17 @@ def _logmap_bwd(G, X, Y, GX, GY, n_rows, D, ROWS: tl.constexpr, BLOCK_D: tl.cons
     g = _load(G, offs, mask)
     x = _load(X, offs, mask)
     y = _load(Y, offs, mask)
-    a, b, theta, near, hx, r, e = _chord(x, y, cols, D, ROWS, BLOCK_D)
+    a, b, theta, near, cv, xx, c, hx, r, e = _chord(x, y, cols, D, ROWS, BLOCK_D)
     g_theta = _dot(g, e)
     gv = r * (g - g_theta * e)
-    gx, gy = _chord_backward(x, y, a, b, near, hx, g_theta, gv)
+    gx, gy = _chord_backward(x, y, a, b, near, cv, xx, c, hx, g_theta, gv)
     _store(GX, offs, mask, gx)
     _store(GY, offs, mask, gy)
 
 
 @triton.jit
 def _slerp(x0, x1, t, cols, D, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
-    a, b, theta, near, hx, r, e = _chord(x0, x1, cols, D, ROWS, BLOCK_D)
+    a, b, theta, near, cv, xx, c, hx, r, e = _chord(x0, x1, cols, D, ROWS, BLOCK_D)
     phi = t * theta
     cos_p = tl.cos(phi)
     sin_p = tl.sin(phi)
@@ -281,7 +286,7 @@ def _slerp(x0, x1, t, cols, D, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
     inv = _div(1.0, _sqrt(_dot(w, w)))
     xt = w * inv
     alpha = _dot(wp, xt)
-    return a, b, theta, near, hx, r, e, cos_p, sin_p, inv, xt, wp, alpha
+    return a, b, theta, near, cv, xx, c, hx, r, e, cos_p, sin_p, inv, xt, wp, alpha
 
 
 @triton.jit
@@ -291,7 +296,7 @@ def _geodesic_fwd(X0, X1, T, XT, UT, n_rows, D, WITH_VELOCITY: tl.constexpr, ROW
     x0 = _load(X0, offs, mask)
     x1 = _load(X1, offs, mask)
     t = tl.load(T + rows, mask=row_mask, other=0.0)[:, None]
-    _, _, _, _, _, _, _, _, _, inv, xt, wp, alpha = _slerp(x0, x1, t, cols, D, ROWS, BLOCK_D)
+    _, _, _, _, _, _, _, _, _, _, _, _, inv, xt, wp, alpha = _slerp(x0, x1, t, cols, D, ROWS, BLOCK_D)
     _store(XT, offs, mask, xt)
     if WITH_VELOCITY:
         _store(UT, offs, mask, (wp - alpha * xt) * inv)
@@ -305,7 +310,9 @@ def _geodesic_bwd(GXT, GUT, X0, X1, T, GX0, GX1, GT, n_rows, D, WITH_VELOCITY: t
     x0 = _load(X0, offs, mask)
     x1 = _load(X1, offs, mask)
     t = tl.load(T + rows, mask=row_mask, other=0.0)[:, None]
-    a, b, theta, near, hx, r, e, cos_p, sin_p, inv, xt, wp, alpha = _slerp(x0, x1, t, cols, D, ROWS, BLOCK_D)
+    a, b, theta, near, cv, xx, c, hx, r, e, cos_p, sin_p, inv, xt, wp, alpha = _slerp(
+        x0, x1, t, cols, D, ROWS, BLOCK_D
+    )
     if WITH_VELOCITY:
         gu = _load(GUT, offs, mask)
     else:
@@ -328,7 +335,7 @@ def _geodesic_bwd(GXT, GUT, X0, X1, T, GX0, GX1, GT, n_rows, D, WITH_VELOCITY: t
     kw = t * _sinc(t * theta)
     h = kw * g_w + cos_p * g_wp
     gv = r * (h - (kw * gw_e + cos_p * gwp_e) * e)
-    gx0, gx1 = _chord_backward(x0, x1, a, b, near, hx, g_theta, gv)
+    gx0, gx1 = _chord_backward(x0, x1, a, b, near, cv, xx, c, hx, g_theta, gv)
     gx0 += cos_p * g_w - theta * sin_p * g_wp
     _store(GX0, offs, mask, gx0)
     _store(GX1, offs, mask, gx1)
@@ -341,7 +348,7 @@ def _transp_fwd(X, Y, V, OUT, n_rows, D, ROWS: tl.constexpr, BLOCK_D: tl.constex
     x = _load(X, offs, mask)
     y = _load(Y, offs, mask)
     v = _load(V, offs, mask)
-    _, _, theta, _, _, _, e = _chord(x, y, cols, D, ROWS, BLOCK_D)
+    _, _, theta, _, _, _, _, _, _, e = _chord(x, y, cols, D, ROWS, BLOCK_D)
     p = _dot(v, e)
     q = _dot(v, x)
     h = tl.sin(0.5 * theta)
@@ -357,7 +364,7 @@ def _transp_bwd(G, X, Y, V, GX, GY, GV, n_rows, D, ROWS: tl.constexpr, BLOCK_D: 
     x = _load(X, offs, mask)
     y = _load(Y, offs, mask)
     v = _load(V, offs, mask)
-    a, b, theta, near, hx, r, e = _chord(x, y, cols, D, ROWS, BLOCK_D)
+    a, b, theta, near, cv, xx, c, hx, r, e = _chord(x, y, cols, D, ROWS, BLOCK_D)
     p = _dot(v, e)
     q = _dot(v, x)
     g_alpha = _dot(g, e)
@@ -377,13 +384,18 @@ def _transp_bwd(G, X, Y, V, GX, GY, GV, n_rows, D, ROWS: tl.constexpr, BLOCK_D: 
     kg = p * cm1_t + q * sin_t_t
     kv = g_alpha * cm1_t - g_beta * sin_t_t
     gdir = r * (kg * g + kv * v - (kg * g_alpha + kv * p) * e)
-    gx, gy = _chord_backward(x, y, a, b, near, hx, g_theta, gdir)
+    gx, gy = _chord_backward(x, y, a, b, near, cv, xx, c, hx, g_theta, gdir)
     _store(GX, offs, mask, gx + beta * g + g_q * v)
     _store(GY, offs, mask, gy)
     _store(GV, offs, mask, g + g_p * e + g_q * x)
 
 
 # ----------------------------------------------------------------- launchers
+
+
+def supports(x: Tensor) -> bool:
+    """Whether these kernels take x (float32/bfloat16/float16 with D <= MAX_DIM)."""
+    return x.dtype != torch.float64 and x.shape[-1] <= MAX_DIM
 
 
 def _rows(x: Tensor) -> Tensor:
@@ -395,8 +407,6 @@ def _launch(kernel, rows: Tensor, *tensors: Tensor | None, scalars: tuple = (), 
     n_rows, d = rows.shape
     if n_rows == 0:
         return
-    if d > MAX_DIM:
-        raise ValueError(f"D={d} is larger than the triton kernels take ({MAX_DIM}); use the torch backend")
     block_d = triton.next_power_of_2(d)
     # Interpreted programs cost about 1 ms each however small: give each many rows.
     per_program = 1 << 16 if _INTERPRETED else 4096

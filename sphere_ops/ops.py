@@ -33,11 +33,21 @@ _MODULES = {"torch": "sphere_ops.reference", "triton": "sphere_ops._triton", "cp
 
 
 def _kernels(backend_name: str, x: Tensor) -> ModuleType:
+    """The kernels of the chosen backend, or the next one that takes x.
+
+    Compiled kernels decline what they were not built for (float64 in Triton
+    and CUDA, very long rows): ``auto`` then tries Triton, and every backend
+    ends at the reference, which takes everything.
+    """
     name = backends.resolve(backend_name, x.device)
-    if name == "triton" and x.dtype == torch.float64:
-        # Triton's portable math is float32; the reference is exact in float64.
-        name = "torch"
-    return importlib.import_module(_MODULES[name])
+    kernels = importlib.import_module(_MODULES[name])
+    if name == "torch" or kernels.supports(x):
+        return kernels
+    if backend_name == "auto" and name == "cpp" and backends.available("triton", x.device):
+        triton_kernels = importlib.import_module(_MODULES["triton"])
+        if triton_kernels.supports(x):
+            return triton_kernels
+    return reference
 
 
 def _forward_kernels(x: Tensor) -> ModuleType:

@@ -12,9 +12,12 @@ Formulas are chosen for accuracy in float32 (see DESIGN.md):
   to a few ulps at every angle (``acos`` of a dot product loses half the
   digits near 0 and pi);
 * the unnormalized direction of ``y`` seen from ``x`` (the tangent part of
-  ``y``) is ``(y - x) + |y - x|^2 / 2 * x`` when ``y`` is nearer ``x`` than
-  ``-x``, and ``(y + x) - |y + x|^2 / 2 * x`` otherwise: both equal
+  ``y``) starts from ``(y - x) + |y - x|^2 / 2 * x`` when ``y`` is nearer ``x``
+  than ``-x``, and from ``(y + x) - |y + x|^2 / 2 * x`` otherwise: both equal
   ``y - <x, y> x`` on the sphere and each is free of cancellation in its half.
+  What is left of ``x`` in it (the rounding of inputs that are unit only to an
+  ulp, amplified by 1 / sin(angle)) is then projected out, so the direction is
+  orthogonal to ``x`` to working precision at every angle.
 
 Conventions at the singular points (finite, deterministic):
 
@@ -130,14 +133,21 @@ class Chord(NamedTuple):
     b: Tensor  # |y + x|
     theta: Tensor  # 2 atan2(a, b): the angle
     near: Tensor  # a <= b: y is nearer x than -x (which formula gives v)
-    v: Tensor  # tangent part of y at x, unnormalized (|v| = sin(theta))
-    m: Tensor  # |v|
-    e: Tensor  # unit direction v / m, with the conventions at m == 0
+    v: Tensor  # y plus a multiple of x, free of cancellation
+    xx: Tensor  # |x|^2
+    c: Tensor  # <v, x> / |x|^2
+    w: Tensor  # v - c x: the part of y orthogonal to x (|w| = sin(theta) on the sphere)
+    m: Tensor  # |w|
+    e: Tensor  # unit direction w / m, with the conventions at m == 0
     r: Tensor  # theta / m: 1 at x == y, 0 at y == -x
 
 
 def chord(x: Tensor, y: Tensor) -> Chord:
-    """Angle and unit direction from x toward y, stable at every angle."""
+    """Angle and unit direction from x toward y, stable at every angle.
+
+    The direction is exactly orthogonal to x even when x and y are unit only to
+    rounding, so tangency holds to working precision at every angle.
+    """
     d = y - x
     s = y + x
     a = _norm(d)
@@ -145,25 +155,33 @@ def chord(x: Tensor, y: Tensor) -> Chord:
     theta = 2 * torch.atan2(a, b)
     near = a <= b
     v = torch.where(near, d + 0.5 * a * a * x, s - 0.5 * b * b * x)
-    m = _norm(v)
+    xx = _dot(x, x)
+    c = _div(_dot(v, x), xx)
+    w = v - c * x
+    m = _norm(w)
     antipodal = (m == 0) & ~near
-    e = torch.where(antipodal, antipodal_direction(x), _div(v, m))
+    e = torch.where(antipodal, antipodal_direction(x), _div(w, m))
     r = torch.where(m > 0, _div(theta, m), near.to(theta.dtype))
-    return Chord(d, s, a, b, theta, near, v, m, e, r)
+    return Chord(d, s, a, b, theta, near, v, xx, c, w, m, e, r)
 
 
-def chord_backward(x: Tensor, c: Chord, g_theta: Tensor, g_v: Tensor) -> tuple[Tensor, Tensor]:
-    """Pull gradients of (theta, v) back to (x, y)."""
+def chord_backward(x: Tensor, c: Chord, g_theta: Tensor, g_w: Tensor) -> tuple[Tensor, Tensor]:
+    """Pull gradients of (theta, w) back to (x, y)."""
+    # w = v - <v, x> x / |x|^2
+    k = _div(_dot(g_w, x), c.xx)
+    g_v = g_w - k * x
+    g_x = (2 * c.c * k) * x - c.c * g_w - k * c.v
+    # theta = 2 atan2(a, b) and v = (y -+ x) +- |y -+ x|^2 / 2 x; <g_v, x> = 0 drops the
+    # terms through the coefficient of x in v.
     den = c.a * c.a + c.b * c.b
-    g_vx = _dot(g_v, x)
-    g_d = torch.where(c.near, g_v + g_vx * c.d, 0.0) + _div(2 * c.b * g_theta, den) * _div(c.d, c.a)
-    g_s = torch.where(c.near, 0.0, g_v - g_vx * c.s) - _div(2 * c.a * g_theta, den) * _div(c.s, c.b)
-    g_x = torch.where(c.near, 0.5 * c.a * c.a, -0.5 * c.b * c.b) * g_v
+    g_d = torch.where(c.near, g_v, 0.0) + _div(2 * c.b * g_theta, den) * _div(c.d, c.a)
+    g_s = torch.where(c.near, 0.0, g_v) - _div(2 * c.a * g_theta, den) * _div(c.s, c.b)
+    g_x = g_x + torch.where(c.near, 0.5 * c.a * c.a, -0.5 * c.b * c.b) * g_v
     return g_x - g_d + g_s, g_d + g_s
 
 
 def direction_backward(c: Chord, g_e_over_theta: Tensor) -> Tensor:
-    """Gradient w.r.t. v of e = v / m, given (dL/de) / theta.
+    """Gradient w.r.t. w of e = w / m, given (dL/de) / theta.
 
     Passing the gradient divided by theta keeps this finite as x -> y, where
     both it and m vanish and theta / m -> 1.
@@ -242,8 +260,8 @@ def logmap_backward(grad: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]
     xc, yc, g = _up(x, y, grad)
     c = chord(xc, yc)
     g_theta = _dot(g, c.e)
-    g_v = c.r * (g - g_theta * c.e)
-    gx, gy = chord_backward(xc, c, g_theta, g_v)
+    g_w = c.r * (g - g_theta * c.e)
+    gx, gy = chord_backward(xc, c, g_theta, g_w)
     return gx.to(x.dtype), gy.to(y.dtype)
 
 
@@ -303,8 +321,8 @@ def geodesic_velocity_backward(
     g_theta = sl.cos_p * gwp_e - sl.sin_p * gwp_x0 + tc * g_phi
     g_t = c.theta * g_phi
     g_e_over_theta = tc * _sinc(tc * c.theta) * g_w + sl.cos_p * g_wp
-    g_v = direction_backward(c, g_e_over_theta)
-    g_x0, g_x1 = chord_backward(x0c, c, g_theta, g_v)
+    g_dir = direction_backward(c, g_e_over_theta)
+    g_x0, g_x1 = chord_backward(x0c, c, g_theta, g_dir)
     g_x0 = g_x0 + sl.cos_p * g_w - c.theta * sl.sin_p * g_wp
     return g_x0.to(x0.dtype), g_x1.to(x1.dtype), g_t.to(t.dtype)
 

@@ -25,11 +25,11 @@ def unit(*shape: int, dtype: torch.dtype = torch.float64, generator: torch.Gener
     return (x / x.norm(dim=-1, keepdim=True)).to(dtype)
 
 
-def tangent(x: Tensor, scale: float = 1.0) -> Tensor:
+def tangent(x: Tensor, scale: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
     """A random tangent vector at each row of x (float64 math, cast back)."""
     xd = x.double()
-    u = torch.randn_like(xd)
-    u = u - (u * xd).sum(-1, keepdim=True) * xd
+    u = torch.randn(xd.shape, dtype=torch.float64, generator=generator)
+    u = u - (u * xd).sum(-1, keepdim=True) / (xd * xd).sum(-1, keepdim=True) * xd
     return (scale * u).to(x.dtype)
 
 
