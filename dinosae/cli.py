@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import click
 
 from . import __version__
@@ -11,3 +15,68 @@ from . import __version__
 @click.version_option(__version__, prog_name="dinosae")
 def main() -> None:
     """DINO-SAE: spherical autoencoder, Riemannian flow matching, fused sphere kernels."""
+
+
+@main.group()
+def bench() -> None:
+    """Microbenchmarks, timed side by side against the alternatives."""
+
+
+def _csv(kind):
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None):
+        if value is None:
+            return None
+        try:
+            return [kind(v.strip()) for v in value.split(",") if v.strip()]
+        except ValueError as err:
+            raise click.BadParameter(f"expected a comma-separated list: {err}") from err
+
+    return parse
+
+
+@bench.command("kernels")
+@click.option("--op", callback=_csv(str), help="Comma-separated ops (default: all).")
+@click.option("--rows", default="16384", callback=_csv(int), show_default=True, help="Comma-separated row counts.")
+@click.option("--dim", default="768", callback=_csv(int), show_default=True, help="Comma-separated D.")
+@click.option("--dtype", default="float32", callback=_csv(str), show_default=True, help="float32,bfloat16,float16")
+@click.option("--mode", default="fwd,fwd+bwd", callback=_csv(str), show_default=True)
+@click.option("--impl", callback=_csv(str), help="Only these implementations (names as printed).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: cuda when available.")
+@click.option("--repeats", default=10, show_default=True, type=click.IntRange(1))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object on the last line.")
+def bench_kernels(op, rows, dim, dtype, mode, impl, device, repeats, out, as_json) -> None:
+    """Time every sphere op forward and forward+backward against eager torch,
+    torch.compile, geoopt and flow_matching."""
+    import torch
+
+    from .bench import kernels
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError("--device cuda: no CUDA device is available")
+    unknown = [o for o in op or [] if o not in kernels.OPS]
+    if unknown:
+        raise click.BadParameter(f"unknown op {', '.join(unknown)}; choose from {', '.join(kernels.OPS)}", param_hint="--op")
+    bad_dtypes = [d for d in dtype if d not in kernels.DTYPES]
+    if bad_dtypes:
+        raise click.BadParameter(f"unknown dtype {', '.join(bad_dtypes)}", param_hint="--dtype")
+    bad_modes = [m for m in mode if m not in kernels.MODES]
+    if bad_modes:
+        raise click.BadParameter(f"unknown mode {', '.join(bad_modes)}; choose fwd or fwd+bwd", param_hint="--mode")
+    config = kernels.Config(tuple(op or kernels.OPS), tuple(rows), tuple(dim), tuple(dtype), tuple(mode), impl, device, repeats)
+
+    def progress(cases):
+        with click.progressbar(cases, label="timing", file=sys.stderr) as bar:
+            yield from bar
+
+    results = kernels.run(config, progress=progress)
+    payload = kernels.to_json(results, config)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=1))
+        tmp.replace(out)
+    click.echo(kernels.format_table(results))
+    if as_json:
+        click.echo(json.dumps(payload))

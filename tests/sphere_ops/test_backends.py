@@ -185,3 +185,33 @@ def test_time_tensor_broadcasts_and_gets_its_gradient(backend: str) -> None:
         (xr * ur).sum().backward()
     assert t.grad.shape == (4, 1, 1)
     torch.testing.assert_close(t.grad.double(), t_ref.grad, rtol=1e-5, atol=1e-5)
+
+
+def _cpu_isas() -> list[str]:
+    from sphere_ops import _C
+
+    order = ["base", "avx2", "avx512"]
+    return order[: order.index(_C.best_cpu_isa()) + 1]
+
+
+@pytest.fixture(params=_cpu_isas() if "cpp" in BACKENDS else [])
+def cpu_isa(request: pytest.FixtureRequest) -> Iterator[str]:
+    from sphere_ops import _C
+
+    previous = _C.cpu_isa()
+    _C.set_cpu_isa(request.param)
+    yield request.param
+    _C.set_cpu_isa(previous)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("op", OPS)
+def test_every_cpu_instruction_set_build_matches_reference(cpu_isa: str, dtype: torch.dtype, op: str) -> None:
+    fn, inputs = _case(op, (5, 131), dtype)
+    inputs = _cast(inputs, dtype)
+    with sphere_ops.backend("torch"):
+        ref_out, ref_grad = _run(fn, [v.double() for v in inputs])
+    with sphere_ops.backend("cpp"):
+        out, grad = _run(fn, inputs)
+    for got, want in zip(out + grad, ref_out + ref_grad):
+        assert max_rel(got, want) <= 2 * tolerance(dtype), f"{cpu_isa} {op}"
