@@ -416,10 +416,11 @@ SO_HD Slerp<A> slerp(const Row& row, int d, const A* x0, const A* x1, A t, A* e,
   return s;
 }
 
+// The array form, for any row (the coefficient form below does not take antipodes).
 // ut may be null (geodesic without its velocity). scratch: 2 arrays.
 template <class Row, class A>
-SO_HD void geodesic_velocity_fwd(const Row& row, int d, const A* x0, const A* x1, A t, A* scratch,
-                                 A* xt, A* ut) {
+SO_HD void geodesic_velocity_fwd_arrays(const Row& row, int d, const A* x0, const A* x1, A t, A* scratch,
+                                        A* xt, A* ut) {
   const int n = row.slots();
   A* e = scratch;
   A* wp = scratch + n;
@@ -430,10 +431,11 @@ SO_HD void geodesic_velocity_fwd(const Row& row, int d, const A* x0, const A* x1
   for (int k = 0; k < n; ++k) ut[k] = (wp[k] - s.alpha * xt[k]) * inv;
 }
 
-// gu may be null (only x_t was used). scratch: 5 arrays. Returns dL/dt.
+// The array form of the backward. gu may be null (only x_t was used).
+// scratch: 5 arrays. Returns dL/dt.
 template <class Row, class A>
-SO_HD A geodesic_velocity_bwd(const Row& row, int d, const A* gx, const A* gu, const A* x0, const A* x1,
-                              A t, A* scratch, A* gx0, A* gx1) {
+SO_HD A geodesic_velocity_bwd_arrays(const Row& row, int d, const A* gx, const A* gu, const A* x0,
+                                     const A* x1, A t, A* scratch, A* gx0, A* gx1) {
   const int n = row.slots();
   A* e = scratch;
   A* xt = scratch + n;
@@ -497,6 +499,248 @@ SO_HD A geodesic_velocity_bwd(const Row& row, int d, const A* gx, const A* gu, c
   }
   chord_backward(row, c, x0, x1, g_theta, gv, gx0, gx1);
   return g_t;
+}
+
+// ---------------------------------------------------------------- coefficient form
+// Every vector of the geodesic, its velocity and their gradients lies in the span of
+// x0, z and the two output gradients, where z = x1 - x0 when x1 is nearer x0 than
+// -x0 and z = x1 + x0 otherwise (free of cancellation either way). So a row needs
+// one pass of dot products and one pass that writes combinations of its inputs.
+// Rows with x1 == -x0 exactly leave that span (their direction is J x0) and take
+// the array form.
+
+// a x0 + b z
+template <class A>
+struct Vec2 {
+  A x, z;
+};
+
+// a x0 + b z + c gxt + d gut
+template <class A>
+struct Vec4 {
+  A x, z, g, u;
+  SO_HD Vec4 operator+(const Vec4& o) const { return {x + o.x, z + o.z, g + o.g, u + o.u}; }
+  SO_HD Vec4 operator-(const Vec4& o) const { return {x - o.x, z - o.z, g - o.g, u - o.u}; }
+  SO_HD Vec4 operator*(A k) const { return {x * k, z * k, g * k, u * k}; }
+};
+
+template <class A>
+SO_HD Vec4<A> lift(Vec2<A> v) {
+  return {v.x, v.z, A(0), A(0)};
+}
+
+// The dot products of a row: the Gram matrix of (x0, z) and, for the backward,
+// the products of the output gradients with x0 and z.
+template <class A>
+struct RowSums {
+  A dd, ss, dx, sx, xx;         // |d|^2, |s|^2, <d,x0>, <s,x0>, |x0|^2 (d = x1 - x0, s = x1 + x0)
+  A gx_x, gx_d, gx_s;           // <gxt, x0>, <gxt, d>, <gxt, s>
+  A gu_x, gu_d, gu_s;           // <gut, x0>, <gut, d>, <gut, s>
+};
+
+template <class Row, class A>
+SO_HD RowSums<A> row_sums(const Row& row, const A* x0, const A* x1, const A* gx, const A* gu) {
+  const int n = row.slots();
+  A dd = 0, ss = 0, dx = 0, sx = 0, xx = 0, gxx = 0, gxd = 0, gxs = 0, gux = 0, gud = 0, gus = 0;
+  if (!gx) {
+    SO_SUM(dd, ss, dx, sx, xx)
+    for (int k = 0; k < n; ++k) {
+      const A dk = x1[k] - x0[k], sk = x1[k] + x0[k];
+      dd += dk * dk;
+      ss += sk * sk;
+      dx += dk * x0[k];
+      sx += sk * x0[k];
+      xx += x0[k] * x0[k];
+    }
+  } else if (!gu) {
+    SO_SUM(dd, ss, dx, sx, xx, gxx, gxd, gxs)
+    for (int k = 0; k < n; ++k) {
+      const A dk = x1[k] - x0[k], sk = x1[k] + x0[k];
+      dd += dk * dk;
+      ss += sk * sk;
+      dx += dk * x0[k];
+      sx += sk * x0[k];
+      xx += x0[k] * x0[k];
+      gxx += gx[k] * x0[k];
+      gxd += gx[k] * dk;
+      gxs += gx[k] * sk;
+    }
+  } else {
+    SO_SUM(dd, ss, dx, sx, xx, gxx, gxd, gxs, gux, gud, gus)
+    for (int k = 0; k < n; ++k) {
+      const A dk = x1[k] - x0[k], sk = x1[k] + x0[k];
+      dd += dk * dk;
+      ss += sk * sk;
+      dx += dk * x0[k];
+      sx += sk * x0[k];
+      xx += x0[k] * x0[k];
+      gxx += gx[k] * x0[k];
+      gxd += gx[k] * dk;
+      gxs += gx[k] * sk;
+      gux += gu[k] * x0[k];
+      gud += gu[k] * dk;
+      gus += gu[k] * sk;
+    }
+  }
+  return {row.sum(dd), row.sum(ss), row.sum(dx), row.sum(sx), row.sum(xx),
+          row.sum(gxx), row.sum(gxd), row.sum(gxs), row.sum(gux), row.sum(gud), row.sum(gus)};
+}
+
+// The slerp of one row in coefficients of (x0, z).
+template <class A>
+struct SlerpCoef {
+  bool near, antipodal;
+  A a, b, theta;
+  A xx, zx, zz;  // Gram of (x0, z)
+  A q;           // <z, x0> / |x0|^2: w = z - q x0 is the part of x1 orthogonal to x0
+  A m, r;        // |w|, theta / m (1 at x0 == x1)
+  Vec2<A> e;     // w / m
+  A t, cos_p, sin_p;
+  Vec2<A> w;     // cos(phi) x0 + sin(phi) e, phi = t theta
+  A nw;          // |w|
+  Vec2<A> wp;    // dw/dt = theta (cos(phi) e - sin(phi) x0)
+  A alpha;       // <wp, w> / |w|
+};
+
+template <class A>
+SO_HD A gram_dot(const SlerpCoef<A>& s, Vec2<A> u, Vec2<A> v) {
+  return u.x * v.x * s.xx + (u.x * v.z + u.z * v.x) * s.zx + u.z * v.z * s.zz;
+}
+
+template <class A>
+SO_HD SlerpCoef<A> slerp_coefficients(const RowSums<A>& r, A t) {
+  SlerpCoef<A> s;
+  s.a = so_sqrt(r.dd);
+  s.b = so_sqrt(r.ss);
+  s.theta = A(2) * so_atan2(s.a, s.b);
+  s.near = s.a <= s.b;
+  s.xx = r.xx;
+  s.zx = s.near ? r.dx : r.sx;
+  s.zz = s.near ? r.dd : r.ss;
+  s.q = safe_div(s.zx, s.xx);
+  const A m2 = s.zz - s.q * s.zx;
+  s.m = m2 > A(0) ? so_sqrt(m2) : A(0);
+  s.antipodal = s.m == A(0) && !s.near;
+  s.r = s.m > A(0) ? s.theta / s.m : A(s.near ? 1 : 0);
+  const A inv_m = safe_div(A(1), s.m);
+  s.e = {-s.q * inv_m, inv_m};
+  s.t = t;
+  s.cos_p = so_cos(t * s.theta);
+  s.sin_p = so_sin(t * s.theta);
+  s.w = {s.cos_p + s.sin_p * s.e.x, s.sin_p * s.e.z};
+  s.nw = so_sqrt(gram_dot(s, s.w, s.w));
+  s.wp = {s.theta * (s.cos_p * s.e.x - s.sin_p), s.theta * s.cos_p * s.e.z};
+  s.alpha = safe_div(gram_dot(s, s.wp, s.w), s.nw);
+  return s;
+}
+
+// Writes x0 c.x + z c.z (and the same with u) for every slot of a row.
+template <class Row, class A>
+SO_HD void write_combination(const Row& row, bool near, const A* x0, const A* x1, Vec2<A> cx, A* out,
+                             Vec2<A> cu, A* out_u) {
+  const int n = row.slots();
+  const A sign = near ? A(-1) : A(1);
+  if (out_u) {
+    SO_LOOP
+    for (int k = 0; k < n; ++k) {
+      const A zk = x1[k] + sign * x0[k];
+      out[k] = cx.x * x0[k] + cx.z * zk;
+      out_u[k] = cu.x * x0[k] + cu.z * zk;
+    }
+  } else {
+    SO_LOOP
+    for (int k = 0; k < n; ++k) out[k] = cx.x * x0[k] + cx.z * (x1[k] + sign * x0[k]);
+  }
+}
+
+// ut may be null (geodesic without its velocity). scratch: 2 arrays (antipodal rows only).
+template <class Row, class A>
+SO_HD void geodesic_velocity_fwd(const Row& row, int d, const A* x0, const A* x1, A t, A* scratch, A* xt,
+                                 A* ut) {
+  const RowSums<A> sums = row_sums(row, x0, x1, static_cast<const A*>(nullptr), static_cast<const A*>(nullptr));
+  const SlerpCoef<A> s = slerp_coefficients(sums, t);
+  if (s.antipodal) return geodesic_velocity_fwd_arrays(row, d, x0, x1, t, scratch, xt, ut);
+  const A inv = safe_div(A(1), s.nw);
+  const Vec2<A> cx = {s.w.x * inv, s.w.z * inv};
+  const Vec2<A> cu = {(s.wp.x - s.alpha * cx.x) * inv, (s.wp.z - s.alpha * cx.z) * inv};
+  write_combination(row, s.near, x0, x1, cx, xt, cu, ut);
+}
+
+// The products of a Vec4 with a vector of span(x0, z).
+template <class A>
+struct GradDot {
+  const SlerpCoef<A>& s;
+  A gx_x, gx_z, gu_x, gu_z;
+  SO_HD A operator()(const Vec4<A>& u, Vec2<A> v) const {
+    return gram_dot(s, {u.x, u.z}, v) + u.g * (v.x * gx_x + v.z * gx_z) + u.u * (v.x * gu_x + v.z * gu_z);
+  }
+};
+
+// gu may be null (only x_t was used). scratch: 5 arrays (antipodal rows only). Returns dL/dt.
+template <class Row, class A>
+SO_HD A geodesic_velocity_bwd(const Row& row, int d, const A* gx, const A* gu, const A* x0, const A* x1, A t,
+                              A* scratch, A* gx0, A* gx1) {
+  const RowSums<A> r = row_sums(row, x0, x1, gx, gu);
+  const SlerpCoef<A> s = slerp_coefficients(r, t);
+  if (s.antipodal) return geodesic_velocity_bwd_arrays(row, d, gx, gu, x0, x1, t, scratch, gx0, gx1);
+  const GradDot<A> dot4{s, r.gx_x, s.near ? r.gx_d : r.gx_s, r.gu_x, s.near ? r.gu_d : r.gu_s};
+  const Vec2<A> x_ = {A(1), A(0)}, z_ = {A(0), A(1)};
+  const Vec4<A> gxt = {A(0), A(0), A(1), A(0)}, gut = {A(0), A(0), A(0), A(1)};
+  const A inv = safe_div(A(1), s.nw);
+  const Vec2<A> xt = {s.w.x * inv, s.w.z * inv};
+  // ut = (wp - alpha xt) / |w| and xt = w / |w|
+  const A gu_xt = dot4(gut, xt), gu_wp = dot4(gut, s.wp), gx_xt = dot4(gxt, xt);
+  const Vec4<A> g_wp = (gut - lift(xt) * gu_xt) * inv;
+  const A g_nw = -(gu_wp - s.alpha * gu_xt) * inv * inv;
+  const Vec4<A> g_xt = gxt - (gut * s.alpha + lift(s.wp) * gu_xt) * inv;
+  const A gxt_xt = gx_xt - A(2) * s.alpha * gu_xt * inv;
+  const Vec4<A> g_w = (g_xt - lift(xt) * gxt_xt) * inv + lift(xt) * g_nw;
+  // w = cos(phi) x0 + sin(phi) e and wp = theta (cos(phi) e - sin(phi) x0), phi = t theta
+  const A gw_x0 = dot4(g_w, x_), gw_e = dot4(g_w, s.e), gwp_x0 = dot4(g_wp, x_), gwp_e = dot4(g_wp, s.e);
+  const A th = s.theta;
+  const A g_cos = gw_x0 + th * gwp_e;
+  const A g_sin = gw_e - th * gwp_x0;
+  const A g_phi = s.cos_p * g_sin - s.sin_p * g_cos;
+  const A g_theta = s.cos_p * gwp_e - s.sin_p * gwp_x0 + t * g_phi;
+  // The gradient w.r.t. w = z - q x0 of e = w / m, kept finite as x1 -> x0.
+  const A kw = t * sinc(t * th);
+  const A h_e = kw * gw_e + s.cos_p * gwp_e;
+  const Vec4<A> g_dir = (g_w * kw + g_wp * s.cos_p - lift(s.e) * h_e) * s.r;
+  const A k = safe_div(dot4(g_dir, x_), s.xx);
+  const Vec4<A> g_z = g_dir - lift(x_) * k;
+  Vec4<A> g_x0 = lift(x_) * (A(2) * s.q * k) - g_dir * s.q - lift(z_) * k;
+  // theta = 2 atan2(|d|, |s|), with d = z (near) or z - 2 x0, s = z + 2 x0 (near) or z
+  const A den = r.dd + r.ss;
+  const A kd = safe_div(safe_div(A(2) * s.b * g_theta, den), s.a);
+  const A ks = safe_div(safe_div(A(-2) * s.a * g_theta, den), s.b);
+  Vec4<A> g_d, g_s;
+  if (s.near) {
+    g_d = g_z + lift(z_) * kd;
+    g_s = lift(Vec2<A>{A(2) * ks, ks});
+  } else {
+    g_s = g_z + lift(z_) * ks;
+    g_d = lift(Vec2<A>{A(-2) * kd, kd});
+  }
+  g_x0 = g_x0 - g_d + g_s + g_w * s.cos_p - g_wp * (th * s.sin_p);
+  const Vec4<A> g_x1 = g_d + g_s;
+  const int n = row.slots();
+  const A sign = s.near ? A(-1) : A(1);
+  if (gu) {
+    SO_LOOP
+    for (int j = 0; j < n; ++j) {
+      const A zj = x1[j] + sign * x0[j];
+      gx0[j] = g_x0.x * x0[j] + g_x0.z * zj + g_x0.g * gx[j] + g_x0.u * gu[j];
+      gx1[j] = g_x1.x * x0[j] + g_x1.z * zj + g_x1.g * gx[j] + g_x1.u * gu[j];
+    }
+  } else {
+    SO_LOOP
+    for (int j = 0; j < n; ++j) {
+      const A zj = x1[j] + sign * x0[j];
+      gx0[j] = g_x0.x * x0[j] + g_x0.z * zj + g_x0.g * gx[j];
+      gx1[j] = g_x1.x * x0[j] + g_x1.z * zj + g_x1.g * gx[j];
+    }
+  }
+  return th * g_phi;
 }
 
 // scratch: 1 array (e).
