@@ -44,7 +44,8 @@ def time_tensor(t: object, x: Tensor, compute_dtype: torch.dtype) -> Tensor:
     """t as a tensor of shape x[..., :1] (an expanded view) in the compute dtype."""
     target = x.shape[:-1] + (1,)
     if isinstance(t, (int, float)) and not isinstance(t, bool):
-        return torch.tensor(float(t), dtype=compute_dtype, device=x.device).expand(target)
+        # torch.full fills on the device; torch.tensor would copy from the host and synchronize.
+        return torch.full((), float(t), dtype=compute_dtype, device=x.device).expand(target)
     if not isinstance(t, Tensor):
         raise TypeError(f"t must be a float or a tensor, got {type(t).__name__}")
     if not t.dtype.is_floating_point:

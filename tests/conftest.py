@@ -2,11 +2,14 @@
 
 Triton runs on the CPU through its interpreter, which must be switched on
 before anything imports triton (torchvision, and so timm, import it too).
+``SPHERE_OPS_TEST_DEVICE=cuda`` (bench/gpu_check.sh) leaves it off, so the
+Triton kernels compile for the GPU and the CUDA tests run them.
 """
 
 import os
 
-os.environ["TRITON_INTERPRET"] = "1"
+if os.environ.get("SPHERE_OPS_TEST_DEVICE") != "cuda":
+    os.environ["TRITON_INTERPRET"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
