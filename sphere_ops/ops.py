@@ -1,10 +1,18 @@
 """The public sphere ops: ``torch.library`` custom ops with fused forward and backward.
 
-Each op is registered as ``sphere_ops::<name>`` with a fake (meta) implementation
-and an autograd formula whose backward is itself a custom op, so ops trace under
-``torch.compile(fullgraph=True)`` and pass ``torch.library.opcheck``. The kernels
-that run are chosen at call time (see :mod:`sphere_ops.backends`); the backward
-runs on the backend that ran the forward.
+Each op is registered as ``sphere_ops::<name>`` with a fake (meta) implementation,
+a vmap rule and an autograd formula whose backward is itself a custom op, so ops
+trace under ``torch.compile(fullgraph=True)``, pass ``torch.library.opcheck`` and
+run batched under ``torch.func.vmap`` as one fused call. The kernels that run are
+chosen at call time (see :mod:`sphere_ops.backends`); the backward runs on the
+backend that ran the forward.
+
+Custom ops carry reverse-mode gradients only: PyTorch drops forward-mode tangents
+(``torch.func.jvp``, ``torch.autograd.forward_ad``) at them without a word, and
+``torch.func.grad``/``vjp`` cannot enter them. Inputs under those transforms are
+therefore computed with the reference formulas in plain torch, which every
+transform differentiates (exactly at ``x == y`` or ``y == -x`` their derivatives
+may not be finite; the fused ops' are).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import importlib
 from types import ModuleType
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from . import backends, reference
@@ -58,6 +67,29 @@ def _save_backend(ctx: object) -> None:
     ctx.backend = backends.current()
 
 
+def _needs_plain_torch(*tensors: Tensor) -> bool:
+    """Whether an input carries a forward-mode tangent or is inside a torch.func grad transform."""
+    if torch.compiler.is_compiling():
+        return False
+    return any(
+        torch._C._functorch.is_gradtrackingtensor(t) or fwAD.unpack_dual(t).tangent is not None for t in tensors
+    )
+
+
+def _register_rowwise_vmap(op, n_tensors: int) -> None:
+    """Row-wise ops batch by taking the vmapped dim as one more leading dim: one fused call."""
+
+    def rule(info, in_dims, *args):
+        tensors = [
+            t.movedim(dim, 0) if dim is not None else t.expand(info.batch_size, *t.shape)
+            for t, dim in zip(args[:n_tensors], in_dims[:n_tensors])
+        ]
+        out = op(*tensors, *args[n_tensors:])
+        return out, (0,) * len(out) if isinstance(out, tuple) else 0
+
+    torch.library.register_vmap(op, rule)
+
+
 # ---------------------------------------------------------------- normalize
 
 
@@ -93,6 +125,7 @@ def _normalize_grad(ctx, grad):
 
 
 _normalize.register_autograd(_normalize_grad, setup_context=_normalize_setup)
+_register_rowwise_vmap(_normalize, 1)
 
 
 def normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
@@ -104,6 +137,8 @@ def normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
         tensor([[0.6000, 0.8000]])
     """
     check_point_like("x", x)
+    if _needs_plain_torch(x):
+        return reference.normalize(x, float(eps))
     return _normalize(x, float(eps))
 
 
@@ -140,6 +175,7 @@ def _two_input_op(name: str, out_shape) -> tuple:
         return bwd(grad, a, b, ctx.backend)
 
     fwd.register_autograd(grad_fn, setup_context=setup)
+    _register_rowwise_vmap(fwd, 2)
     return fwd, bwd
 
 
@@ -166,6 +202,8 @@ def proju(x: Tensor, u: Tensor) -> Tensor:
         tensor([[0., 3., 4.]])
     """
     x, u = check_pair(("x", "u"), x, u)
+    if _needs_plain_torch(x, u):
+        return reference.proju(x, u)
     return _proju(x, u)
 
 
@@ -180,6 +218,8 @@ def dist(x: Tensor, y: Tensor) -> Tensor:
         tensor([1.5708])
     """
     x, y = check_pair(("x", "y"), x, y)
+    if _needs_plain_torch(x, y):
+        return reference.dist(x, y)
     return _dist(x, y)
 
 
@@ -194,6 +234,8 @@ def expmap(x: Tensor, u: Tensor) -> Tensor:
         tensor([[-4.3711e-08,  1.0000e+00]])
     """
     x, u = check_pair(("x", "u"), x, u)
+    if _needs_plain_torch(x, u):
+        return reference.expmap(x, u)
     return _expmap(x, u)
 
 
@@ -209,6 +251,8 @@ def logmap(x: Tensor, y: Tensor) -> Tensor:
         tensor([[0.0000, 1.5708]])
     """
     x, y = check_pair(("x", "y"), x, y)
+    if _needs_plain_torch(x, y):
+        return reference.logmap(x, y)
     return _logmap(x, y)
 
 
@@ -278,6 +322,8 @@ def _geodesic_grad(ctx, grad):
 
 _geodesic_velocity.register_autograd(_geodesic_velocity_grad, setup_context=_save_three)
 _geodesic.register_autograd(_geodesic_grad, setup_context=_save_three)
+_register_rowwise_vmap(_geodesic_velocity, 3)
+_register_rowwise_vmap(_geodesic, 3)
 
 
 def _geodesic_args(x0: Tensor, x1: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -295,7 +341,10 @@ def geodesic(x0: Tensor, x1: Tensor, t: float | Tensor) -> Tensor:
         >>> sphere_ops.geodesic(x0, x1, 0.5)
         tensor([[0.7071, 0.7071]])
     """
-    return _geodesic(*_geodesic_args(x0, x1, t))
+    args = _geodesic_args(x0, x1, t)
+    if _needs_plain_torch(*args):
+        return reference.geodesic(*args)
+    return _geodesic(*args)
 
 
 def geodesic_velocity(x0: Tensor, x1: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
@@ -310,7 +359,10 @@ def geodesic_velocity(x0: Tensor, x1: Tensor, t: float | Tensor) -> tuple[Tensor
         >>> ut
         tensor([[0.0000, 1.5708]])
     """
-    return _geodesic_velocity(*_geodesic_args(x0, x1, t))
+    args = _geodesic_args(x0, x1, t)
+    if _needs_plain_torch(*args):
+        return reference.geodesic_velocity(*args)
+    return _geodesic_velocity(*args)
 
 
 # ---------------------------------------------------------------- transp
@@ -344,6 +396,7 @@ def _transp_grad(ctx, grad):
 
 
 _transp.register_autograd(_transp_grad, setup_context=_save_three)
+_register_rowwise_vmap(_transp, 3)
 
 
 def transp(x: Tensor, y: Tensor, v: Tensor) -> Tensor:
@@ -359,4 +412,6 @@ def transp(x: Tensor, y: Tensor, v: Tensor) -> Tensor:
         tensor([[-1.0000,  0.0000,  1.0000]])
     """
     x, y, v = check_pair(("x", "y", "v"), x, y, v)
+    if _needs_plain_torch(x, y, v):
+        return reference.transp(x, y, v)
     return _transp(x, y, v)

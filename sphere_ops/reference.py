@@ -73,7 +73,10 @@ def _dot(x: Tensor, y: Tensor) -> Tensor:
 
 
 def _norm(x: Tensor) -> Tensor:
-    return _dot(x, x).sqrt()
+    """|x|, exactly 0 at 0 with derivative 0 there (autograd of a bare sqrt gives NaN)."""
+    s = _dot(x, x)
+    positive = s > 0
+    return torch.where(positive, torch.where(positive, s, 1.0).sqrt(), 0.0)
 
 
 def _div(num: Tensor, den: Tensor) -> Tensor:
@@ -140,6 +143,7 @@ class Chord(NamedTuple):
     m: Tensor  # |w|
     e: Tensor  # unit direction w / m, with the conventions at m == 0
     r: Tensor  # theta / m: 1 at x == y, 0 at y == -x
+    log: Tensor  # theta e, written r w so that autograd of it has the right limit at x == y
 
 
 def chord(x: Tensor, y: Tensor) -> Chord:
@@ -160,9 +164,11 @@ def chord(x: Tensor, y: Tensor) -> Chord:
     w = v - c * x
     m = _norm(w)
     antipodal = (m == 0) & ~near
-    e = torch.where(antipodal, antipodal_direction(x), _div(w, m))
+    # The direction at an antipode is a convention: no gradient flows through it.
+    e = torch.where(antipodal, antipodal_direction(x.detach()), _div(w, m))
     r = torch.where(m > 0, _div(theta, m), near.to(theta.dtype))
-    return Chord(d, s, a, b, theta, near, v, xx, c, w, m, e, r)
+    log = torch.where(antipodal, theta * e, r * w)
+    return Chord(d, s, a, b, theta, near, v, xx, c, w, m, e, r, log)
 
 
 def chord_backward(x: Tensor, c: Chord, g_theta: Tensor, g_w: Tensor) -> tuple[Tensor, Tensor]:
@@ -252,8 +258,7 @@ def expmap_backward(grad: Tensor, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]
 
 def logmap(x: Tensor, y: Tensor) -> Tensor:
     xc, yc = _up(x, y)
-    c = chord(xc, yc)
-    return (c.theta * c.e).to(y.dtype)
+    return chord(xc, yc).log.to(y.dtype)
 
 
 def logmap_backward(grad: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -280,10 +285,11 @@ def _slerp(x0: Tensor, x1: Tensor, t: Tensor) -> _Slerp:
     c = chord(x0, x1)
     phi = t * c.theta
     cos_p, sin_p = torch.cos(phi), torch.sin(phi)
-    w = cos_p * x0 + sin_p * c.e
+    # sin(phi) e = t sinc(phi) theta e: the same value, differentiable at x0 == x1
+    w = cos_p * x0 + t * _sinc(phi) * c.log
     nw = _norm(w)
     xt = _div(w, nw)
-    wp = c.theta * (cos_p * c.e - sin_p * x0)
+    wp = cos_p * c.log - c.theta * sin_p * x0
     ut = _div(wp - _dot(wp, xt) * xt, nw)
     return _Slerp(c, cos_p, sin_p, w, nw, xt, wp, ut)
 
@@ -343,9 +349,12 @@ def transp(x: Tensor, y: Tensor, v: Tensor) -> Tensor:
     """
     xc, yc, vc = _up(x, y, v)
     c = chord(xc, yc)
-    p, q = _dot(vc, c.e), _dot(vc, xc)
-    cm1, sin_t = _cos_minus_one(c.theta), torch.sin(c.theta)
-    out = vc + (p * cm1 + q * sin_t) * c.e + (q * cm1 - p * sin_t) * xc
+    # In terms of the log vector L = theta e (differentiable at x == y):
+    # (p cm1 + q sin) e = (<v, L> cm1 / theta^2 + q sinc) L and p sin = <v, L> sinc.
+    half = 0.5 * c.theta
+    p_log, q = _dot(vc, c.log), _dot(vc, xc)
+    sinc_t, cm1_t2 = _sinc(c.theta), -0.5 * _sinc(half) ** 2
+    out = vc + (p_log * cm1_t2 + q * sinc_t) * c.log + (q * _cos_minus_one(c.theta) - p_log * sinc_t) * xc
     return out.to(v.dtype)
 
 

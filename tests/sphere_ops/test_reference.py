@@ -77,3 +77,19 @@ def test_antipodal_direction_of_last_axis_in_odd_dimension_is_first_axis() -> No
     expected = torch.zeros(2, 5, dtype=torch.float64)
     expected[:, 0] = 1
     torch.testing.assert_close(R.antipodal_direction(x), expected)
+
+
+@pytest.mark.parametrize("case", ["coincident", "antipodal"])
+@pytest.mark.parametrize("op", ["logmap", "dist", "geodesic", "transp"])
+def test_autograd_of_the_formulas_agrees_at_singular_points(op: str, case: str) -> None:
+    """Under torch.func transforms the ops run these formulas: their derivatives must be the kernels'."""
+    forward, backward = FORWARD_BACKWARD[op]
+    x = unit(4, 6)
+    y = x.clone() if case == "coincident" else -x
+    extra = {"transp": [torch.randn(4, 6, dtype=torch.float64)], "geodesic": [torch.rand(4, 1, dtype=torch.float64)]}
+    inputs = [x, y, *extra.get(op, [])]
+    leaves = [t.clone().requires_grad_(True) for t in inputs]
+    out = forward(*leaves)
+    grad = torch.randn_like(out)
+    for got, expected in zip(torch.autograd.grad(out, leaves, grad), backward(grad, *inputs)):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
