@@ -210,31 +210,58 @@ struct NormalizeBwd {
   }
 };
 
-template <class T, int S>
-struct ProjuFwd {
-  const void *x, *u;
-  void* out;
-  __device__ void operator()(const Lane<T, S>& ln, int64_t r) const {
-    AccT<T> a[S], b[S], o[S];
-    ln.load(x, r, a);
-    ln.load(u, r, b);
-    math::proju_fwd(ln.row, a, b, o);
-    ln.store(out, r, o);
+// Ops of the form f(a, b) -> out and their backward (g, a, b) -> (ga, gb); Math
+// names the shared per-row functions.
+template <class Math>
+struct TwoInput {
+  template <class T, int S>
+  struct Fwd {
+    const void *a, *b;
+    void* out;
+    __device__ void operator()(const Lane<T, S>& ln, int64_t r) const {
+      AccT<T> pa[S], pb[S], o[S];
+      ln.load(a, r, pa);
+      ln.load(b, r, pb);
+      Math::fwd(ln.row, pa, pb, o);
+      ln.store(out, r, o);
+    }
+  };
+
+  template <class T, int S>
+  struct Bwd {
+    const void *g, *a, *b;
+    void *ga, *gb;
+    __device__ void operator()(const Lane<T, S>& ln, int64_t r) const {
+      AccT<T> pg[S], pa[S], pb[S], oa[S], ob[S];
+      ln.load(g, r, pg);
+      ln.load(a, r, pa);
+      ln.load(b, r, pb);
+      Math::bwd(ln.row, pg, pa, pb, oa, ob);
+      ln.store(ga, r, oa);
+      ln.store(gb, r, ob);
+    }
+  };
+};
+
+struct ProjuMath {
+  template <class Row, class A>
+  __device__ static void fwd(const Row& row, const A* x, const A* u, A* out) {
+    math::proju_fwd(row, x, u, out);
+  }
+  template <class Row, class A>
+  __device__ static void bwd(const Row& row, const A* g, const A* x, const A* u, A* gx, A* gu) {
+    math::proju_bwd(row, g, x, u, gx, gu);
   }
 };
 
-template <class T, int S>
-struct ProjuBwd {
-  const void *g, *x, *u;
-  void *gx, *gu;
-  __device__ void operator()(const Lane<T, S>& ln, int64_t r) const {
-    AccT<T> pg[S], a[S], b[S], ga[S], gb[S];
-    ln.load(g, r, pg);
-    ln.load(x, r, a);
-    ln.load(u, r, b);
-    math::proju_bwd(ln.row, pg, a, b, ga, gb);
-    ln.store(gx, r, ga);
-    ln.store(gu, r, gb);
+struct ExpmapMath {
+  template <class Row, class A>
+  __device__ static void fwd(const Row& row, const A* x, const A* u, A* out) {
+    math::expmap_fwd(row, x, u, out);
+  }
+  template <class Row, class A>
+  __device__ static void bwd(const Row& row, const A* g, const A* x, const A* u, A* gx, A* gu) {
+    math::expmap_bwd(row, g, x, u, gx, gu);
   }
 };
 
@@ -263,34 +290,6 @@ struct DistBwd {
     math::dist_bwd(ln.row, gr, a, b, ga, gb);
     ln.store(gx, r, ga);
     ln.store(gy, r, gb);
-  }
-};
-
-template <class T, int S>
-struct ExpmapFwd {
-  const void *x, *u;
-  void* out;
-  __device__ void operator()(const Lane<T, S>& ln, int64_t r) const {
-    AccT<T> a[S], b[S], o[S];
-    ln.load(x, r, a);
-    ln.load(u, r, b);
-    math::expmap_fwd(ln.row, a, b, o);
-    ln.store(out, r, o);
-  }
-};
-
-template <class T, int S>
-struct ExpmapBwd {
-  const void *g, *x, *u;
-  void *gx, *gu;
-  __device__ void operator()(const Lane<T, S>& ln, int64_t r) const {
-    AccT<T> pg[S], a[S], b[S], ga[S], gb[S];
-    ln.load(g, r, pg);
-    ln.load(x, r, a);
-    ln.load(u, r, b);
-    math::expmap_bwd(ln.row, pg, a, b, ga, gb);
-    ln.store(gx, r, ga);
-    ln.store(gu, r, gb);
   }
 };
 
@@ -402,17 +401,17 @@ void normalize(const Launch& l, const void* x, double eps, void* out) { SO_RUN(N
 void normalize_bwd(const Launch& l, const void* g, const void* x, double eps, void* gx) {
   SO_RUN(NormalizeBwd, g, x, gx, eps);
 }
-void proju(const Launch& l, const void* x, const void* u, void* out) { SO_RUN(ProjuFwd, x, u, out); }
+void proju(const Launch& l, const void* x, const void* u, void* out) { SO_RUN(TwoInput<ProjuMath>::Fwd, x, u, out); }
 void proju_bwd(const Launch& l, const void* g, const void* x, const void* u, void* gx, void* gu) {
-  SO_RUN(ProjuBwd, g, x, u, gx, gu);
+  SO_RUN(TwoInput<ProjuMath>::Bwd, g, x, u, gx, gu);
 }
 void dist(const Launch& l, const void* x, const void* y, void* out) { SO_RUN(DistFwd, x, y, out); }
 void dist_bwd(const Launch& l, const void* g, const void* x, const void* y, void* gx, void* gy) {
   SO_RUN(DistBwd, g, x, y, gx, gy);
 }
-void expmap(const Launch& l, const void* x, const void* u, void* out) { SO_RUN(ExpmapFwd, x, u, out); }
+void expmap(const Launch& l, const void* x, const void* u, void* out) { SO_RUN(TwoInput<ExpmapMath>::Fwd, x, u, out); }
 void expmap_bwd(const Launch& l, const void* g, const void* x, const void* u, void* gx, void* gu) {
-  SO_RUN(ExpmapBwd, g, x, u, gx, gu);
+  SO_RUN(TwoInput<ExpmapMath>::Bwd, g, x, u, gx, gu);
 }
 void logmap(const Launch& l, const void* x, const void* y, void* out) { SO_RUN(LogmapFwd, x, y, out, l.d); }
 void logmap_bwd(const Launch& l, const void* g, const void* x, const void* y, void* gx, void* gy) {

@@ -534,56 +534,47 @@ SO_HD Vec4<A> lift(Vec2<A> v) {
 template <class A>
 struct RowSums {
   A dd, ss, dx, sx, xx;         // |d|^2, |s|^2, <d,x0>, <s,x0>, |x0|^2 (d = x1 - x0, s = x1 + x0)
-  A gx_x, gx_d, gx_s;           // <gxt, x0>, <gxt, d>, <gxt, s>
-  A gu_x, gu_d, gu_s;           // <gut, x0>, <gut, d>, <gut, s>
+  A gx_x = 0, gx_d = 0, gx_s = 0;  // <gxt, x0>, <gxt, d>, <gxt, s>
+  A gu_x = 0, gu_d = 0, gu_s = 0;  // <gut, x0>, <gut, d>, <gut, s>
 };
 
-template <class Row, class A>
+// The sums of a row; with_gx / with_gu say whether the gradients exist, as
+// template arguments so that each case compiles to its own vectorized loop.
+template <bool with_gx, bool with_gu, class Row, class A>
 SO_HD RowSums<A> row_sums(const Row& row, const A* x0, const A* x1, const A* gx, const A* gu) {
   const int n = row.slots();
   A dd = 0, ss = 0, dx = 0, sx = 0, xx = 0, gxx = 0, gxd = 0, gxs = 0, gux = 0, gud = 0, gus = 0;
-  if (!gx) {
-    SO_SUM(dd, ss, dx, sx, xx)
-    for (int k = 0; k < n; ++k) {
-      const A dk = x1[k] - x0[k], sk = x1[k] + x0[k];
-      dd += dk * dk;
-      ss += sk * sk;
-      dx += dk * x0[k];
-      sx += sk * x0[k];
-      xx += x0[k] * x0[k];
-    }
-  } else if (!gu) {
-    SO_SUM(dd, ss, dx, sx, xx, gxx, gxd, gxs)
-    for (int k = 0; k < n; ++k) {
-      const A dk = x1[k] - x0[k], sk = x1[k] + x0[k];
-      dd += dk * dk;
-      ss += sk * sk;
-      dx += dk * x0[k];
-      sx += sk * x0[k];
-      xx += x0[k] * x0[k];
+  SO_SUM(dd, ss, dx, sx, xx, gxx, gxd, gxs, gux, gud, gus)
+  for (int k = 0; k < n; ++k) {
+    const A dk = x1[k] - x0[k], sk = x1[k] + x0[k];
+    dd += dk * dk;
+    ss += sk * sk;
+    dx += dk * x0[k];
+    sx += sk * x0[k];
+    xx += x0[k] * x0[k];
+    if constexpr (with_gx) {
       gxx += gx[k] * x0[k];
       gxd += gx[k] * dk;
       gxs += gx[k] * sk;
     }
-  } else {
-    SO_SUM(dd, ss, dx, sx, xx, gxx, gxd, gxs, gux, gud, gus)
-    for (int k = 0; k < n; ++k) {
-      const A dk = x1[k] - x0[k], sk = x1[k] + x0[k];
-      dd += dk * dk;
-      ss += sk * sk;
-      dx += dk * x0[k];
-      sx += sk * x0[k];
-      xx += x0[k] * x0[k];
-      gxx += gx[k] * x0[k];
-      gxd += gx[k] * dk;
-      gxs += gx[k] * sk;
+    if constexpr (with_gu) {
       gux += gu[k] * x0[k];
       gud += gu[k] * dk;
       gus += gu[k] * sk;
     }
   }
-  return {row.sum(dd), row.sum(ss), row.sum(dx), row.sum(sx), row.sum(xx),
-          row.sum(gxx), row.sum(gxd), row.sum(gxs), row.sum(gux), row.sum(gud), row.sum(gus)};
+  RowSums<A> r = {row.sum(dd), row.sum(ss), row.sum(dx), row.sum(sx), row.sum(xx)};
+  if constexpr (with_gx) {
+    r.gx_x = row.sum(gxx);
+    r.gx_d = row.sum(gxd);
+    r.gx_s = row.sum(gxs);
+  }
+  if constexpr (with_gu) {
+    r.gu_x = row.sum(gux);
+    r.gu_d = row.sum(gud);
+    r.gu_s = row.sum(gus);
+  }
+  return r;
 }
 
 // The slerp of one row in coefficients of (x0, z).
@@ -657,7 +648,7 @@ SO_HD void write_combination(const Row& row, bool near, const A* x0, const A* x1
 template <class Row, class A>
 SO_HD void geodesic_velocity_fwd(const Row& row, int d, const A* x0, const A* x1, A t, A* scratch, A* xt,
                                  A* ut) {
-  const RowSums<A> sums = row_sums(row, x0, x1, static_cast<const A*>(nullptr), static_cast<const A*>(nullptr));
+  const RowSums<A> sums = row_sums<false, false>(row, x0, x1, x0, x0);
   const SlerpCoef<A> s = slerp_coefficients(sums, t);
   if (s.antipodal) return geodesic_velocity_fwd_arrays(row, d, x0, x1, t, scratch, xt, ut);
   const A inv = safe_div(A(1), s.nw);
@@ -680,7 +671,7 @@ struct GradDot {
 template <class Row, class A>
 SO_HD A geodesic_velocity_bwd(const Row& row, int d, const A* gx, const A* gu, const A* x0, const A* x1, A t,
                               A* scratch, A* gx0, A* gx1) {
-  const RowSums<A> r = row_sums(row, x0, x1, gx, gu);
+  const RowSums<A> r = gu ? row_sums<true, true>(row, x0, x1, gx, gu) : row_sums<true, false>(row, x0, x1, gx, gx);
   const SlerpCoef<A> s = slerp_coefficients(r, t);
   if (s.antipodal) return geodesic_velocity_bwd_arrays(row, d, gx, gu, x0, x1, t, scratch, gx0, gx1);
   const GradDot<A> dot4{s, r.gx_x, s.near ? r.gx_d : r.gx_s, r.gu_x, s.near ? r.gu_d : r.gu_s};

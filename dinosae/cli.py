@@ -80,3 +80,19 @@ def bench_kernels(op, rows, dim, dtype, mode, impl, device, repeats, out, as_jso
     click.echo(kernels.format_table(results))
     if as_json:
         click.echo(json.dumps(payload))
+
+
+@bench.command("accuracy")
+@click.option("--pairs", default=256, show_default=True, type=click.IntRange(1), help="Random pairs per angle.")
+@click.option("--dim", default=768, show_default=True, type=click.IntRange(2))
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as one JSON object on the last line.")
+def bench_accuracy(pairs: int, dim: int, as_json: bool) -> None:
+    """Worst float32 error of dist and logmap at angles from 0 to pi - 1e-3, for this project's
+    backends, the acos formula, geoopt and flow_matching."""
+    from .bench import accuracy
+
+    rows = accuracy.measure(pairs=pairs, dim=dim)
+    click.echo(accuracy.format_table(rows))
+    if as_json:
+        click.echo(json.dumps({"accuracy": accuracy.to_json(rows)}))
+

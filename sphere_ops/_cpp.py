@@ -7,6 +7,8 @@ The functions mirror :mod:`sphere_ops.reference` one for one.
 
 from __future__ import annotations
 
+import os
+
 
 import torch
 from torch import Tensor
@@ -52,12 +54,16 @@ def _call(name: str, rows: Tensor, *args: Tensor | float | None) -> None:
 
 
 _HUGE_PAGE_BYTES = 1 << 22
+# First-touch page faults on a fresh 50 MB output cost more than the kernel; huge
+# pages cut them about 3x, at the price of an occasional stall while the OS
+# compacts memory. SPHERE_OPS_HUGEPAGES=0 turns the advice off.
+_HUGE_PAGES = os.environ.get("SPHERE_OPS_HUGEPAGES", "1") != "0"
 
 
 def _like(x: Tensor, n: int = 1) -> list[Tensor]:
     """Fresh outputs like x; large CPU ones are backed by huge pages before the kernel writes them."""
     outs = [torch.empty_like(x) for _ in range(n)]
-    if not x.is_cuda:
+    if _HUGE_PAGES and not x.is_cuda:
         for out in outs:
             nbytes = out.numel() * out.element_size()
             if nbytes >= _HUGE_PAGE_BYTES:

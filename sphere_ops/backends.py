@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import importlib
+import importlib.util
 import os
 from types import ModuleType
 
@@ -73,6 +75,7 @@ class backend(contextlib.ContextDecorator):
         _scoped.reset(self._tokens.pop())
 
 
+@functools.cache
 def _load_cpp() -> ModuleType | str:
     try:
         return importlib.import_module("sphere_ops._C")
@@ -80,10 +83,13 @@ def _load_cpp() -> ModuleType | str:
         return f"the compiled extension sphere_ops._C is not importable ({err}); reinstall with `pip install .`"
 
 
+@functools.cache
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
 def _triton_problem(device: torch.device) -> str | None:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
+    if not _triton_installed():
         return "triton is not installed"
     if device.type == "cuda":
         return None

@@ -408,8 +408,8 @@ def transp(x: Tensor, y: Tensor, v: Tensor) -> Tensor:
 
     Example:
         >>> x = torch.tensor([[1.0, 0.0, 0.0]]); y = torch.tensor([[0.0, 1.0, 0.0]])
-        >>> sphere_ops.transp(x, y, torch.tensor([[0.0, 1.0, 1.0]]))
-        tensor([[-1.0000,  0.0000,  1.0000]])
+        >>> sphere_ops.transp(x, y, torch.tensor([[0.0, 1.0, 1.0]])).round(decimals=6)
+        tensor([[-1.,  0.,  1.]])
     """
     x, y, v = check_pair(("x", "y", "v"), x, y, v)
     if _needs_plain_torch(x, y, v):

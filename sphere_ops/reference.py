@@ -231,9 +231,13 @@ def dist(x: Tensor, y: Tensor) -> Tensor:
 
 def dist_backward(grad: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     xc, yc, g = _up(x, y, grad)
-    c = chord(xc, yc)
-    gx, gy = chord_backward(xc, c, g.unsqueeze(-1), torch.zeros_like(xc))
-    return gx.to(x.dtype), gy.to(y.dtype)
+    d, s = yc - xc, yc + xc
+    a, b = _norm(d), _norm(s)
+    # theta = 2 atan2(a, b): d theta = 2 (b da - a db) / (a^2 + b^2)
+    den = a * a + b * b
+    g_d = _div(2 * b * g.unsqueeze(-1), den) * _div(d, a)
+    g_s = -_div(2 * a * g.unsqueeze(-1), den) * _div(s, b)
+    return (g_s - g_d).to(x.dtype), (g_s + g_d).to(y.dtype)
 
 
 def expmap(x: Tensor, u: Tensor) -> Tensor:
@@ -369,13 +373,13 @@ def transp_backward(grad: Tensor, x: Tensor, y: Tensor, v: Tensor) -> tuple[Tens
     p, q = _dot(vc, c.e), _dot(vc, xc)
     half = 0.5 * c.theta
     cm1, sin_t, cos_t = _cos_minus_one(c.theta), torch.sin(c.theta), torch.cos(c.theta)
-    alpha, beta = p * cm1 + q * sin_t, q * cm1 - p * sin_t
+    beta = q * cm1 - p * sin_t
     g_alpha, g_beta = _dot(g, c.e), _dot(g, xc)
     g_p = g_alpha * cm1 - g_beta * sin_t
     g_q = g_alpha * sin_t + g_beta * cm1
     gv = g + g_p * c.e + g_q * xc
     g_theta = -sin_t * (g_alpha * p + g_beta * q) + cos_t * (g_alpha * q - g_beta * p)
-    # dL/de = alpha g + g_p v; divide by theta with cm1 / theta = -sin(h) sinc(h)
+    # dL/de = (p cm1 + q sin) g + g_p v; divided by theta with cm1 / theta = -sin(h) sinc(h)
     cm1_t, sin_t_t = -torch.sin(half) * _sinc(half), _sinc(c.theta)
     g_e_over_theta = (p * cm1_t + q * sin_t_t) * g + (g_alpha * cm1_t - g_beta * sin_t_t) * vc
     g_dir = direction_backward(c, g_e_over_theta)

@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 from torch import Tensor
 
-import sphere_ops
 from sphere_ops import backends
 
 BACKENDS = [name for name in ("torch", "cpp", "triton") if backends.available(name, "cpu")]
-LOW_PRECISION = (torch.bfloat16, torch.float16)
-
-
-def require(name: str) -> None:
-    if not backends.available(name, "cpu"):
-        pytest.fail(f"backend {name} should be available in the test environment")
 
 
 def unit(*shape: int, dtype: torch.dtype = torch.float64, generator: torch.Generator | None = None) -> Tensor:

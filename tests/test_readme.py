@@ -30,3 +30,10 @@ def test_the_run_command_is_a_real_command() -> None:
     args = run.split(".venv/bin/dinosae ", 1)[1].split()
     result = CliRunner().invoke(main, [*args[:2], "--help"])
     assert result.exit_code == 0, result.output
+
+
+def test_readme_python_examples_run() -> None:
+    blocks = re.findall(r"```python\n(.+?)\n```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})

@@ -69,14 +69,13 @@ def _differentiable(inputs: dict) -> list[str]:
     return [k for k in inputs if k != "t"]
 
 
-def _time_one(impl, inputs_per_copy: list[dict], mode: str, device: torch.device, repeats: int):
-    """Time one implementation; returns (timing, inputs, outputs) of the first copy."""
+def _prepare(impl, inputs_per_copy: list[dict], mode: str, device: torch.device):
+    """A call ``fn(i)`` of one implementation on input copy ``i``, with its inputs and outputs."""
     names = list(inputs_per_copy[0])
-    grads: list[list[Tensor]] = []
-    leaves_per_copy = []
-    for inputs in inputs_per_copy:
-        leaves = {k: (v.detach().requires_grad_(mode != "fwd") if k in _differentiable(inputs) else v) for k, v in inputs.items()}
-        leaves_per_copy.append(leaves)
+    leaves_per_copy = [
+        {k: (v.detach().requires_grad_(mode != "fwd") if k in _differentiable(inputs) else v) for k, v in inputs.items()}
+        for inputs in inputs_per_copy
+    ]
     with torch.no_grad():
         outputs = impl(*(leaves_per_copy[0][k] for k in names))
     g = torch.Generator(device=device).manual_seed(1)
@@ -90,10 +89,9 @@ def _time_one(impl, inputs_per_copy: list[dict], mode: str, device: torch.device
                 impl(*args)
             return
         outs = impl(*args)
-        diff = [leaves[k] for k in _differentiable(leaves)]
-        torch.autograd.grad(outs, diff, grads, allow_unused=True)
+        torch.autograd.grad(outs, [leaves[k] for k in _differentiable(leaves)], grads, allow_unused=True)
 
-    return timing.measure(call, device, repeats=repeats), list(inputs_per_copy[0].values()), list(outputs)
+    return call, list(inputs_per_copy[0].values()), list(outputs)
 
 
 def run(config: Config, progress: Iterable | None = None) -> list[Result]:
@@ -114,26 +112,30 @@ def run(config: Config, progress: Iterable | None = None) -> list[Result]:
         first = make_inputs(op, rows, dim, dtype, device, seed=config.seed)
         copies = timing.rotations(timing.tensor_bytes(first.values()), device)
         inputs = [first] + [make_inputs(op, rows, dim, dtype, device, seed=config.seed + i) for i in range(1, copies)]
-        group: list[Result] = []
+        by_name: dict[str, Result] = {}
+        calls, sizes = {}, {}
         for name, impl in implementations(op, device).items():
             if config.impls and name not in config.impls:
                 continue
-            result = Result(op, rows, dim, dtype_name, mode, name)
+            by_name[name] = result = Result(op, rows, dim, dtype_name, mode, name)
             try:
-                t, ins, outs = _time_one(impl, inputs, mode, device, config.repeats)
-            except Exception as err:  # an alternative that cannot run this case is reported, not fatal
+                call, ins, outs = _prepare(impl, inputs, mode, device)
+                call(0)  # an alternative that cannot run this case is reported, not fatal
+            except Exception as err:
                 result.error = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
-            else:
-                nbytes = _useful_bytes(ins, outs, mode)
-                result.median_ms = t.median * 1e3
-                result.gbps = nbytes / t.median / 1e9
-                if device.type == "cuda":
-                    if nbytes not in copy_bw:
-                        copy_bw[nbytes] = timing.copy_bandwidth(nbytes, device)
-                    result.copy_fraction = nbytes / t.median / copy_bw[nbytes]
-            group.append(result)
-        _add_ratios(group)
-        results.extend(group)
+                continue
+            calls[name], sizes[name] = call, _useful_bytes(ins, outs, mode)
+        timings = timing.measure_side_by_side(calls, device, repeats=config.repeats) if calls else {}
+        for name, t in timings.items():
+            result, nbytes = by_name[name], sizes[name]
+            result.median_ms = t.median * 1e3
+            result.gbps = nbytes / t.median / 1e9
+            if device.type == "cuda":
+                if nbytes not in copy_bw:
+                    copy_bw[nbytes] = timing.copy_bandwidth(nbytes, device)
+                result.copy_fraction = nbytes / t.median / copy_bw[nbytes]
+        _add_ratios(list(by_name.values()))
+        results.extend(by_name.values())
     return results
 
 

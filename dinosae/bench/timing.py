@@ -7,9 +7,10 @@ repeat finds its data in cache.
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -48,25 +49,52 @@ def measure(
     warmup: int = 3,
 ) -> Timing:
     """Time ``fn(i)`` for i = 0, 1, ...; ``fn`` picks its inputs by ``i`` (to rotate copies)."""
+    return measure_side_by_side({"fn": fn}, device, repeats=repeats, warmup=warmup)["fn"]
+
+
+def measure_side_by_side(
+    fns: Mapping[str, Callable[[int], object]],
+    device: torch.device,
+    *,
+    repeats: int = 10,
+    warmup: int = 3,
+) -> dict[str, Timing]:
+    """Time several callables round-robin, one call of each per repeat.
+
+    Interleaving, in a fresh random order each repeat, spreads whatever the
+    machine does meanwhile (page faults and memory compaction after another
+    callable's allocations, frequency changes, other processes) over every
+    callable alike, instead of charging it to whichever runs first or next.
+    """
+    order = random.Random(0)
+    names = list(fns)
     for i in range(warmup):
-        fn(i)
-    times: list[float] = []
+        for fn in fns.values():
+            fn(i)
+    times: dict[str, list[float]] = {name: [] for name in fns}
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+        events = {name: [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)] for name in fns}
         for i in range(repeats):
-            starts[i].record()
-            fn(warmup + i)
-            ends[i].record()
+            order.shuffle(names)
+            for name in names:
+                start, end = events[name][i]
+                start.record()
+                fns[name](warmup + i)
+                end.record()
         torch.cuda.synchronize(device)
-        times = [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)]
+        times = {name: [s.elapsed_time(e) / 1e3 for s, e in pairs] for name, pairs in events.items()}
     else:
         for i in range(repeats):
-            start = time.perf_counter()
-            fn(warmup + i)
-            times.append(time.perf_counter() - start)
-    return Timing(statistics.median(times), _quantile(times, 0.2), _quantile(times, 0.8), repeats)
+            order.shuffle(names)
+            for name in names:
+                start = time.perf_counter()
+                fns[name](warmup + i)
+                times[name].append(time.perf_counter() - start)
+    return {
+        name: Timing(statistics.median(ts), _quantile(ts, 0.2), _quantile(ts, 0.8), repeats)
+        for name, ts in times.items()
+    }
 
 
 def copy_bandwidth(nbytes: int, device: torch.device, *, repeats: int = 10) -> float:
