@@ -54,10 +54,11 @@ def _call(name: str, rows: Tensor, *args: Tensor | float | None) -> None:
 
 
 _HUGE_PAGE_BYTES = 1 << 22
-# First-touch page faults on a fresh 50 MB output cost more than the kernel; huge
-# pages cut them about 3x, at the price of an occasional stall while the OS
-# compacts memory. SPHERE_OPS_HUGEPAGES=0 turns the advice off.
-_HUGE_PAGES = os.environ.get("SPHERE_OPS_HUGEPAGES", "1") != "0"
+# First-touch page faults on a fresh 50 MB output cost more than the kernel. Huge
+# pages cut them about 3x when the kernel has free 2 MB pages, but when other
+# code has fragmented memory (any training loop) they stall each call while
+# the OS compacts it, often making things slower: opt in with SPHERE_OPS_HUGEPAGES=1.
+_HUGE_PAGES = os.environ.get("SPHERE_OPS_HUGEPAGES", "0") == "1"
 
 
 def _like(x: Tensor, n: int = 1) -> list[Tensor]:

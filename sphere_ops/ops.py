@@ -11,8 +11,9 @@ Custom ops carry reverse-mode gradients only: PyTorch drops forward-mode tangent
 (``torch.func.jvp``, ``torch.autograd.forward_ad``) at them without a word, and
 ``torch.func.grad``/``vjp`` cannot enter them. Inputs under those transforms are
 therefore computed with the reference formulas in plain torch, which every
-transform differentiates (exactly at ``x == y`` or ``y == -x`` their derivatives
-may not be finite; the fused ops' are).
+transform differentiates, with the fused ops' derivatives at ``x == y`` and
+``y == -x`` too. Likewise a backward that is itself differentiated
+(``create_graph=True``) runs the reference's backward formulas.
 """
 
 from __future__ import annotations
@@ -65,6 +66,15 @@ def _forward_kernels(x: Tensor) -> ModuleType:
 
 def _save_backend(ctx: object) -> None:
     ctx.backend = backends.current()
+
+
+def _differentiable_backward() -> bool:
+    """Whether a backward is itself being differentiated (``create_graph=True``).
+
+    The fused backward ops have no derivative; the reference's backward formulas,
+    plain torch, do.
+    """
+    return torch.is_grad_enabled()
 
 
 def _needs_plain_torch(*tensors: Tensor) -> bool:
@@ -121,6 +131,8 @@ def _normalize_setup(ctx, inputs, output) -> None:
 
 def _normalize_grad(ctx, grad):
     (x,) = ctx.saved_tensors
+    if _differentiable_backward():
+        return reference.normalize_backward(grad, x, ctx.eps), None
     return _normalize_backward(grad, x, ctx.eps, ctx.backend), None
 
 
@@ -172,6 +184,8 @@ def _two_input_op(name: str, out_shape) -> tuple:
 
     def grad_fn(ctx, grad):
         a, b = ctx.saved_tensors
+        if _differentiable_backward():
+            return getattr(reference, f"{name}_backward")(grad, a, b)
         return bwd(grad, a, b, ctx.backend)
 
     fwd.register_autograd(grad_fn, setup_context=setup)
@@ -310,6 +324,8 @@ def _save_three(ctx, inputs, output) -> None:
 
 def _geodesic_velocity_grad(ctx, grad_xt, grad_ut):
     x0, x1, t = ctx.saved_tensors
+    if _differentiable_backward():
+        return reference.geodesic_velocity_backward(grad_xt, grad_ut, x0, x1, t)
     if grad_ut is None:
         return _geodesic_backward(grad_xt, x0, x1, t, ctx.backend)
     return _geodesic_velocity_backward(grad_xt, grad_ut, x0, x1, t, ctx.backend)
@@ -317,6 +333,8 @@ def _geodesic_velocity_grad(ctx, grad_xt, grad_ut):
 
 def _geodesic_grad(ctx, grad):
     x0, x1, t = ctx.saved_tensors
+    if _differentiable_backward():
+        return reference.geodesic_backward(grad, x0, x1, t)
     return _geodesic_backward(grad, x0, x1, t, ctx.backend)
 
 
@@ -392,6 +410,8 @@ def _(grad, x, y, v, backend):
 
 def _transp_grad(ctx, grad):
     x, y, v = ctx.saved_tensors
+    if _differentiable_backward():
+        return reference.transp_backward(grad, x, y, v)
     return _transp_backward(grad, x, y, v, ctx.backend)
 
 

@@ -84,3 +84,12 @@ def test_func_grad_equals_the_fused_backward(op: str) -> None:
     expected = torch.autograd.grad(loss(*leaves), leaves)
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op", ["logmap", "expmap", "geodesic_velocity", "transp", "dist", "normalize"])
+def test_double_backward(backend: str, op: str) -> None:
+    fn, args = CASES[op][0], _args(op)
+    leaves = tuple(a.clone().requires_grad_(True) for a in args)
+    with sphere_ops.backend(backend):
+        assert torch.autograd.gradgradcheck(fn, leaves, eps=1e-6, atol=1e-6)
