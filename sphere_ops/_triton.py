@@ -11,6 +11,7 @@ float64 inputs and rows longer than MAX_DIM never reach these kernels (see
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -413,17 +414,9 @@ def _launch(kernel, rows: Tensor, *tensors: Tensor | None, scalars: tuple = (), 
     block_rows = max(1, min(triton.next_power_of_2(n_rows), per_program // block_d))
     num_warps = 4 if block_rows * block_d <= 4096 else 8
     grid = (triton.cdiv(n_rows, block_rows),)
-    with torch.cuda.device(rows.device) if rows.is_cuda else _no_device():
+    with torch.cuda.device(rows.device) if rows.is_cuda else contextlib.nullcontext():
         kernel[grid](*tensors, n_rows, d, *scalars, **constexprs, ROWS=block_rows, BLOCK_D=block_d,
                      num_warps=num_warps)
-
-
-class _no_device:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def normalize(x: Tensor, eps: float) -> Tensor:
