@@ -110,6 +110,54 @@ SO_HD void antipodal_direction(const Row& row, int d, const A* x, A* e) {
   for (int k = 0; k < n; ++k) e[k] = nn > A(0) ? e[k] * inv : A(row.index(k) == 0);
 }
 
+// The dot products of a row: the Gram matrix of (x0, z) and, for the backward,
+// the products of the output gradients with x0 and z.
+template <class A>
+struct RowSums {
+  A dd, ss, dx, sx, xx;         // |d|^2, |s|^2, <d,x0>, <s,x0>, |x0|^2 (d = x1 - x0, s = x1 + x0)
+  A gx_x = 0, gx_d = 0, gx_s = 0;  // <gxt, x0>, <gxt, d>, <gxt, s>
+  A gu_x = 0, gu_d = 0, gu_s = 0;  // <gut, x0>, <gut, d>, <gut, s>
+};
+
+// The sums of a row; with_gx / with_gu say whether the gradients exist, as
+// template arguments so that each case compiles to its own vectorized loop.
+template <bool with_gx, bool with_gu, class Row, class A>
+SO_HD RowSums<A> row_sums(const Row& row, const A* x0, const A* x1, const A* gx, const A* gu) {
+  const int n = row.slots();
+  A dd = 0, ss = 0, dx = 0, sx = 0, xx = 0, gxx = 0, gxd = 0, gxs = 0, gux = 0, gud = 0, gus = 0;
+  SO_SUM(dd, ss, dx, sx, xx, gxx, gxd, gxs, gux, gud, gus)
+  for (int k = 0; k < n; ++k) {
+    const A dk = x1[k] - x0[k], sk = x1[k] + x0[k];
+    dd += dk * dk;
+    ss += sk * sk;
+    dx += dk * x0[k];
+    sx += sk * x0[k];
+    xx += x0[k] * x0[k];
+    if constexpr (with_gx) {
+      gxx += gx[k] * x0[k];
+      gxd += gx[k] * dk;
+      gxs += gx[k] * sk;
+    }
+    if constexpr (with_gu) {
+      gux += gu[k] * x0[k];
+      gud += gu[k] * dk;
+      gus += gu[k] * sk;
+    }
+  }
+  RowSums<A> r = {row.sum(dd), row.sum(ss), row.sum(dx), row.sum(sx), row.sum(xx)};
+  if constexpr (with_gx) {
+    r.gx_x = row.sum(gxx);
+    r.gx_d = row.sum(gxd);
+    r.gx_s = row.sum(gxs);
+  }
+  if constexpr (with_gu) {
+    r.gu_x = row.sum(gux);
+    r.gu_d = row.sum(gud);
+    r.gu_s = row.sum(gus);
+  }
+  return r;
+}
+
 // v = (y -+ x) + hx x, the cancellation-free form of y plus a multiple of x.
 template <class A>
 SO_HD A chord_v(const Chord<A>& c, A x, A y) {
@@ -120,27 +168,16 @@ SO_HD A chord_v(const Chord<A>& c, A x, A y) {
 template <class Row, class A>
 SO_HD Chord<A> chord(const Row& row, int d, const A* x, const A* y, A* e) {
   const int n = row.slots();
-  A dd = 0, ss = 0, dx = 0, sx = 0, xx = 0;
-  SO_SUM(dd, ss, dx, sx, xx)
-  for (int k = 0; k < n; ++k) {
-    const A dk = y[k] - x[k], sk = y[k] + x[k];
-    dd += dk * dk;
-    ss += sk * sk;
-    dx += dk * x[k];
-    sx += sk * x[k];
-    xx += x[k] * x[k];
-  }
+  const RowSums<A> sums = row_sums<false, false>(row, x, y, x, x);
   Chord<A> c;
-  dd = row.sum(dd);
-  ss = row.sum(ss);
-  c.xx = row.sum(xx);
-  c.a = so_sqrt(dd);
-  c.b = so_sqrt(ss);
+  c.xx = sums.xx;
+  c.a = so_sqrt(sums.dd);
+  c.b = so_sqrt(sums.ss);
   c.theta = A(2) * so_atan2(c.a, c.b);
   c.near = c.a <= c.b;
-  c.hx = c.near ? A(0.5) * dd : A(-0.5) * ss;
+  c.hx = c.near ? A(0.5) * sums.dd : A(-0.5) * sums.ss;
   // <v, x> from the sums: v = (y -+ x) + hx x
-  c.c = safe_div((c.near ? row.sum(dx) : row.sum(sx)) + c.hx * c.xx, c.xx);
+  c.c = safe_div((c.near ? sums.dx : sums.sx) + c.hx * c.xx, c.xx);
   A ww = 0;
   SO_SUM(ww)
   for (int k = 0; k < n; ++k) {
@@ -527,54 +564,6 @@ struct Vec4 {
 template <class A>
 SO_HD Vec4<A> lift(Vec2<A> v) {
   return {v.x, v.z, A(0), A(0)};
-}
-
-// The dot products of a row: the Gram matrix of (x0, z) and, for the backward,
-// the products of the output gradients with x0 and z.
-template <class A>
-struct RowSums {
-  A dd, ss, dx, sx, xx;         // |d|^2, |s|^2, <d,x0>, <s,x0>, |x0|^2 (d = x1 - x0, s = x1 + x0)
-  A gx_x = 0, gx_d = 0, gx_s = 0;  // <gxt, x0>, <gxt, d>, <gxt, s>
-  A gu_x = 0, gu_d = 0, gu_s = 0;  // <gut, x0>, <gut, d>, <gut, s>
-};
-
-// The sums of a row; with_gx / with_gu say whether the gradients exist, as
-// template arguments so that each case compiles to its own vectorized loop.
-template <bool with_gx, bool with_gu, class Row, class A>
-SO_HD RowSums<A> row_sums(const Row& row, const A* x0, const A* x1, const A* gx, const A* gu) {
-  const int n = row.slots();
-  A dd = 0, ss = 0, dx = 0, sx = 0, xx = 0, gxx = 0, gxd = 0, gxs = 0, gux = 0, gud = 0, gus = 0;
-  SO_SUM(dd, ss, dx, sx, xx, gxx, gxd, gxs, gux, gud, gus)
-  for (int k = 0; k < n; ++k) {
-    const A dk = x1[k] - x0[k], sk = x1[k] + x0[k];
-    dd += dk * dk;
-    ss += sk * sk;
-    dx += dk * x0[k];
-    sx += sk * x0[k];
-    xx += x0[k] * x0[k];
-    if constexpr (with_gx) {
-      gxx += gx[k] * x0[k];
-      gxd += gx[k] * dk;
-      gxs += gx[k] * sk;
-    }
-    if constexpr (with_gu) {
-      gux += gu[k] * x0[k];
-      gud += gu[k] * dk;
-      gus += gu[k] * sk;
-    }
-  }
-  RowSums<A> r = {row.sum(dd), row.sum(ss), row.sum(dx), row.sum(sx), row.sum(xx)};
-  if constexpr (with_gx) {
-    r.gx_x = row.sum(gxx);
-    r.gx_d = row.sum(gxd);
-    r.gx_s = row.sum(gxs);
-  }
-  if constexpr (with_gu) {
-    r.gu_x = row.sum(gux);
-    r.gu_d = row.sum(gud);
-    r.gu_s = row.sum(gus);
-  }
-  return r;
 }
 
 // The slerp of one row in coefficients of (x0, z).
