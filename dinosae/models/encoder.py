@@ -1,0 +1,70 @@
+"""The spherical encoder: a trainable stem in front of a frozen DINOv3 ViT, tokens onto spheres."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+import sphere_ops
+from dinosae.models.stem import create_stem
+from dinosae.models.vit import create_vit, patch_grid, run_on_grid, standardize
+
+
+class DinoSphericalEncoder(nn.Module):
+    """Images in [0, 1] (B, 3, H, W) to unit latents (B, H/16 * W/16, D).
+
+    The latent of a token is the ViT's final-norm output for that token,
+    L2-normalized: only its direction carries information, so the decoder sees
+    points on S^(D-1). ``teacher_tokens`` runs the same ViT through its own patch
+    embedding, which gives the alignment target. Only the stem trains; the ViT
+    stays frozen and in eval mode whatever ``train()`` is called with.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     encoder = DinoSphericalEncoder("vit_tiny_patch16_dinov3_qkvb", image_size=64)
+        >>> z = encoder(torch.rand(2, 3, 64, 64))
+        >>> z.shape, bool(torch.allclose(z.norm(dim=-1), torch.ones(2, 16), atol=1e-6))
+        (torch.Size([2, 16, 192]), True)
+    """
+
+    def __init__(self, vit_name: str, image_size: int, stem: str = "hierarchical",
+                 teacher_weights: str | os.PathLike | None = None, stem_norm: str = "pixel") -> None:
+        super().__init__()
+        self.vit = create_vit(vit_name, image_size, teacher_weights)
+        self.dim = self.vit.embed_dim
+        self.stem = create_stem(stem, self.dim, stem_norm)
+        self.image_size = image_size
+
+    def train(self, mode: bool = True) -> "DinoSphericalEncoder":
+        super().train(mode)
+        self.vit.eval()
+        return self
+
+    def grid_size(self, image_size: int | None = None) -> int:
+        return (image_size or self.image_size) // 16
+
+    def _check(self, images: torch.Tensor) -> None:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images (B, 3, H, W), got shape {tuple(images.shape)}")
+        if images.shape[-1] % 16 or images.shape[-2] % 16:
+            raise ValueError(f"image height and width must be multiples of 16, got {tuple(images.shape[-2:])}")
+
+    def student_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """The ViT's output tokens (B, N, D) on the stem's grid, before projection to the sphere."""
+        self._check(images)
+        tokens, _ = run_on_grid(self.vit, self.stem(standardize(images)))
+        return tokens
+
+    @torch.no_grad()
+    def teacher_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """The frozen DINOv3 output tokens (B, N, D) through the ViT's own patch embedding."""
+        self._check(images)
+        tokens, _ = run_on_grid(self.vit, patch_grid(self.vit, standardize(images)))
+        return tokens
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return sphere_ops.normalize(self.student_tokens(images))

@@ -1,0 +1,34 @@
+"""Fixtures for the dinosae tests: a small real-photo dataset and a tiny autoencoder config."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+from dinosae.config import AE_PRESETS, preset
+from dinosae.models.vit import RandomTeacherWarning
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory) -> dict[str, Path]:
+    """64 px crops of the scikit-image photos: ``train`` (32 per photo) and ``heldout`` (4 per photo)."""
+    pytest.importorskip("skimage.data")
+    from dinosae.photos import write_photo_dataset
+
+    return write_photo_dataset(tmp_path_factory.mktemp("photos"), size=64, train_per_photo=32,
+                               heldout_per_photo=4)
+
+
+@pytest.fixture
+def tiny_config():
+    return preset(AE_PRESETS, "tiny")
+
+
+@pytest.fixture(autouse=True)
+def _quiet_random_teacher():
+    # Every test runs with a random ViT on purpose; the warning is tested on its own.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomTeacherWarning)
+        yield

@@ -1,0 +1,179 @@
+"""The autoencoder's modules: shapes, spheres, frozen parts, the official variants, bad input."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dinosae.config import AE_PRESETS, DecoderConfig, preset
+from dinosae.models.autoencoder import SphericalAutoencoder
+from dinosae.models.decoder import Decoder
+from dinosae.models.decoder_blocks import EfficientViTBlock, LinearAttention, Upsample
+from dinosae.models.discriminator import DinoDiscriminator
+from dinosae.models.layers import RMSNorm2d
+from dinosae.models.stem import HierarchicalStem, PatchStem
+from dinosae.models.vit import RandomTeacherWarning, create_vit
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomTeacherWarning)
+        return SphericalAutoencoder(preset(AE_PRESETS, "tiny"))
+
+
+def test_random_teacher_is_announced():
+    with pytest.warns(RandomTeacherWarning, match="not meaningful"):
+        create_vit("vit_tiny_patch16_dinov3_qkvb", 32)
+
+
+def test_missing_teacher_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="teacher weights"):
+        create_vit("vit_tiny_patch16_dinov3_qkvb", 32, tmp_path / "nope.pth")
+
+
+def test_teacher_weights_file_is_loaded(tmp_path):
+    from safetensors.torch import save_file
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomTeacherWarning)
+        source = create_vit("vit_tiny_patch16_dinov3_qkvb", 32)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, tmp_path / "dino.safetensors")
+    loaded = create_vit("vit_tiny_patch16_dinov3_qkvb", 32, tmp_path / "dino.safetensors")
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_hierarchical_stem_matches_the_paper():
+    stem = HierarchicalStem(dim=48)
+    convs = [m for m in stem.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.stride[0]) for c in convs] == [
+        (3, 64, 7, 2), (64, 128, 3, 2), (128, 256, 3, 2), (256, 48, 3, 2)]
+    assert sum(isinstance(m, RMSNorm2d) for m in stem.modules()) == 3
+    assert stem(torch.randn(2, 3, 48, 32)).shape == (2, 3, 2, 48)
+    assert PatchStem(48)(torch.randn(2, 3, 48, 32)).shape == (2, 3, 2, 48)
+
+
+def test_rms_norms_normalize_over_their_axes():
+    x = torch.randn(2, 6, 5, 4) * 3
+    pixel = RMSNorm2d(6)(x)
+    torch.testing.assert_close(pixel.pow(2).mean(1), torch.ones(2, 5, 4), atol=1e-4, rtol=0)
+    image = RMSNorm2d(6, over="image")(x)
+    torch.testing.assert_close(image.pow(2).mean((1, 2, 3)), torch.ones(2), atol=1e-4, rtol=0)
+    assert image.shape == x.shape and RMSNorm2d(6, over="image").bias is None
+
+
+def test_latents_are_unit_tokens_and_only_the_stem_trains(tiny_model):
+    images = torch.rand(3, 3, 64, 64)
+    z = tiny_model.encode(images)
+    assert z.shape == (3, 16, 192)
+    torch.testing.assert_close(z.norm(dim=-1), torch.ones(3, 16), atol=4e-7, rtol=0)
+    tiny_model.train()
+    assert not tiny_model.encoder.vit.training
+    trainable = {n.split(".")[0] for n, p in tiny_model.encoder.named_parameters() if p.requires_grad}
+    assert trainable == {"stem"}
+    assert all(not p.requires_grad for p in tiny_model.encoder.vit.parameters())
+
+
+def test_student_with_the_patch_embedding_reproduces_the_teacher(tiny_model):
+    # With the ViT's own embedding as the "stem", student and teacher are one path.
+    from dinosae.models.vit import patch_grid, run_on_grid, standardize
+
+    images = torch.rand(2, 3, 64, 64)
+    vit = tiny_model.encoder.vit
+    student, _ = run_on_grid(vit, patch_grid(vit, standardize(images)))
+    torch.testing.assert_close(student, tiny_model.encoder.teacher_tokens(images))
+    reference = vit.forward_features(standardize(images))[:, vit.num_prefix_tokens:]
+    torch.testing.assert_close(student, reference)
+
+
+def test_decoder_shapes_and_input_checks():
+    config = DecoderConfig(widths=(8, 16, 16, 32, 32), depths=(1, 0, 1, 1, 1), head_dim=8)
+    decoder = Decoder(12, config)
+    z = F.normalize(torch.randn(2, 9, 12), dim=-1)
+    assert decoder(z).shape == (2, 3, 48, 48)
+    with pytest.raises(ValueError, match="square grid"):
+        decoder(torch.randn(2, 8, 12))
+    with pytest.raises(ValueError, match=r"\(B, N, 12\)"):
+        decoder(torch.randn(2, 9, 10))
+    with pytest.raises(ValueError, match="differ in length"):
+        Decoder(12, DecoderConfig(widths=(8, 16), depths=(1,), blocks=("res", "res")))
+
+
+@pytest.mark.parametrize("mode", ["interpolate", "pixelshuffle"])
+def test_upsample_starts_from_the_duplicating_shortcut(mode):
+    block = Upsample(8, 4, mode)
+    torch.nn.init.zeros_(block.conv.weight)
+    torch.nn.init.zeros_(block.conv.bias)
+    x = torch.randn(1, 8, 3, 3)
+    expected = F.pixel_shuffle(x.repeat_interleave(2, dim=1), 2)
+    torch.testing.assert_close(block(x), expected)
+
+
+def test_linear_attention_matches_softmax_free_definition():
+    attention = LinearAttention(8, head_dim=4, scales=(), norm=None)
+    x = torch.randn(2, 8, 3, 3)
+    qkv = attention.qkv(x).reshape(2, 2, 3, 4, 9)
+    q, k, v = F.relu(qkv[:, :, 0]), F.relu(qkv[:, :, 1]), qkv[:, :, 2]
+    weights = torch.einsum("bhdn,bhdm->bhnm", q, k)
+    out = torch.einsum("bhnm,bhem->bhen", weights, v) / (weights.sum(-1).unsqueeze(2) + 1e-15)
+    torch.testing.assert_close(attention(x), attention.proj(out.reshape(2, 8, 3, 3)))
+
+
+def test_efficientvit_block_without_norms_has_no_norm_parameters():
+    block = EfficientViTBlock(16, head_dim=8, scales=(), norm=None)
+    assert not any("norm" in name for name, _ in block.named_parameters())
+
+
+def test_discriminator_gives_logits_per_token_and_depth(tiny_model):
+    discriminator = DinoDiscriminator(192, depths=(1, 5, 11))
+    logits = discriminator(torch.rand(2, 3, 64, 64), tiny_model.encoder.vit)
+    assert logits.shape == (2, 3 * 16)
+    with pytest.raises(ValueError, match="exceed"):
+        DinoDiscriminator(192, depths=(12,))(torch.rand(1, 3, 32, 32), tiny_model.encoder.vit)
+
+
+@pytest.mark.parametrize("shape, message", [((2, 3, 60, 64), "multiples of 16"), ((2, 1, 64, 64), "B, 3, H, W")])
+def test_encoder_rejects_bad_images(tiny_model, shape, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_model.encode(torch.rand(shape))
+
+
+def test_checkpoint_weights_leave_out_a_file_backed_vit(tiny_model):
+    assert any(k.startswith("encoder.vit.") for k in tiny_model.weights_to_save())
+    tiny_model.teacher_weights = "dino.pth"
+    try:
+        assert not any(k.startswith("encoder.vit.") for k in tiny_model.weights_to_save())
+    finally:
+        tiny_model.teacher_weights = None
+
+
+def test_presets_build_with_the_official_decoder_sizes():
+    config = preset(AE_PRESETS, "B")
+    assert config.decoder.widths == (256, 512, 512, 1024, 1024) and config.decoder.depths == (5, 5, 3, 3, 3)
+    decoder = Decoder(768, config.decoder)
+    params = sum(p.numel() for p in decoder.parameters())
+    assert 150e6 < params < 200e6
+    assert 2 ** (len(config.decoder.widths) - 1) == 16 and math.isqrt(256) == 16
+
+
+@pytest.mark.slow
+def test_full_size_b_preset_trains_a_step_at_256px():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomTeacherWarning)
+        model = SphericalAutoencoder(preset(AE_PRESETS, "B"))
+    model.requires_grad_(False)
+    model.decoder.requires_grad_(True)
+    model.encoder.stem.requires_grad_(True)
+    images = torch.rand(2, 3, 256, 256)
+    latents = model.encode(images)
+    assert latents.shape == (2, 256, 768)
+    reconstruction = model.decode(latents)
+    assert reconstruction.shape == images.shape
+    (reconstruction - images).abs().mean().backward()
+    assert model.encoder.stem.layers[0].weight.grad is not None
+    assert all(p.grad is None for p in model.encoder.vit.parameters())
