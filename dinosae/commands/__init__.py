@@ -1,0 +1,1 @@
+"""The ``dinosae`` subcommands, grouped by what they work on; ``dinosae.cli`` attaches them."""

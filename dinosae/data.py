@@ -1,0 +1,205 @@
+"""Image folders as training data: listing, decoding, and a resumable batch order.
+
+A dataset root is either an ImageFolder tree (one sub-folder per class) or a flat
+folder of images (every image gets label 0). Images are resized (shorter side)
+and center-cropped to a square, and returned as float tensors in [0, 1].
+
+An image that cannot be decoded is not fatal: ``load_image`` returns ``None``,
+``collate_images`` drops it and reports its path, and the training loop warns
+once per file and counts them. A run over ImageNet should not die at hour ten
+because of one truncated JPEG.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
+
+
+class DataError(ValueError):
+    """A data folder cannot be used (missing, empty, or no readable images)."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    path: Path
+    label: int
+
+
+def list_images(root: str | os.PathLike) -> tuple[list[ImageRecord], list[str]]:
+    """Every image under ``root`` with its label, and the class names.
+
+    Sub-folders of ``root`` that contain images are classes (sorted by name, as
+    torchvision's ImageFolder numbers them); images directly in ``root`` form a
+    flat, unlabeled folder. Mixing both is an error, since labels would be
+    ambiguous.
+
+    Example:
+        >>> import tempfile, PIL.Image
+        >>> root = tempfile.mkdtemp()
+        >>> PIL.Image.new("RGB", (8, 8)).save(f"{root}/a.png")
+        >>> records, classes = list_images(root)
+        >>> (len(records), classes)
+        (1, [])
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder {str(root)!r} does not exist or is not a directory")
+    flat = sorted(p for p in root.iterdir() if _is_image(p))
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    nested = {d.name: sorted(p for p in d.rglob("*") if _is_image(p)) for d in class_dirs}
+    nested = {name: files for name, files in nested.items() if files}
+    if flat and nested:
+        raise DataError(f"data folder {str(root)!r} mixes images and class sub-folders; "
+                        "use one layout")
+    if nested:
+        classes = list(nested)
+        records = [ImageRecord(p, i) for i, name in enumerate(classes) for p in nested[name]]
+        return records, classes
+    if not flat:
+        raise DataError(f"data folder {str(root)!r} contains no images "
+                        f"(looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return [ImageRecord(p, 0) for p in flat], []
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def load_image(path: str | os.PathLike, size: int) -> torch.Tensor | None:
+    """Decode, resize the shorter side to ``size`` and center-crop: (3, size, size) in [0, 1].
+
+    Returns ``None`` when the file cannot be decoded (truncated, corrupt, not an image).
+
+    Example:
+        >>> import tempfile, PIL.Image
+        >>> path = tempfile.mktemp(suffix=".png")
+        >>> PIL.Image.new("RGB", (40, 20), "red").save(path)
+        >>> load_image(path, 16).shape
+        torch.Size([3, 16, 16])
+    """
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            width, height = image.size
+            scale = size / min(width, height)
+            resized = (max(size, round(width * scale)), max(size, round(height * scale)))
+            image = image.resize(resized, Image.Resampling.BICUBIC, reducing_gap=None)
+            left = (resized[0] - size) // 2
+            top = (resized[1] - size) // 2
+            image = image.crop((left, top, left + size, top + size))
+            array = np.asarray(image, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Images of a folder, indexed by ``(index, flip)`` so that augmentation is part of the order.
+
+    The flip decision comes from the batch order (``ResumableBatches``), not from a
+    worker's random state, which makes a resumed run see exactly the same pixels.
+
+    Example:
+        >>> import tempfile, PIL.Image
+        >>> root = tempfile.mkdtemp()
+        >>> PIL.Image.new("RGB", (8, 8), "blue").save(f"{root}/a.png")
+        >>> dataset = ImageDataset(root, image_size=8)
+        >>> image, label, path = dataset[(0, True)]
+        >>> image.shape, label
+        (torch.Size([3, 8, 8]), 0)
+    """
+
+    def __init__(self, root: str | os.PathLike, image_size: int) -> None:
+        self.records, self.classes = list_images(root)
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: tuple[int, bool]) -> tuple[torch.Tensor | None, int, str]:
+        index, flip = key
+        record = self.records[index]
+        image = load_image(record.path, self.image_size)
+        if image is not None and flip:
+            image = image.flip(-1)
+        return image, record.label, str(record.path)
+
+
+@dataclass
+class ImageBatch:
+    images: torch.Tensor
+    labels: torch.Tensor
+    skipped: list[str]
+
+
+def collate_images(items: Sequence[tuple[torch.Tensor | None, int, str]]) -> ImageBatch:
+    """Stack decoded images, dropping (and naming) the ones that failed to decode."""
+    good = [(image, label) for image, label, _ in items if image is not None]
+    skipped = [path for image, _, path in items if image is None]
+    if not good:
+        return ImageBatch(torch.empty(0), torch.empty(0, dtype=torch.long), skipped)
+    images = torch.stack([image for image, _ in good])
+    labels = torch.tensor([label for _, label in good], dtype=torch.long)
+    return ImageBatch(images, labels, skipped)
+
+
+class ResumableBatches(torch.utils.data.Sampler):
+    """Batches of ``(index, flip)`` keys for steps ``start_step, start_step + 1, ...``.
+
+    Epoch ``e`` visits the dataset in a permutation drawn from ``seed + e``; the flips
+    are drawn from the same generator. Step ``s`` is a pure function of ``(seed, s)``,
+    so a run resumed at step ``s`` continues with exactly the batches an uninterrupted
+    run would have seen. Each of ``world_size`` ranks takes its own contiguous slice of
+    the global batch.
+
+    Example:
+        >>> batches = ResumableBatches(10, global_batch=4, seed=0)
+        >>> first = next(iter(batches))
+        >>> later = next(iter(ResumableBatches(10, global_batch=4, seed=0, start_step=1)))
+        >>> it = iter(batches); _ = next(it); next(it) == later
+        True
+    """
+
+    def __init__(self, num_items: int, global_batch: int, seed: int, start_step: int = 0,
+                 rank: int = 0, world_size: int = 1, flip: bool = True) -> None:
+        if global_batch % world_size:
+            raise ValueError(f"global batch {global_batch} is not divisible by {world_size} ranks")
+        if num_items < 1:
+            raise DataError("cannot draw batches from an empty dataset")
+        self.num_items = num_items
+        self.global_batch = global_batch
+        self.seed = seed
+        self.start_step = start_step
+        self.rank = rank
+        self.world_size = world_size
+        self.flip = flip
+
+    def _epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.num_items, generator=generator)
+        flips = torch.rand(self.num_items, generator=generator) < 0.5
+        return order, flips & self.flip
+
+    def __iter__(self) -> Iterator[list[tuple[int, bool]]]:
+        per_rank = self.global_batch // self.world_size
+        position = self.start_step * self.global_batch
+        cached_epoch, order, flips = -1, None, None
+        while True:
+            keys = []
+            for offset in range(self.rank * per_rank, (self.rank + 1) * per_rank):
+                epoch, within = divmod(position + offset, self.num_items)
+                if epoch != cached_epoch:
+                    order, flips = self._epoch(epoch)
+                    cached_epoch = epoch
+                keys.append((int(order[within]), bool(flips[within])))
+            yield keys
+            position += self.global_batch

@@ -1,0 +1,91 @@
+"""``dinosae reconstruct`` and ``dinosae eval recon``: encode and decode a folder, measure the result."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+from tqdm.auto import tqdm
+
+from dinosae.data import ImageDataset, collate_images
+from dinosae.metrics import LPIPS, psnr, ssim
+from dinosae.models.autoencoder import SphericalAutoencoder
+from dinosae.models.loading import load_autoencoder
+from dinosae.train.common import save_pairs, write_json
+
+
+class _Unflipped(torch.utils.data.Dataset):
+    def __init__(self, dataset: ImageDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return self.dataset[(index, False)]
+
+
+@torch.no_grad()
+def reconstruction_metrics(model: SphericalAutoencoder, data_dir: str | os.PathLike, *, out: Path | None = None,
+                           batch_size: int = 32, lpips: LPIPS | None = None, limit: int | None = None,
+                           progress: bool = True, num_workers: int = 2) -> dict[str, float]:
+    """Mean PSNR (dB), SSIM and LPIPS of ``model`` over a folder (and write images under ``out``).
+
+    Images are resized and center-cropped to the model's image size; metrics
+    compare the reconstruction with that crop, clamped to [0, 1] as saved.
+    """
+    device = next(model.parameters()).device
+    dataset = ImageDataset(data_dir, model.config.image_size)
+    view = _Unflipped(dataset)
+    if limit is not None:
+        view = torch.utils.data.Subset(view, range(min(limit, len(view))))
+    loader = torch.utils.data.DataLoader(view, batch_size=batch_size, collate_fn=collate_images,
+                                         num_workers=num_workers)
+    lpips = lpips if lpips is not None else LPIPS().to(device)
+    totals = {"psnr": 0.0, "ssim": 0.0, "lpips": 0.0}
+    count, written, skipped = 0, 0, 0
+    for batch in tqdm(loader, unit="batch", disable=not progress):
+        for path in batch.skipped:
+            warnings.warn(f"skipping unreadable image {path}", stacklevel=2)
+        skipped += len(batch.skipped)
+        if batch.images.shape[0] == 0:
+            continue
+        images = batch.images.to(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            reconstruction = model(images)
+        reconstruction = reconstruction.float().clamp(0, 1)
+        totals["psnr"] += float(psnr(reconstruction, images).sum())
+        totals["ssim"] += float(ssim(reconstruction, images).sum())
+        totals["lpips"] += float(lpips(reconstruction, images).sum())
+        if out is not None:
+            if written == 0:
+                save_pairs(out / "grid.png", images, reconstruction)
+            (out / "reconstructions").mkdir(parents=True, exist_ok=True)
+            for image in reconstruction:
+                save_image(image, out / "reconstructions" / f"{written:06d}.png")
+                written += 1
+        count += images.shape[0]
+    if count == 0:
+        raise ValueError(f"no readable images in {str(data_dir)!r}")
+    metrics = {name: value / count for name, value in totals.items()}
+    metrics.update(images=count, skipped=skipped)
+    return metrics
+
+
+def reconstruct_folder(ckpt: str | os.PathLike, data_dir: str | os.PathLike, out: str | os.PathLike | None, *,
+                       teacher_weights: str | os.PathLike | None = None, device: str | None = None,
+                       batch_size: int = 32, limit: int | None = None) -> dict[str, float]:
+    """Load ``ckpt``, reconstruct ``data_dir``; with ``out``, write images, a grid and ``metrics.json``."""
+    from dinosae.train.distributed import pick_device
+
+    model = load_autoencoder(ckpt, teacher_weights=teacher_weights, device=pick_device(device))
+    out_dir = None if out is None else Path(out)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = reconstruction_metrics(model, data_dir, out=out_dir, batch_size=batch_size, limit=limit)
+    if out_dir is not None:
+        write_json(out_dir / "metrics.json", metrics)
+    return metrics
