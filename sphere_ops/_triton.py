@@ -19,14 +19,15 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-_PI = 3.141592653589793
-_TAN_PI_8 = 0.41421356237309503
+# Kernel constants are constexpr: Triton 3.6 and newer refuse plain module globals in kernels.
+_PI = tl.constexpr(3.141592653589793)
+_TAN_PI_8 = tl.constexpr(0.41421356237309503)
 # atan(w) = w + w^3 P(w^2) on |w| <= tan(pi/8); P fitted (minimax, float32) for this project.
-_ATAN_P0 = -0.3333331346511841
-_ATAN_P1 = 0.19998423755168915
-_ATAN_P2 = -0.14242742955684662
-_ATAN_P3 = 0.10588563978672028
-_ATAN_P4 = -0.0606604628264904
+_ATAN_P0 = tl.constexpr(-0.3333331346511841)
+_ATAN_P1 = tl.constexpr(0.19998423755168915)
+_ATAN_P2 = tl.constexpr(-0.14242742955684662)
+_ATAN_P3 = tl.constexpr(0.10588563978672028)
+_ATAN_P4 = tl.constexpr(-0.0606604628264904)
 
 _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 MAX_DIM = 16384
