@@ -16,6 +16,7 @@ Example:
 from .backends import BackendUnavailable, available, backend, current as current_backend, set_backend
 from .ops import dist, expmap, geodesic, geodesic_velocity, logmap, normalize, proju, transp
 from .random import random_uniform
+from .vmf import random_vmf
 
 __all__ = [
     "BackendUnavailable",
@@ -32,4 +33,5 @@ __all__ = [
     "proju",
     "transp",
     "random_uniform",
+    "random_vmf",
 ]

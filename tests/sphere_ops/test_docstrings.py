@@ -8,7 +8,7 @@ import torch
 
 import sphere_ops
 
-MODULES = ["sphere_ops", "sphere_ops.ops", "sphere_ops.random", "sphere_ops.backends", "sphere_ops.manifolds", "sphere_ops.flow_matching"]
+MODULES = ["sphere_ops", "sphere_ops.ops", "sphere_ops.random", "sphere_ops.vmf", "sphere_ops.backends", "sphere_ops.manifolds", "sphere_ops.flow_matching"]
 
 
 @pytest.mark.parametrize("name", MODULES)
