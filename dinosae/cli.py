@@ -9,12 +9,35 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .commands import autoencoder, demo, evaluation, generation
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dinosae")
 def main() -> None:
     """DINO-SAE: spherical autoencoder, Riemannian flow matching, fused sphere kernels."""
+
+
+@main.group()
+def train() -> None:
+    """Train the autoencoder (ae) or the generator (dit)."""
+
+
+train.add_command(autoencoder.train_ae)
+train.add_command(generation.train_dit)
+main.add_command(autoencoder.reconstruct)
+main.add_command(autoencoder.encode)
+main.add_command(generation.sample)
+
+
+@main.group("eval")
+def evaluate() -> None:
+    """Measure: reconstruction (recon), generation (fid), semantics (probe)."""
+
+
+evaluate.add_command(evaluation.eval_recon)
+evaluate.add_command(evaluation.eval_fid)
+main.add_command(demo.demo)
 
 
 @main.group()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import pytest
 
 from dinosae.config import AE_PRESETS, preset
-from dinosae.models.vit import RandomTeacherWarning
 
 
 @pytest.fixture(scope="session")
@@ -24,11 +22,3 @@ def photos(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def tiny_config():
     return preset(AE_PRESETS, "tiny")
-
-
-@pytest.fixture(autouse=True)
-def _quiet_random_teacher():
-    # Every test runs with a random ViT on purpose; the warning is tested on its own.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RandomTeacherWarning)
-        yield

@@ -1,0 +1,124 @@
+"""The command line end to end: train, reconstruct, encode, train dit, sample, eval; one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from dinosae.cli import main
+
+
+def _run(*args: str):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result
+
+
+def _ok(*args: str) -> str:
+    result = _run(*args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.stdout
+
+
+def _fails_with(reason: str, *args: str) -> None:
+    result = _run(*args)
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and reason in lines[0], result.output
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, photos):
+    """An autoencoder run, a latent cache and a DiT run, made through the commands themselves."""
+    root = tmp_path_factory.mktemp("cli")
+    common = ["--preset", "tiny", "--batch-size", "4", "--num-workers", "0", "--device", "cpu"]
+    _ok("train", "ae", "--data", photos["heldout"], "--out", root / "s1", "--steps", "2", *common,
+        "--config", _lpips_off(root))
+    _ok("train", "ae", "--data", photos["heldout"], "--out", root / "s2", "--stage", "2", "--init", root / "s1",
+        "--steps", "1", *common)
+    _ok("encode", "--ckpt", root / "s2", "--data", photos["heldout"], "--out", root / "latents", "--num-workers", "0")
+    _ok("train", "dit", "--latents", root / "latents", "--out", root / "dit", "--preset", "tiny", "--steps", "2",
+        "--batch-size", "8", "--num-workers", "0", "--lightning", "--device", "cpu")
+    return root
+
+
+def _lpips_off(root):
+    path = root / "fast.yaml"
+    path.write_text("train:\n  lpips_weight: 0.0\n  image_every: 1000\n")
+    return path
+
+
+def test_reconstruct_writes_images_and_prints_json(pipeline, photos, tmp_path):
+    output = _ok("reconstruct", "--ckpt", pipeline / "s2", "--data", photos["heldout"], "--out", tmp_path / "rec",
+                 "--limit", "8", "--json")
+    metrics = json.loads(output.strip().splitlines()[-1])
+    assert set(metrics) >= {"psnr", "ssim", "lpips"} and metrics["images"] == 8
+    assert (tmp_path / "rec" / "grid.png").is_file() and len(list((tmp_path / "rec" / "reconstructions").iterdir())) == 8
+    assert json.loads((tmp_path / "rec" / "metrics.json").read_text())["images"] == 8
+
+
+def test_sample_writes_pngs_grid_and_npz(pipeline, tmp_path):
+    _ok("sample", "--ae", pipeline / "s2", "--dit", pipeline / "dit", "--out", tmp_path / "s", "--num", "5",
+        "--steps", "3", "--cfg", "1.5", "--method", "heun", "--classes", "0,2", "--guidance-interval", "0.1,0.9")
+    import numpy as np
+
+    with np.load(tmp_path / "s" / "samples.npz") as stored:
+        assert stored["arr_0"].shape == (5, 64, 64, 3) and stored["labels"].tolist() == [0, 2, 0, 2, 0]
+    assert (tmp_path / "s" / "grid.png").is_file()
+
+
+def test_eval_recon_json(pipeline, photos):
+    output = _ok("eval", "recon", "--ckpt", pipeline / "s2", "--data", photos["heldout"], "--limit", "4", "--json")
+    assert json.loads(output.strip().splitlines()[-1])["images"] == 4
+
+
+def test_dit_resume_extends_a_run(pipeline):
+    _ok("train", "dit", "--latents", pipeline / "latents", "--out", pipeline / "dit", "--steps", "3", "--resume",
+        "--num-workers", "0", "--device", "cpu")
+
+
+def test_bad_inputs_exit_with_one_line(pipeline, photos, tmp_path):
+    (tmp_path / "empty").mkdir()
+    _fails_with("does not exist", "reconstruct", "--ckpt", tmp_path / "missing", "--data", photos["heldout"],
+                "--out", tmp_path / "o")
+    _fails_with("contains no images", "train", "ae", "--data", tmp_path / "empty", "--out", tmp_path / "r",
+                "--preset", "tiny", "--device", "cpu")
+    _fails_with("not a finished latent cache", "train", "dit", "--latents", tmp_path / "empty", "--out", tmp_path / "d")
+    _fails_with("is a 'dit' checkpoint", "reconstruct", "--ckpt", pipeline / "dit", "--data", photos["heldout"],
+                "--out", tmp_path / "o")
+    _fails_with("already holds checkpoints", "train", "ae", "--data", photos["heldout"], "--out", pipeline / "s1",
+                "--preset", "tiny", "--steps", "1", "--device", "cpu")
+    _fails_with("pass --init", "train", "ae", "--data", photos["heldout"], "--out", tmp_path / "x", "--stage", "3")
+    _fails_with("the autoencoder decodes", "sample", "--ae", pipeline / "s2", "--dit", _other_dit(tmp_path),
+                "--out", tmp_path / "s", "--num", "1", "--steps", "1")
+
+
+def _other_dit(tmp_path):
+    """A DiT trained on latents of another shape (8-dim tokens) than the autoencoder's."""
+    import torch
+
+    import sphere_ops
+    from dinosae.latents import write_meta, write_shard
+    from dinosae.train.dit import dit_config_for, train_dit
+    from dinosae.latents import LatentCache
+    from dinosae.train.dit_config import DiTTrainConfig
+
+    cache = tmp_path / "other_latents"
+    cache.mkdir()
+    write_shard(cache, 0, sphere_ops.random_uniform((8, 4), 8), torch.zeros(8, dtype=torch.long))
+    write_meta(cache, {"num": 8, "tokens": 4, "dim": 8, "shard_counts": [8], "num_shards": 1, "flip": False})
+    config = dit_config_for(LatentCache(cache), "tiny")
+    train_dit(tmp_path / "other_dit", cache, config, DiTTrainConfig(steps=1, batch_size=4, num_workers=0),
+              device="cpu")
+    return tmp_path / "other_dit"
+
+
+def test_demo_quick_runs_end_to_end(tmp_path):
+    output = _ok("demo", "--quick", "--out", tmp_path / "demo", "--device", "cpu")
+    assert "report:" in output and "random" in output
+    report = (tmp_path / "demo" / "report.html").read_text()
+    for image in ("recon/grid.png", "samples/grid.png", "ae_loss.png", "dit_loss.png"):
+        assert image in report and (tmp_path / "demo" / image).is_file()
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert metrics["random_teacher"] is True and metrics["recon"]["psnr"] > 0
