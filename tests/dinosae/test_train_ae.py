@@ -174,3 +174,16 @@ def _heldout_images(folder: Path):
 
     dataset = ImageDataset(folder, 64)
     return [dataset[(i, False)] for i in range(len(dataset))]
+
+
+def test_torchrun_launches_the_command_on_two_cpu_processes(tmp_path, photos):
+    config = tmp_path / "fast.json"
+    config.write_text('{"train": {"lpips_weight": 0.0, "num_workers": 0, "image_every": 1000, "log_every": 1}}')
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "dinosae", "train", "ae", "--data", str(photos["heldout"]), "--out", str(tmp_path / "run"),
+               "--preset", "tiny", "--steps", "2", "--batch-size", "4", "--device", "cpu", "--config", str(config)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load_checkpoint(tmp_path / "run").step == 2
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [1, 2]
