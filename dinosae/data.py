@@ -13,6 +13,7 @@ because of one truncated JPEG.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -203,3 +204,43 @@ class ResumableBatches(torch.utils.data.Sampler):
                 keys.append((int(order[within]), bool(flips[within])))
             yield keys
             position += self.global_batch
+
+
+class FolderBatches:
+    """The images at ``indices`` (all by default), unflipped, in order and in batches, for evaluation.
+
+    Unreadable images are skipped with a warning naming each and listed in
+    ``skipped``; empty batches are not yielded.
+
+    Example:
+        >>> import tempfile, PIL.Image
+        >>> root = tempfile.mkdtemp()
+        >>> for i in range(3):
+        ...     PIL.Image.new("RGB", (8, 8)).save(f"{root}/{i}.png")
+        >>> batches = FolderBatches(ImageDataset(root, image_size=8), batch_size=2)
+        >>> [batch.images.shape[0] for batch in batches], batches.skipped
+        ([2, 1], [])
+    """
+
+    def __init__(self, dataset: ImageDataset, indices: Sequence[int] | None = None, batch_size: int = 32,
+                 num_workers: int = 0, progress: bool = False, desc: str | None = None) -> None:
+        keys = [(i, False) for i in (range(len(dataset)) if indices is None else indices)]
+        self.batches = [keys[i:i + batch_size] for i in range(0, len(keys), batch_size)]
+        self.dataset, self.num_workers = dataset, num_workers
+        self.progress, self.desc = progress, desc
+        self.skipped: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[ImageBatch]:
+        from tqdm.auto import tqdm
+
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=self.batches, collate_fn=collate_images,
+                                             num_workers=self.num_workers)
+        for batch in tqdm(loader, unit="batch", disable=not self.progress, desc=self.desc):
+            for path in batch.skipped:
+                warnings.warn(f"skipping unreadable image {path}", stacklevel=2)
+            self.skipped += batch.skipped
+            if batch.images.shape[0]:
+                yield batch

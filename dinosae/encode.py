@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from dinosae.data import ImageDataset, collate_images
+from dinosae.data import FolderBatches, ImageDataset
 from dinosae.latents import LatentCache, shard_name, write_meta, write_shard
 from dinosae.models.loading import load_autoencoder
 from dinosae.train.distributed import barrier, init_distributed, shutdown
@@ -58,31 +57,12 @@ def encode_folder(ckpt: str | os.PathLike, data_dir: str | os.PathLike, out: str
     return LatentCache(out)
 
 
-class _Keys(torch.utils.data.Dataset):
-    """The items of ``dataset`` at ``keys``, unflipped: what one shard encodes."""
-
-    def __init__(self, dataset: ImageDataset, indices: range) -> None:
-        self.dataset, self.indices = dataset, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        return self.dataset[(self.indices[i], False)]
-
-
 @torch.no_grad()
 def _encode_shard(model, dataset: ImageDataset, indices: range, flip: bool, batch_size: int,
                   num_workers: int, device: torch.device):
-    loader = torch.utils.data.DataLoader(_Keys(dataset, indices), batch_size=batch_size,
-                                         collate_fn=collate_images, num_workers=num_workers)
     dim, tokens = model.latent_dim, model.encoder.grid_size() ** 2
     latents, flipped, labels = [torch.empty(0, tokens, dim)], [torch.empty(0, tokens, dim)], [torch.empty(0, dtype=torch.long)]
-    for batch in loader:
-        for path in batch.skipped:
-            warnings.warn(f"skipping unreadable image {path}", stacklevel=2)
-        if batch.images.shape[0] == 0:
-            continue
+    for batch in FolderBatches(dataset, indices, batch_size, num_workers):
         images = batch.images.to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             latents.append(model.encode(images).float().cpu())

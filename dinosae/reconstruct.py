@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import torch
 from torchvision.utils import save_image
-from tqdm.auto import tqdm
 
-from dinosae.data import ImageDataset, collate_images
+from dinosae.data import FolderBatches, ImageDataset
 from dinosae.metrics import LPIPS, psnr, ssim
 from dinosae.models.autoencoder import SphericalAutoencoder
 from dinosae.models.loading import load_autoencoder
 from dinosae.train.common import save_pairs, write_json
-
-
-class _Unflipped(torch.utils.data.Dataset):
-    def __init__(self, dataset: ImageDataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        return self.dataset[(index, False)]
 
 
 @torch.no_grad()
@@ -39,20 +26,12 @@ def reconstruction_metrics(model: SphericalAutoencoder, data_dir: str | os.PathL
     """
     device = next(model.parameters()).device
     dataset = ImageDataset(data_dir, model.config.image_size)
-    view = _Unflipped(dataset)
-    if limit is not None:
-        view = torch.utils.data.Subset(view, range(min(limit, len(view))))
-    loader = torch.utils.data.DataLoader(view, batch_size=batch_size, collate_fn=collate_images,
-                                         num_workers=num_workers)
+    indices = range(min(limit, len(dataset))) if limit is not None else None
+    batches = FolderBatches(dataset, indices, batch_size, num_workers, progress, desc="reconstruct")
     lpips = lpips if lpips is not None else LPIPS().to(device)
     totals = {"psnr": 0.0, "ssim": 0.0, "lpips": 0.0}
-    count, written, skipped = 0, 0, 0
-    for batch in tqdm(loader, unit="batch", disable=not progress):
-        for path in batch.skipped:
-            warnings.warn(f"skipping unreadable image {path}", stacklevel=2)
-        skipped += len(batch.skipped)
-        if batch.images.shape[0] == 0:
-            continue
+    count, written = 0, 0
+    for batch in batches:
         images = batch.images.to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             reconstruction = model(images)
@@ -71,7 +50,7 @@ def reconstruction_metrics(model: SphericalAutoencoder, data_dir: str | os.PathL
     if count == 0:
         raise ValueError(f"no readable images in {str(data_dir)!r}")
     metrics = {name: value / count for name, value in totals.items()}
-    metrics.update(images=count, skipped=skipped)
+    metrics.update(images=count, skipped=len(batches.skipped))
     return metrics
 
 

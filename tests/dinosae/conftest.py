@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from dinosae.config import AE_PRESETS, preset
 
@@ -22,3 +23,12 @@ def photos(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def tiny_config():
     return preset(AE_PRESETS, "tiny")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls gain nothing from a second thread, and lose up to 10x when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -38,13 +38,7 @@ def _small(cache_dir):
     return dit_config_for(LatentCache(cache_dir), "tiny")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls gain nothing from a second thread and lose much when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_rfm_loss_goes_down(tmp_path, cache_dir):
