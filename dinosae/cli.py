@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .commands import autoencoder, demo, evaluation, generation
+from .commands import analysis, autoencoder, demo, evaluation, generation
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,6 +37,23 @@ def evaluate() -> None:
 
 evaluate.add_command(evaluation.eval_recon)
 evaluate.add_command(evaluation.eval_fid)
+evaluate.add_command(analysis.eval_probe)
+
+
+@main.group()
+def check() -> None:
+    """Checks of the paper's claims."""
+
+
+check.add_command(analysis.check_magnitude)
+
+
+@main.group()
+def ablate() -> None:
+    """Ablations of the paper's design choices, trained at the same budget."""
+
+
+ablate.add_command(analysis.ablate_align)
 main.add_command(demo.demo)
 
 

@@ -10,6 +10,8 @@ import os
 
 if os.environ.get("SPHERE_OPS_TEST_DEVICE") != "cuda":
     os.environ["TRITON_INTERPRET"] = "1"
+# Spinning OpenMP workers stall (up to 25x) when other processes share the two cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
