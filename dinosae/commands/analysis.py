@@ -11,7 +11,6 @@ from pathlib import Path
 import click
 
 from dinosae.commands.common import device_option, emit, json_option, one_line_errors
-from dinosae.probe import SWEEP_WEIGHT_DECAYS
 
 # How far above a checkpoint to look for its run's config.json (RUN/checkpoints/step_X).
 RUN_DEPTH = 2
@@ -59,7 +58,7 @@ def analysis_dir(ckpt: Path, name: str) -> Path:
               help="Train the probes on the first N images of each class only.")
 @click.option("--weight-decay", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
               help="L2 strength of both probes.")
-@click.option("--sweep", default=",".join(str(w) for w in SWEEP_WEIGHT_DECAYS), show_default=True,
+@click.option("--sweep", default="0.0001,0.001,0.01,0.1,1.0", show_default=True,
               callback=_positive_floats, help="Comma-separated L2 strengths of the plotted sweep.")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import click
@@ -31,6 +32,8 @@ from dinosae.commands.common import device_option, one_line_errors
 def demo(out, quick, data, heldout, preset, dit_preset, image_size, scale, teacher_weights, no_fid, seed,
          device) -> None:
     """Train the autoencoder and a flow-matching DiT on real photos, sample, evaluate, and write a report."""
+    # The demo's models are small: spinning OpenMP workers cost more than they save on a shared CPU.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from dinosae.demo import DemoConfig, run_demo
 
     if image_size % 16:

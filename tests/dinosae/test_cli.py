@@ -122,3 +122,19 @@ def test_demo_quick_runs_end_to_end(tmp_path):
         assert image in report and (tmp_path / "demo" / image).is_file()
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert metrics["random_teacher"] is True and metrics["recon"]["psnr"] > 0
+
+
+def test_the_command_line_starts_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, dinosae.cli; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_probe_sweep_default_matches_the_library():
+    from dinosae.commands.analysis import eval_probe
+    from dinosae.probe import SWEEP_WEIGHT_DECAYS
+
+    default = next(p.default for p in eval_probe.params if p.name == "sweep")
+    assert tuple(float(v) for v in default.split(",")) == SWEEP_WEIGHT_DECAYS
