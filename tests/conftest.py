@@ -7,8 +7,13 @@ Triton kernels compile for the GPU and the CUDA tests run them.
 """
 
 import os
+import sys
 
 if os.environ.get("SPHERE_OPS_TEST_DEVICE") != "cuda":
+    if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
+        # Too late: triton read the variable at import (a plugin or a filterwarnings entry that
+        # names a class imports torchvision/timm). Every Triton test would fail obscurely.
+        raise RuntimeError("triton was imported before tests/conftest.py could set TRITON_INTERPRET=1")
     os.environ["TRITON_INTERPRET"] = "1"
 # Spinning OpenMP workers stall (up to 25x) when other processes share the two cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
