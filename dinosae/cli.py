@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .commands import analysis, autoencoder, demo, evaluation, generation
+from .commands import ablate_path, analysis, autoencoder, demo, evaluation, generation
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,6 +54,7 @@ def ablate() -> None:
 
 
 ablate.add_command(analysis.ablate_align)
+ablate.add_command(ablate_path.ablate_path)
 main.add_command(demo.demo)
 
 

@@ -33,12 +33,12 @@ class DemoConfig:
     heldout: Path | None = None
     preset: str = "tiny"
     image_size: int = 64
-    ae_steps: tuple[int, int, int, int] = (150, 15, 15, 15)
+    ae_steps: tuple[int, int, int, int] = (150, 10, 10, 10)
     ae_batch: int = 8
     ae_lr: float = 3e-4
     stage1_lpips: bool = False
     dit_preset: str = "tiny"
-    dit_steps: int = 1200
+    dit_steps: int = 800
     dit_batch: int = 64
     dit_lr: float = 3e-4
     samples: int = 32
