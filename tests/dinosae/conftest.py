@@ -20,6 +20,18 @@ def photos(tmp_path_factory) -> dict[str, Path]:
                                heldout_per_photo=4)
 
 
+@pytest.fixture(scope="session")
+def three_photos(tmp_path_factory) -> Path:
+    """A split root (``train/``, ``heldout/``) of three photo classes: 6 training and 2 held-out crops each."""
+    pytest.importorskip("skimage.data")
+    from dinosae.photos import write_photo_dataset
+
+    root = tmp_path_factory.mktemp("three_photos")
+    write_photo_dataset(root, size=64, train_per_photo=6, heldout_per_photo=2,
+                        photos=("astronaut", "coffee", "chelsea"))
+    return root
+
+
 @pytest.fixture
 def tiny_config():
     return preset(AE_PRESETS, "tiny")

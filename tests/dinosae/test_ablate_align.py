@@ -15,7 +15,6 @@ from dinosae.ablations import align as align_module
 from dinosae.ablations.align import COLUMNS, ablate_align, ablation_data, format_table
 from dinosae.data import DataError
 from dinosae.models.loading import load_autoencoder
-from dinosae.photos import write_photo_dataset
 from dinosae.train.checkpoint import CheckpointError, load_checkpoint
 from dinosae.train.runlog import read_metrics
 
@@ -23,13 +22,8 @@ SETTINGS = dict(steps=3, batch_size=4, lpips_weight=0.0, progress=False)
 
 
 @pytest.fixture(scope="module")
-def small_photos(tmp_path_factory):
-    """Three photo classes: 6 training and 2 held-out crops each."""
-    pytest.importorskip("skimage.data")
-    root = tmp_path_factory.mktemp("small_photos")
-    write_photo_dataset(root, size=64, train_per_photo=6, heldout_per_photo=2,
-                        photos=("astronaut", "coffee", "chelsea"))
-    return root
+def small_photos(three_photos):
+    return three_photos
 
 
 @pytest.fixture(scope="module")

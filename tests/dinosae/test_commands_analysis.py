@@ -14,7 +14,6 @@ from dinosae.commands import analysis as analysis_module
 from dinosae.commands.analysis import ablate_align, analysis_dir, check_magnitude, eval_probe
 from dinosae.config import AE_PRESETS, preset
 from dinosae.models.vit import RandomTeacherWarning
-from dinosae.photos import write_photo_dataset
 from dinosae.train.ae import train_autoencoder
 from dinosae.train.ae_config import AETrainConfig
 from dinosae.train.checkpoint import Checkpoint, save_checkpoint
@@ -24,13 +23,8 @@ FAST_PROBE = ["--weight-decay", "0.01", "--sweep", "0.1,1", "--num-workers", "0"
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """A split root of three photo classes: 4 training and 2 held-out crops each."""
-    pytest.importorskip("skimage.data")
-    root = tmp_path_factory.mktemp("cli_photos")
-    write_photo_dataset(root, size=64, train_per_photo=4, heldout_per_photo=2,
-                        photos=("astronaut", "coffee", "chelsea"))
-    return root
+def data(three_photos):
+    return three_photos
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +49,7 @@ def _last_json(result) -> dict:
 
 def test_eval_probe_prints_json_and_writes_into_the_run(run, data):
     printed = _last_json(_invoke(eval_probe, ["--ckpt", run, "--data", data, "--json", *FAST_PROBE]))
-    assert printed["classes"] == 3 and printed["test_images"] == 6 and printed["train_images"] == 12
+    assert printed["classes"] == 3 and printed["test_images"] == 6 and printed["train_images"] == 18
     assert 0.0 <= printed["probe_latent"] <= 1.0 and 0.0 <= printed["probe_teacher"] <= 1.0
     assert printed["sweep"]["weight_decay"] == [0.01, 0.1, 1.0]
     out = run / "analysis" / "probe"
