@@ -19,7 +19,7 @@ class EMA:
         >>> layer = torch.nn.Linear(2, 2)
         >>> ema = EMA(layer, decay=0.9)
         >>> with torch.no_grad():
-        ...     layer.weight.add_(1.0)
+        ...     _ = layer.weight.add_(1.0)
         >>> ema.update(layer)
         >>> bool((ema.shadow["weight"] - layer.weight).abs().max() < 1.0)
         True
