@@ -188,20 +188,19 @@ def _train(run_dir: Path, data_dir: str | os.PathLike, ae_config: AEConfig, conf
             if batch.images.shape[0] == 0:
                 continue
             images = batch.images.to(device, non_blocking=True)
-            if not torch.isfinite(images).all():
-                raise ValueError(f"batch of step {step} contains NaN or infinite pixels")
             generator = step_generator(config.seed, step, env.rank, device)
             model.train()
-            use_gan = discriminator is not None and step >= config.gan_start
+            gan_now = discriminator is not None and step >= config.gan_start
             with autocast(device):
                 losses, reconstruction = generator_losses(step_forward, model, images, generator, config, lpips,
-                                                          discriminator if use_gan else None)
+                                                          discriminator if gan_now else None)
             total = losses["loss"]
+            # Before any update: a NaN (from the batch or a diverging run) must not reach the weights.
             check_finite(losses, step)
             total.backward()
             losses["grad_norm"] = torch.tensor(optimizer_step(optimizer, params, config.grad_clip))
             ema.update(model)
-            if use_gan:
+            if gan_now:
                 with autocast(device):
                     # One forward for both halves: DDP expects one forward per backward.
                     logits = disc_forward(torch.cat([images, reconstruction.detach().to(images.dtype)]), vit)

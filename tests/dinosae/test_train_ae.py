@@ -187,3 +187,20 @@ def test_torchrun_launches_the_command_on_two_cpu_processes(tmp_path, photos):
     assert result.returncode == 0, result.stderr[-3000:]
     assert load_checkpoint(tmp_path / "run").step == 2
     assert [r["step"] for r in read_metrics(tmp_path / "run")] == [1, 2]
+
+
+def test_a_nan_loss_stops_the_run_before_it_touches_the_checkpoint(tmp_path, photos, tiny_config, monkeypatch):
+    run = tmp_path / "run"
+    _train(run, photos["train"], tiny_config, steps=1)
+    before = load_checkpoint(run)
+    import dinosae.train.ae as ae
+
+    real_l1 = ae.l1_loss
+    monkeypatch.setattr(ae, "l1_loss", lambda a, b: real_l1(a, b) * float("nan"))
+    from dinosae.train.common import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        _train(run, photos["train"], tiny_config, steps=3, resume=True)
+    after = load_checkpoint(run)
+    assert after.step == 1
+    assert all(torch.equal(v, after.model[k]) for k, v in before.model.items())
