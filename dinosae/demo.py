@@ -21,6 +21,7 @@ import torch
 from dinosae.config import AE_PRESETS, preset
 from dinosae.latents import LatentCache
 from dinosae.plots import line_plot
+from dinosae.train.common import write_json
 from dinosae.train.runlog import read_metrics
 
 
@@ -115,7 +116,7 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print) -> dict:
     metrics = _evaluate(config, out, ae, cache, heldout_dir, train_dir, dit_train, device, say, lap)
     metrics["seconds"] = timings
     metrics["random_teacher"] = config.teacher_weights is None
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    write_json(out / "metrics.json", metrics)
     _plots(out, len(config.ae_steps))
     _report(out, config, metrics)
     return metrics
@@ -154,8 +155,9 @@ def _evaluate(config, out, ae, cache: LatentCache, heldout_dir, train_dir, dit_t
 
     # Distances between latent distributions: generated vs data, against noise as the scale.
     generator = torch.Generator().manual_seed(config.seed)
-    data = torch.stack([cache[(i, False)][0] for i in range(len(cache))])
-    data_labels = torch.tensor([cache[(i, False)][1] for i in range(len(cache))])
+    items = [cache[(i, False)] for i in range(len(cache))]
+    data = torch.stack([latent for latent, _ in items])
+    data_labels = torch.tensor([label for _, label in items])
     probe_labels = class_labels(min(len(cache), 256), dit.config.num_classes)
     generated = generate_latents(dit, probe_labels.to(device), steps=config.sample_steps, cfg=config.cfg,
                                  shift=shift, generator=torch.Generator(device=device).manual_seed(config.seed)).cpu()

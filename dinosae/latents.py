@@ -27,6 +27,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import sphere_ops
+from dinosae.train.common import write_json
 
 META = "meta.json"
 
@@ -54,9 +55,7 @@ def write_shard(directory: Path, index: int, latents: torch.Tensor, labels: torc
 
 
 def write_meta(directory: Path, meta: dict) -> None:
-    tmp = directory / f".{META}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    os.replace(tmp, directory / META)
+    write_json(directory / META, meta)
 
 
 class LatentCache(torch.utils.data.Dataset):

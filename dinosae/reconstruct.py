@@ -30,7 +30,9 @@ def reconstruction_metrics(model: SphericalAutoencoder, data_dir: str | os.PathL
     batches = FolderBatches(dataset, indices, batch_size, num_workers, progress, desc="reconstruct")
     lpips = lpips if lpips is not None else LPIPS().to(device)
     totals = {"psnr": 0.0, "ssim": 0.0, "lpips": 0.0}
-    count, written = 0, 0
+    if out is not None:
+        (out / "reconstructions").mkdir(parents=True, exist_ok=True)
+    count = 0
     for batch in batches:
         images = batch.images.to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -40,12 +42,10 @@ def reconstruction_metrics(model: SphericalAutoencoder, data_dir: str | os.PathL
         totals["ssim"] += float(ssim(reconstruction, images).sum())
         totals["lpips"] += float(lpips(reconstruction, images).sum())
         if out is not None:
-            if written == 0:
+            if count == 0:
                 save_pairs(out / "grid.png", images, reconstruction)
-            (out / "reconstructions").mkdir(parents=True, exist_ok=True)
-            for image in reconstruction:
-                save_image(image, out / "reconstructions" / f"{written:06d}.png")
-                written += 1
+            for offset, image in enumerate(reconstruction):
+                save_image(image, out / "reconstructions" / f"{count + offset:06d}.png")
         count += images.shape[0]
     if count == 0:
         raise ValueError(f"no readable images in {str(data_dir)!r}")
@@ -62,8 +62,6 @@ def reconstruct_folder(ckpt: str | os.PathLike, data_dir: str | os.PathLike, out
 
     model = load_autoencoder(ckpt, teacher_weights=teacher_weights, device=pick_device(device))
     out_dir = None if out is None else Path(out)
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
     metrics = reconstruction_metrics(model, data_dir, out=out_dir, batch_size=batch_size, limit=limit)
     if out_dir is not None:
         write_json(out_dir / "metrics.json", metrics)

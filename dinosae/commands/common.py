@@ -48,8 +48,9 @@ def emit(result: dict, as_json: bool, out_dir: Path | None = None) -> None:
     """Print ``result`` (a table, or one JSON object as the last line) and save it as ``metrics.json``."""
     result = _finite(result)
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+        from dinosae.train.common import write_json
+
+        write_json(out_dir / "metrics.json", result)
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
     else:

@@ -22,12 +22,11 @@ from dinosae.commands.common import device_option, emit, json_option, one_line_e
 @one_line_errors
 def eval_recon(ckpt, data, out, batch_size, limit, teacher_weights, device, as_json) -> None:
     """Reconstruction PSNR, SSIM and LPIPS of an autoencoder on a folder."""
-    from dinosae.models.loading import load_autoencoder
-    from dinosae.reconstruct import reconstruction_metrics
-    from dinosae.train.distributed import pick_device
+    from dinosae.reconstruct import reconstruct_folder
 
-    model = load_autoencoder(ckpt, teacher_weights=teacher_weights, device=pick_device(device))
-    emit(reconstruction_metrics(model, data, batch_size=batch_size, limit=limit), as_json, out)
+    metrics = reconstruct_folder(ckpt, data, None, teacher_weights=teacher_weights, device=device,
+                                 batch_size=batch_size, limit=limit)
+    emit(metrics, as_json, out)
 
 
 @click.command("fid")

@@ -89,6 +89,7 @@ def train_dit(latents, out, preset, path_, lightning, steps, batch_size, lr, tim
 def sample(ae_ckpt, dit_ckpt, out, num, classes, steps, method, cfg, guidance_interval, shift, seed, batch_size,
            teacher_weights, device) -> None:
     """Generate images: PNGs, a grid, and an .npz for FID evaluators."""
+    from dinosae.config import from_dict
     from dinosae.models.loading import load_autoencoder
     from dinosae.sample import class_labels, generate_images, write_samples
     from dinosae.train.checkpoint import load_checkpoint
@@ -101,8 +102,7 @@ def sample(ae_ckpt, dit_ckpt, out, num, classes, steps, method, cfg, guidance_in
     dit = dit_from_checkpoint(checkpoint).to(target)
     ae = load_autoencoder(ae_ckpt, teacher_weights=teacher_weights, device=target)
     if shift is None:
-        train = DiTTrainConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in checkpoint.meta["train_config"].items()})
+        train = from_dict(DiTTrainConfig, checkpoint.meta["train_config"])
         shift = train.resolved_shift(dit.config.num_tokens, dit.config.in_dim)
     labels = class_labels(num, dit.config.num_classes, classes)
     images = generate_images(ae, dit, labels, batch_size=batch_size, seed=seed, steps=steps, cfg=cfg, method=method,

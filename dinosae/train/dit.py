@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from dinosae.config import from_dict
 from dinosae.data import ResumableBatches
 from dinosae.latents import LatentCache, check_cache_fits, collate_latents, warn_if_unflipped
 from dinosae.models.dit import DIT_PRESETS, DiT, DiTConfig
@@ -59,8 +60,8 @@ def _train(run_dir: Path, latents: str | os.PathLike, model_config: DiTConfig | 
            resume: bool, env: DistEnv) -> Path:
     previous = checkpoint_to_resume(run_dir, resume, KIND)
     if previous is not None:
-        model_config = DiTConfig(**_tuples(previous.meta["dit_config"]))
-        config = DiTTrainConfig(**_tuples(dict(previous.meta["train_config"], steps=config.steps)))
+        model_config = from_dict(DiTConfig, previous.meta["dit_config"])
+        config = from_dict(DiTTrainConfig, dict(previous.meta["train_config"], steps=config.steps))
     if model_config is None:
         raise ValueError("a new DiT run needs a model config")
     cache = LatentCache(latents)
@@ -136,10 +137,6 @@ def _loss_by_time(aux: dict[str, torch.Tensor]) -> dict[str, float]:
     return out
 
 
-def _tuples(data: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-
-
 def _save(run_dir: Path, step: int, model: DiT, ema: EMA, optimizer: torch.optim.Optimizer, meta: dict,
           config: DiTTrainConfig, env: DistEnv) -> Path | None:
     rng = capture_rng()
@@ -162,7 +159,7 @@ def dit_from_checkpoint(checkpoint: Checkpoint, *, use_ema: bool = True) -> DiT:
 
     if checkpoint.meta.get("kind") != KIND:
         raise CheckpointError(f"{str(checkpoint.path)!r} is a {checkpoint.meta.get('kind')!r} checkpoint, not a DiT")
-    model = DiT(DiTConfig(**_tuples(checkpoint.meta["dit_config"])))
+    model = DiT(from_dict(DiTConfig, checkpoint.meta["dit_config"]))
     weights = dict(checkpoint.model)
     if use_ema and checkpoint.ema:
         weights.update(checkpoint.ema)
