@@ -198,7 +198,7 @@ def _train(run_dir: Path, data_dir: str | os.PathLike, ae_config: AEConfig, conf
             # Before any update: a NaN (from the batch or a diverging run) must not reach the weights.
             check_finite(losses, step)
             total.backward()
-            losses["grad_norm"] = torch.tensor(optimizer_step(optimizer, params, config.grad_clip))
+            losses["grad_norm"] = optimizer_step(optimizer, params, config.grad_clip)
             ema.update(model)
             if gan_now:
                 with autocast(device):

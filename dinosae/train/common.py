@@ -49,12 +49,15 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer, params: Iterable[nn.Parameter], clip: float) -> float:
-    """Clip the gradient norm, step, zero the gradients; returns the norm before clipping."""
+def optimizer_step(optimizer: torch.optim.Optimizer, params: Iterable[nn.Parameter], clip: float) -> torch.Tensor:
+    """Clip the gradient norm, step, zero the gradients; returns the norm before clipping.
+
+    The norm stays a device tensor: reading it every step would synchronize the GPU.
+    """
     norm = torch.nn.utils.clip_grad_norm_(list(params), clip if clip > 0 else math.inf)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(norm)
+    return norm.detach()
 
 
 def check_finite(losses: dict[str, torch.Tensor], step: int) -> None:

@@ -118,7 +118,7 @@ def _train(run_dir: Path, latents: str | os.PathLike, model_config: DiTConfig | 
             ema.update(model)
             done = step + 1
             if done % config.log_every == 0 or done == config.steps:
-                scalars = {"loss": float(loss.detach()), "grad_norm": grad_norm, **_loss_by_time(aux)}
+                scalars = {"loss": float(loss.detach()), "grad_norm": float(grad_norm), **_loss_by_time(aux)}
                 log.step(done, mean_across_ranks(scalars, env), images_seen=config.batch_size * config.log_every)
             if done % config.ckpt_every == 0 or done == config.steps:
                 last_path = _save(run_dir, done, model, ema, optimizer, meta, config, env)
