@@ -45,7 +45,7 @@ timeout "$(slot 120)" "$python" bench/train_throughput.py --device cuda --ae-pre
   --dit-preset B --dit-batch 256 --warmup 3 --steps 8 $vgg --out "$out/gpu_train.json" 2>&1 | grep -v Warning
 
 echo "== kernel benchmark"
-timeout "$(slot 150)" "$python" -m dinosae.bench.kernels --device cuda --op geodesic_velocity,dist,normalize \
+timeout "$(slot 150)" "$python" -m dinosae bench kernels --device cuda --op geodesic_velocity,dist,normalize \
   --rows 65536 --dim 768 --dtype float32,bfloat16 --mode fwd+bwd --repeats 10 --out "$out/gpu_kernels.json" \
   > "$out/gpu_kernels.txt" 2>&1
 cat "$out/gpu_kernels.txt"

@@ -1,7 +1,7 @@
 """Training throughput of the autoencoder (stages 1 and 2) and of the DiT, and the DiT's sphere-op share.
 
-Runs the real training step functions (``dinosae.train.ae.generator_losses``,
-``dinosae.rfm.rfm_loss``) on synthetic batches, so the numbers are the model's,
+Runs the real training step functions (``dinosae.train.autoencoder.generator_losses``,
+``dinosae.generation.rfm.rfm_loss``) on synthetic batches, so the numbers are the model's,
 not the data loader's. Random ViT weights: the same compute as DINOv3's.
 
     python bench/train_throughput.py --device cuda --ae-preset B --dit-preset B --out results.json
@@ -40,12 +40,12 @@ def _timed(step, device: torch.device, warmup: int, steps: int) -> float:
 def autoencoder(stage: int, preset: str, image_size: int, batch: int, device: torch.device, warmup: int,
                 steps: int, vgg: str | None) -> dict:
     from dinosae.config import AE_PRESETS, preset as get_preset
-    from dinosae.losses import hinge_discriminator_loss
+    from dinosae.train.losses import hinge_discriminator_loss
     from dinosae.metrics import LPIPS
     from dinosae.models.autoencoder import SphericalAutoencoder
     from dinosae.models.discriminator import DinoDiscriminator
-    from dinosae.train.ae import TrainForward, generator_losses, set_trainable
-    from dinosae.train.ae_config import AETrainConfig
+    from dinosae.train.autoencoder import TrainForward, generator_losses, set_trainable
+    from dinosae.config import AETrainConfig
 
     config = get_preset(AE_PRESETS, preset)
     config.image_size = image_size
@@ -89,10 +89,10 @@ def autoencoder(stage: int, preset: str, image_size: int, batch: int, device: to
 
 def dit(preset: str, tokens_side: int, dim: int, batch: int, device: torch.device, warmup: int, steps: int) -> dict:
     import sphere_ops
-    from dinosae.models.dit import create_dit
-    from dinosae.rfm import LogitNormalTime, ShiftedTime, dimension_shift, rfm_loss
+    from dinosae import create_model
+    from dinosae.generation.rfm import LogitNormalTime, ShiftedTime, dimension_shift, rfm_loss
 
-    model = create_dit(preset, in_dim=dim, grid_size=tokens_side, num_classes=1000).to(device)
+    model = create_model(f"dit-{preset}", in_dim=dim, grid_size=tokens_side, num_classes=1000).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x1 = sphere_ops.random_uniform((batch, tokens_side**2), dim, device=device)
     y = torch.randint(0, 1000, (batch,), device=device)

@@ -179,9 +179,3 @@ def to_json(results: Sequence[Result], config: Config) -> dict:
         pass
     cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
     return {"config": cfg, "environment": env, "results": [asdict(r) for r in results]}
-
-
-if __name__ == "__main__":
-    from dinosae.cli import bench_kernels
-
-    bench_kernels()

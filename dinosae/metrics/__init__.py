@@ -1,5 +1,5 @@
 """Image metrics for DINO-SAE: reconstruction (PSNR, SSIM, LPIPS), distribution (FID, IS,
-precision/recall) and representation quality (linear probe). All weights load offline.
+precision/recall, sliced Wasserstein) and representation quality (linear probe). All weights load offline.
 
 Example:
     >>> import torch
@@ -16,6 +16,7 @@ from .inception import InceptionFeatures, tf1_bilinear_resize
 from .lpips import LPIPS, load_vgg16_weights
 from .precision_recall import PrecisionRecall, knn_radii, precision_recall
 from .probe import linear_probe
+from .sliced import sliced_wasserstein
 
 __all__ = [
     "LPIPS",
@@ -34,6 +35,7 @@ __all__ = [
     "psnr",
     "read_image",
     "save_stats",
+    "sliced_wasserstein",
     "ssim",
     "tf1_bilinear_resize",
 ]

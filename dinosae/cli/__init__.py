@@ -1,0 +1,54 @@
+"""The ``dinosae`` command line: a click group; each command wires options to library functions.
+
+Commands live in modules by what they work on (``autoencoder``, ``generation``,
+``evaluation``, ``experiments``, ``bench``) and import the library lazily, so
+that ``dinosae --help`` and option errors never wait for torch.
+"""
+
+from __future__ import annotations
+
+import click
+
+from dinosae import __version__
+from dinosae.cli import autoencoder, bench, evaluation, experiments, generation
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dinosae")
+def main() -> None:
+    """DINO-SAE: spherical autoencoder, Riemannian flow matching, fused sphere kernels."""
+
+
+@main.group()
+def train() -> None:
+    """Train the autoencoder (ae) or the generator (dit)."""
+
+
+@main.group("eval")
+def evaluate() -> None:
+    """Measure: reconstruction (recon), generation (fid), semantics (probe)."""
+
+
+@main.group()
+def check() -> None:
+    """Checks of the paper's claims."""
+
+
+@main.group()
+def ablate() -> None:
+    """Ablations of the paper's design choices, trained at the same budget."""
+
+
+train.add_command(autoencoder.train_ae)
+train.add_command(generation.train_dit)
+main.add_command(autoencoder.reconstruct)
+main.add_command(autoencoder.encode)
+main.add_command(generation.sample)
+evaluate.add_command(evaluation.eval_recon)
+evaluate.add_command(evaluation.eval_fid)
+evaluate.add_command(evaluation.eval_probe)
+check.add_command(evaluation.check_magnitude)
+ablate.add_command(experiments.ablate_align)
+ablate.add_command(experiments.ablate_path)
+main.add_command(experiments.demo)
+main.add_command(bench.bench)

@@ -1,0 +1,93 @@
+"""``dinosae train ae``, ``dinosae reconstruct`` and ``dinosae encode``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from dinosae.cli.options import (ckpt_option, config_option, device_option, emit, json_option, one_line_errors,
+                                 preset_option, teacher_weights_option)
+
+
+@click.command("ae")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="ImageFolder tree or flat image folder.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
+@preset_option("ae", "B")
+@click.option("--stage", type=click.IntRange(1, 4), default=1, show_default=True)
+@click.option("--steps", type=click.IntRange(1), default=None, help="Default: the training config's.")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Global batch size.")
+@click.option("--image-size", type=click.IntRange(16), default=None, help="Multiple of 16.")
+@click.option("--lr", type=float, default=None, help="Default: the official rate of the stage.")
+@click.option("--init", type=click.Path(path_type=Path), default=None, help="Previous stage's run or checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
+@teacher_weights_option
+@click.option("--align", type=click.Choice(["cosine", "mse"]), default=None, help="Alignment loss.")
+@click.option("--stem", type=click.Choice(["hierarchical", "patch"]), default=None)
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the training step.")
+@click.option("--num-workers", type=click.IntRange(0), default=None)
+@click.option("--seed", type=int, default=None)
+@config_option
+@device_option
+@one_line_errors
+def train_ae(data, out, preset, stage, steps, batch_size, image_size, lr, init, resume, teacher_weights, align,
+             stem, compile_, num_workers, seed, config_file, device) -> None:
+    """Train one stage of the autoencoder (1: stem + decoder; 2: + GAN; 3: decoder; 4: + latent noise)."""
+    from dinosae.config import AETrainConfig, model_config, read_overrides
+    from dinosae.train.autoencoder import train_autoencoder
+
+    overrides = read_overrides(config_file) if config_file else {}
+    _, ae_config = model_config(f"ae-{preset}", **overrides.get("model", {}))
+    if image_size is not None:
+        ae_config.image_size = image_size
+    if stem is not None:
+        ae_config.stem = stem
+    if ae_config.image_size % 16:
+        raise click.BadParameter(f"{ae_config.image_size} is not a multiple of 16", param_hint="--image-size")
+    flags = {"stage": stage, "steps": steps, "batch_size": batch_size, "lr": lr, "align": align,
+             "seed": seed, "num_workers": num_workers, "compile": compile_ or None}
+    train = dict(overrides.get("train", {}), **{k: v for k, v in flags.items() if v is not None})
+    if stage > 1 and init is None and not resume:
+        raise click.UsageError(f"stage {stage} starts from the previous stage: pass --init RUN")
+    final = train_autoencoder(out, data, ae_config, AETrainConfig(**train), init=init, resume=resume,
+                              teacher_weights=teacher_weights, device=device)
+    click.echo(f"stage {stage} done: {final}")
+
+
+@click.command("reconstruct")
+@ckpt_option()
+@click.option("--data", required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images.")
+@teacher_weights_option
+@device_option
+@json_option
+@one_line_errors
+def reconstruct(ckpt, data, out, batch_size, limit, teacher_weights, device, as_json) -> None:
+    """Encode and decode a folder; write the images, a grid, and PSNR / SSIM / LPIPS."""
+    from dinosae.evaluation.reconstruction import reconstruct_folder
+
+    metrics = reconstruct_folder(ckpt, data, out, teacher_weights=teacher_weights, device=device,
+                                 batch_size=batch_size, limit=limit)
+    emit(metrics, as_json)
+
+
+@click.command("encode")
+@ckpt_option()
+@click.option("--data", required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Latent cache directory.")
+@click.option("--flip", is_flag=True, help="Also store the latents of horizontally flipped images.")
+@click.option("--shard-size", type=click.IntRange(1), default=1024, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--num-workers", type=click.IntRange(0), default=4, show_default=True)
+@teacher_weights_option
+@device_option
+@one_line_errors
+def encode(ckpt, data, out, flip, shard_size, batch_size, num_workers, teacher_weights, device) -> None:
+    """Encode an image folder into a resumable latent cache for `dinosae train dit`."""
+    from dinosae.pipelines.encode import encode_folder
+
+    cache = encode_folder(ckpt, data, out, flip=flip, shard_size=shard_size, batch_size=batch_size,
+                          teacher_weights=teacher_weights, device=device, num_workers=num_workers)
+    click.echo(f"{len(cache)} latents ({cache.tokens} x {cache.dim}) in {out}")

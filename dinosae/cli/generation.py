@@ -1,0 +1,109 @@
+"""``dinosae train dit`` and ``dinosae sample``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from dinosae.cli.options import (config_option, device_option, one_line_errors, preset_option,
+                                 teacher_weights_option)
+from dinosae.config.training import PATHS, TIME_SAMPLERS
+
+
+def _floats(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    try:
+        parts = tuple(float(v) for v in value.split(","))
+    except ValueError as error:
+        raise click.BadParameter(f"expected LO,HI: {error}") from error
+    if len(parts) != 2 or not 0 <= parts[0] < parts[1] <= 1:
+        raise click.BadParameter("expected LO,HI with 0 <= LO < HI <= 1")
+    return parts
+
+
+def _ints(ctx: click.Context, param: click.Parameter, value: str | None):
+    if not value:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError as error:
+        raise click.BadParameter(f"expected comma-separated class indices: {error}") from error
+
+
+@click.command("dit")
+@click.option("--latents", required=True, type=click.Path(path_type=Path), help="Cache from `dinosae encode`.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
+@preset_option("dit", "XL")
+@click.option("--path", "path_", type=click.Choice(PATHS), default="rfm", show_default=True,
+              help="Riemannian flow matching on the spheres, or the Euclidean baseline.")
+@click.option("--lightning", is_flag=True, help="LightningDiT blocks: RMSNorm, SwiGLU, 2-D RoPE, QK-norm.")
+@click.option("--steps", type=click.IntRange(1), default=None)
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Global batch size.")
+@click.option("--lr", type=float, default=None)
+@click.option("--time-sampler", type=click.Choice(TIME_SAMPLERS), default=None)
+@click.option("--shift", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Time shift (default: sqrt(N*D/4096)).")
+@click.option("--resume", is_flag=True)
+@click.option("--compile", "compile_", is_flag=True)
+@click.option("--num-workers", type=click.IntRange(0), default=None)
+@click.option("--seed", type=int, default=None)
+@config_option
+@device_option
+@one_line_errors
+def train_dit(latents, out, preset, path_, lightning, steps, batch_size, lr, time_sampler, shift, resume, compile_,
+              num_workers, seed, config_file, device) -> None:
+    """Train a class-conditional DiT on a latent cache."""
+    from dinosae.config import LIGHTNING_FLAGS, DiTTrainConfig, read_overrides
+    from dinosae.io.latents import LatentCache
+    from dinosae.train.dit import dit_config_for, train_dit as run
+
+    overrides = read_overrides(config_file) if config_file else {}
+    model_overrides = dict(overrides.get("model", {}), **(LIGHTNING_FLAGS if lightning else {}))
+    model_config = dit_config_for(LatentCache(latents), preset, **model_overrides)
+    flags = {"path": path_, "steps": steps, "batch_size": batch_size, "lr": lr, "time_sampler": time_sampler,
+             "shift": shift, "num_workers": num_workers, "seed": seed, "compile": compile_ or None}
+    train = dict(overrides.get("train", {}), **{k: v for k, v in flags.items() if v is not None})
+    final = run(out, latents, model_config, DiTTrainConfig(**train), resume=resume, device=device)
+    click.echo(f"DiT training done: {final}")
+
+
+@click.command("sample")
+@click.option("--ae", "ae_ckpt", required=True, type=click.Path(path_type=Path), help="Autoencoder run or checkpoint.")
+@click.option("--dit", "dit_ckpt", required=True, type=click.Path(path_type=Path), help="DiT run or checkpoint.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--num", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--classes", callback=_ints, default=None, help="Comma-separated class indices (default: all, evenly).")
+@click.option("--steps", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--method", type=click.Choice(["euler", "heun"]), default="euler", show_default=True)
+@click.option("--cfg", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Guidance scale.")
+@click.option("--guidance-interval", callback=_floats, default=None, help="LO,HI: guide only for t in [LO, HI].")
+@click.option("--shift", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Sampling time shift (default: the training shift).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@teacher_weights_option
+@device_option
+@one_line_errors
+def sample(ae_ckpt, dit_ckpt, out, num, classes, steps, method, cfg, guidance_interval, shift, seed, batch_size,
+           teacher_weights, device) -> None:
+    """Generate images: PNGs, a grid, and an .npz for FID evaluators."""
+    from dinosae.config import DiTTrainConfig, from_dict
+    from dinosae.generation.samples import class_labels, generate_images, write_samples
+    from dinosae.io.checkpoint import load_checkpoint
+    from dinosae.io.loading import dit_from_checkpoint, load_autoencoder
+    from dinosae.runtime import pick_device
+
+    target = pick_device(device)
+    checkpoint = load_checkpoint(dit_ckpt, with_state=False)
+    dit = dit_from_checkpoint(checkpoint).to(target)
+    ae = load_autoencoder(ae_ckpt, teacher_weights=teacher_weights, device=target)
+    if shift is None:
+        train = from_dict(DiTTrainConfig, checkpoint.meta["train_config"])
+        shift = train.resolved_shift(dit.config.num_tokens, dit.config.in_dim)
+    labels = class_labels(num, dit.config.num_classes, classes)
+    images = generate_images(ae, dit, labels, batch_size=batch_size, seed=seed, steps=steps, cfg=cfg, method=method,
+                             guidance_interval=guidance_interval, shift=shift)
+    paths = write_samples(out, images, labels, checkpoint.meta.get("classes", []))
+    click.echo(f"{num} samples in {paths['images']}; grid {paths['grid']}; npz {paths['npz']}")

@@ -1,0 +1,101 @@
+"""What every command shares: one-line errors, JSON output, and the options whose names and
+meaning are the same in every command (``--ckpt``, ``--preset``, ``--teacher-weights``, ...).
+
+Nothing here imports torch: ``dinosae --help`` and option errors stay fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from dinosae.config import preset_names
+
+# Failures of input (missing files, wrong shapes or values, bad data, a NaN in a run): one line, exit
+# code 1. Anything else (out of memory, a bug) keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FloatingPointError)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    # Asking for a sphere_ops backend this machine lacks is a user error too; its class is looked up
+    # only once sphere_ops is loaded, so that the command line starts without torch.
+    backends = sys.modules.get("sphere_ops.backends")
+    return USER_ERRORS + ((backends.BackendUnavailable,) if backends is not None else ())
+
+
+def one_line_errors(command: Callable) -> Callable:
+    """Turn the library's input errors into click's ``Error: <reason>`` and a non-zero exit.
+
+    ``DINOSAE_DEBUG=1`` lets the original exception and its traceback through.
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except Exception as error:
+            if not isinstance(error, _user_errors()) or os.environ.get("DINOSAE_DEBUG"):
+                raise
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise click.ClickException(message) from error
+
+    return wrapper
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def emit(result: dict, as_json: bool, out_dir: Path | None = None) -> None:
+    """Print ``result`` (a table, or one JSON object as the last line) and save it as ``metrics.json``."""
+    result = _finite(result)
+    if out_dir is not None:
+        from dinosae.io.atomic import write_json
+
+        write_json(out_dir / "metrics.json", result)
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+    else:
+        width = max(len(k) for k in result) if result else 0
+        for key, value in result.items():
+            shown = f"{value:.4f}" if isinstance(value, float) else value
+            click.echo(f"{key:<{width}}  {shown}")
+
+
+config_option = click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                             help="JSON or YAML file of config overrides (flags win over it).")
+device_option = click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+                             help="Default: cuda when available.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
+
+
+def preset_option(kind: str, default: str, help: str | None = None) -> Callable:
+    """``--preset``, with the choices of the registry's presets of ``kind`` (``"ae"`` or ``"dit"``)."""
+    return click.option("--preset", type=click.Choice(preset_names(kind)), default=default, show_default=True,
+                        help=help)
+
+
+teacher_weights_option = click.option(
+    "--teacher-weights", type=click.Path(path_type=Path), default=None,
+    help="DINOv3 weights (.pth/.safetensors, timm or Meta names); overrides the file a checkpoint names. "
+         "Without any: a random ViT, and the numbers are not DINO-SAE's.")
+workers_option = click.option("--num-workers", type=click.IntRange(0), default=2, show_default=True,
+                              help="Data loader processes.")
+
+
+def ckpt_option(help: str = "Autoencoder run directory, checkpoint, or official release file.") -> Callable:
+    return click.option("--ckpt", required=True, type=click.Path(path_type=Path), help=help)

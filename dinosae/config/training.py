@@ -1,0 +1,136 @@
+"""What the trainers do: the autoencoder's four stages and the DiT's flow matching."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+# The official release's README: stage -> learning rate (batch 256).
+STAGE_LR = {1: 1e-5, 2: 1e-4, 3: 1e-4, 4: 5.4e-5}
+STAGES = {
+    1: "stem + decoder: cosine alignment + L1 + LPIPS",
+    2: "stem + decoder: + adversarial loss (DINO discriminator)",
+    3: "decoder only, encoder frozen",
+    4: "decoder only, latents noised in the tangent space",
+}
+PATHS = ("rfm", "euclidean")
+TIME_SAMPLERS = ("uniform", "logit-normal")
+
+
+def _check_run_length(steps: int, batch_size: int) -> None:
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch size must be positive, got {steps} and {batch_size}")
+
+
+@dataclass
+class AETrainConfig:
+    """What ``dinosae train ae`` does; ``None`` fields take their stage's default.
+
+    Defaults follow the official release where it states them (learning rates
+    per stage, batch 256, alignment 0.5, LPIPS 1.0, adversarial 0.5) and common
+    practice elsewhere (AdamW, clipping at 1, EMA 0.9999), since the release
+    publishes no training code.
+
+    Example:
+        >>> config = AETrainConfig(stage=2)
+        >>> config.lr, config.gan_weight, config.trains_stem
+        (0.0001, 0.5, True)
+    """
+
+    stage: int = 1
+    steps: int = 10_000
+    batch_size: int = 256
+    lr: float | None = None
+    disc_lr: float | None = None
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    align: str = "cosine"
+    align_weight: float = 0.5
+    l1_weight: float = 1.0
+    lpips_weight: float = 1.0
+    gan_weight: float | None = None
+    gan_start: int = 0
+    noise_max: float = 0.5
+    seed: int = 0
+    log_every: int = 10
+    image_every: int = 500
+    ckpt_every: int = 1000
+    keep_last: int = 2
+    num_workers: int = 4
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {sorted(STAGES)}, got {self.stage}")
+        if self.lr is None:
+            self.lr = STAGE_LR[self.stage]
+        if self.disc_lr is None:
+            self.disc_lr = self.lr
+        if self.gan_weight is None:
+            self.gan_weight = 0.0 if self.stage == 1 else 0.5
+        _check_run_length(self.steps, self.batch_size)
+
+    @property
+    def trains_stem(self) -> bool:
+        return self.stage in (1, 2)
+
+
+def dimension_shift(dim: int, base_dim: int = 4096) -> float:
+    """The time shift ``sqrt(dim / base_dim)`` for data of ``dim`` numbers (Esser et al. 2024, RAE).
+
+    ``base_dim = 4096`` is the 32x32x4 SD-VAE latent of a 256 px image, where
+    the unshifted schedule works; DINO-SAE latents (256 tokens x 768) get
+    ``sqrt(196608 / 4096) ~ 6.9``.
+
+    Example:
+        >>> round(dimension_shift(256 * 768), 3)
+        6.928
+    """
+    if dim < 1 or base_dim < 1:
+        raise ValueError(f"dim and base_dim must be >= 1, got {dim} and {base_dim}")
+    return math.sqrt(dim / base_dim)
+
+
+@dataclass
+class DiTTrainConfig:
+    """What ``dinosae train dit`` does.
+
+    ``path="rfm"`` is the paper's Riemannian flow matching on the spheres;
+    ``"euclidean"`` is the linear-path baseline on the same latents.
+    ``shift=None`` takes the dimension-dependent shift ``sqrt(N * D / 4096)``;
+    ``shift=1`` turns shifting off.
+
+    Example:
+        >>> round(DiTTrainConfig().resolved_shift(tokens=256, dim=768), 3)
+        6.928
+    """
+
+    path: str = "rfm"
+    steps: int = 400_000
+    batch_size: int = 256
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    time_sampler: str = "logit-normal"
+    shift: float | None = None
+    flip: bool = True
+    seed: int = 0
+    log_every: int = 50
+    ckpt_every: int = 5000
+    keep_last: int = 2
+    num_workers: int = 4
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.path not in PATHS:
+            raise ValueError(f"path must be one of {PATHS}, got {self.path!r}")
+        if self.time_sampler not in TIME_SAMPLERS:
+            raise ValueError(f"time_sampler must be one of {TIME_SAMPLERS}, got {self.time_sampler!r}")
+        _check_run_length(self.steps, self.batch_size)
+
+    def resolved_shift(self, tokens: int, dim: int) -> float:
+        return dimension_shift(tokens * dim) if self.shift is None else float(self.shift)

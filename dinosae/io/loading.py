@@ -1,0 +1,155 @@
+"""Rebuilding trained models from files: this toolkit's run directories and checkpoints, and the
+official release's autoencoder files. ``load_model`` dispatches on what a checkpoint holds."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dinosae.config import AEConfig, DiTConfig, from_dict
+from dinosae.io.checkpoint import Checkpoint, CheckpointError, load_checkpoint, resolve_checkpoint
+from dinosae.io.official import (OfficialFormatError, infer_config, is_official, load_vit_weights, map_official,
+                                 read_state_dict)
+from dinosae.models.autoencoder import SphericalAutoencoder
+from dinosae.models.dit import DiT
+from dinosae.models.vit import RandomTeacherWarning
+
+# What a checkpoint's meta.json says it holds.
+AUTOENCODER = "autoencoder"
+DIT = "dit"
+# The discriminator's heads are saved beside an autoencoder's weights under "discriminator.".
+DISCRIMINATOR = "discriminator"
+
+
+def load_model(path: str | os.PathLike, *, teacher_weights: str | os.PathLike | None = None, use_ema: bool = True,
+               device: str | torch.device = "cpu") -> nn.Module:
+    """The trained model in a run directory, checkpoint or official file, in eval mode.
+
+    An autoencoder or a DiT, by the checkpoint's ``kind``; official release
+    files are autoencoders. ``teacher_weights`` is for autoencoders (see
+    :func:`load_autoencoder`). EMA weights are used where present.
+
+    Example:
+        >>> import tempfile, dinosae
+        >>> from dinosae.io.checkpoint import save_checkpoint
+        >>> dit = dinosae.create_model("dit-tiny", in_dim=8, grid_size=2, num_classes=3)
+        >>> run = tempfile.mkdtemp()
+        >>> _ = save_checkpoint(run, Checkpoint(step=1, model=dit.state_dict(),
+        ...                     meta={"kind": "dit", "dit_config": dinosae.config.to_dict(dit.config)}))
+        >>> type(load_model(run)).__name__
+        'DiT'
+    """
+    target = resolve_checkpoint(path)
+    if target.is_dir() and load_checkpoint_meta(target).get("kind") == DIT:
+        if teacher_weights is not None:
+            raise CheckpointError(f"{str(target)!r} is a DiT; --teacher-weights is for autoencoders")
+        return load_dit(target, use_ema=use_ema, device=device)
+    return load_autoencoder(target, teacher_weights=teacher_weights, use_ema=use_ema, device=device)
+
+
+def load_checkpoint_meta(directory: os.PathLike) -> dict:
+    """A checkpoint directory's ``meta.json`` without reading its weights."""
+    try:
+        return json.loads((Path(directory) / "meta.json").read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {str(directory)!r} has no readable meta.json: {error}") from error
+
+
+def autoencoder_weights(model_state: dict[str, torch.Tensor], ema: dict[str, torch.Tensor] | None,
+                        use_ema: bool) -> dict[str, torch.Tensor]:
+    """The autoencoder's weights of a checkpoint, with the EMA averages in place where present."""
+    weights = {k: v for k, v in model_state.items() if not k.startswith(f"{DISCRIMINATOR}.")}
+    if use_ema and ema:
+        weights.update({k: v for k, v in ema.items() if k in weights})
+    return weights
+
+
+def load_autoencoder(path: str | os.PathLike, *, teacher_weights: str | os.PathLike | None = None,
+                     use_ema: bool = True, device: str | torch.device = "cpu") -> SphericalAutoencoder:
+    """An autoencoder in eval mode from a run directory, checkpoint directory or official file.
+
+    ``teacher_weights`` overrides the ViT weights file recorded in the
+    checkpoint (needed when that file has moved, and for official files that
+    carry no ViT weights).
+    """
+    target = resolve_checkpoint(path)
+    if target.is_file():
+        model = _load_official(target, teacher_weights)
+    else:
+        checkpoint = load_checkpoint(target, with_state=False)
+        if checkpoint.meta.get("kind") != AUTOENCODER:
+            raise CheckpointError(f"{str(target)!r} is a {checkpoint.meta.get('kind')!r} checkpoint, "
+                                  "not an autoencoder")
+        config = from_dict(AEConfig, checkpoint.meta["ae_config"])
+        teacher = teacher_weights or checkpoint.meta.get("teacher_weights")
+        if teacher is not None and not os.path.isfile(teacher):
+            raise CheckpointError(f"the checkpoint's teacher weights {teacher!r} are missing; "
+                                  "pass --teacher-weights FILE")
+        with warnings.catch_warnings():
+            # A checkpoint of a random-teacher run carries that ViT; the warning was given at training.
+            warnings.simplefilter("ignore", RandomTeacherWarning)
+            model = SphericalAutoencoder(config, teacher)
+        load_weights(model, autoencoder_weights(checkpoint.model, checkpoint.ema, use_ema), str(target))
+    return model.to(device).eval()
+
+
+def saved_weights(module: nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint holds of ``module``: its ``weights_to_save()`` where it has one (the autoencoder
+    leaves out a ViT that a teacher file provides), else its state dict."""
+    save = getattr(module, "weights_to_save", None)
+    return save() if save is not None else module.state_dict()
+
+
+def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], source: str,
+                 optional: tuple[str, ...] = ()) -> None:
+    """Load ``weights`` into ``module``: every key it saves must be there (but those under ``optional``
+    prefixes), and no other; a ``CheckpointError`` naming ``source`` otherwise."""
+    expected = set(saved_weights(module))
+    missing, unexpected = module.load_state_dict(weights, strict=False)
+    missing = [k for k in missing if k in expected and not k.startswith(optional)]
+    if missing or unexpected:
+        raise CheckpointError(f"{source} does not fit this model: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+
+
+def _load_official(path: os.PathLike, teacher_weights: str | os.PathLike | None) -> SphericalAutoencoder:
+    state = read_state_dict(path)
+    if not is_official(state):
+        raise CheckpointError(f"{str(path)!r} is a weights file in neither this toolkit's layout (a run or "
+                              "checkpoint directory) nor the official release's")
+    config = infer_config(state)
+    ours, vit_state = map_official(state)
+    with warnings.catch_warnings():
+        if vit_state or teacher_weights:
+            warnings.simplefilter("ignore", RandomTeacherWarning)
+        model = SphericalAutoencoder(config, teacher_weights)
+    missing_vit = load_vit_weights(model.encoder.vit, vit_state) if vit_state else []
+    if not vit_state and teacher_weights is None:
+        raise OfficialFormatError(f"{str(path)!r} carries no DINOv3 weights; pass --teacher-weights FILE")
+    if teacher_weights is None and any(not k.startswith("patch_embed.") for k in missing_vit):
+        raise OfficialFormatError(f"{str(path)!r} lacks ViT weights {missing_vit[:5]}")
+    # The ViT's weights came in above, from the file or from teacher_weights.
+    load_weights(model, ours, str(path), optional=("encoder.vit.",))
+    return model
+
+
+def dit_from_checkpoint(checkpoint: Checkpoint, *, use_ema: bool = True) -> DiT:
+    """The DiT of a loaded checkpoint, in eval mode, with its EMA weights by default."""
+    if checkpoint.meta.get("kind") != DIT:
+        raise CheckpointError(f"{str(checkpoint.path)!r} is a {checkpoint.meta.get('kind')!r} checkpoint, not a DiT")
+    model = DiT(from_dict(DiTConfig, checkpoint.meta["dit_config"]))
+    weights = dict(checkpoint.model)
+    if use_ema and checkpoint.ema:
+        weights.update(checkpoint.ema)
+    model.load_state_dict(weights)
+    return model.eval()
+
+
+def load_dit(path: str | os.PathLike, *, use_ema: bool = True, device: str | torch.device = "cpu") -> DiT:
+    """A trained DiT in eval mode from a run or checkpoint directory."""
+    return dit_from_checkpoint(load_checkpoint(path, with_state=False), use_ema=use_ema).to(device)

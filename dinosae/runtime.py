@@ -1,0 +1,89 @@
+"""Where and how code runs: the device, mixed precision, and the process group of ``torchrun``
+(one process per GPU with NCCL, or per CPU worker with gloo)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits in the job.
+
+    Example:
+        >>> env = init_distributed("cpu")
+        >>> (env.rank, env.world_size, env.is_main)
+        (0, 1, True)
+    """
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(name: str | None) -> torch.device:
+    """``cuda`` when asked for or available (``None``), else ``cpu``; a clear error if CUDA is missing."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was requested but no CUDA device is available")
+    return device
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; full precision on the CPU (bf16 matmuls are slow there, and exact resume wants float32)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def init_distributed(device: str | None = None) -> DistEnv:
+    """Join the process group that ``torchrun`` describes in the environment, if any."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    chosen = pick_device(device)
+    if chosen.type == "cuda":
+        chosen = torch.device("cuda", local_rank if world_size > 1 else (chosen.index or 0))
+        torch.cuda.set_device(chosen)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
+    return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank, device=chosen)
+
+
+def barrier(env: DistEnv) -> None:
+    if env.distributed:
+        dist.barrier()
+
+
+def mean_across_ranks(values: dict[str, float], env: DistEnv) -> dict[str, float]:
+    """Average logged scalars over ranks, so the log shows the global batch; NaNs (a rank with no
+    sample of some kind) are left out of a mean. Every rank must pass the same names."""
+    if not env.distributed or not values:
+        return values
+    names = sorted(values)
+    tensor = torch.tensor([values[n] for n in names], dtype=torch.float64, device=env.device)
+    finite = torch.isfinite(tensor)
+    sums = torch.stack([torch.where(finite, tensor, 0.0), finite.double()])
+    dist.all_reduce(sums)
+    return dict(zip(names, (sums[0] / sums[1]).tolist()))
+
+
+def shutdown(env: DistEnv) -> None:
+    if env.distributed and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,244 @@
+"""``dinosae train ae``: one stage of the autoencoder's training, as a step function for ``fit``.
+
+A stage starts from the previous stage's checkpoint (``init``) or resumes its
+own run directory (``resume``). Data order, augmentation and every random draw
+are functions of ``(seed, step)``, so an interrupted and resumed run takes the
+same steps as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import sphere_ops
+from dinosae.config import AEConfig, AETrainConfig, from_dict, to_dict
+from dinosae.data.batches import ResumableBatches
+from dinosae.data.images import ImageBatch, ImageDataset, collate_images
+from dinosae.io.checkpoint import CheckpointError, load_checkpoint
+from dinosae.io.loading import AUTOENCODER, DISCRIMINATOR, autoencoder_weights, load_weights
+from dinosae.models.autoencoder import SphericalAutoencoder
+from dinosae.models.discriminator import DinoDiscriminator
+from dinosae.runtime import DistEnv, autocast, init_distributed, shutdown
+from dinosae.train.ema import EMA
+from dinosae.train.loop import (TrainState, batch_loader, checkpoint_to_resume, fit, optimizer_step, warn_skipped,
+                                wrap_ddp)
+from dinosae.train.losses import (adaptive_gan_weight, alignment_loss, hinge_discriminator_loss,
+                                  hinge_generator_loss, l1_loss)
+
+
+class TrainForward(nn.Module):
+    """The differentiable part of a step, as one module so that DDP can wrap it."""
+
+    def __init__(self, model: SphericalAutoencoder, config: AETrainConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        encoder = self.model.encoder
+        if self.config.trains_stem:
+            tokens = encoder.student_tokens(images)
+            latents = sphere_ops.normalize(tokens)
+        else:
+            with torch.no_grad():
+                tokens = encoder.student_tokens(images)
+                latents = sphere_ops.normalize(tokens)
+        if self.config.stage == 4:
+            latents = noise_latents(latents, self.config.noise_max, generator)
+        return self.model.decode(latents), tokens
+
+
+def noise_latents(latents: torch.Tensor, noise_max: float, generator: torch.Generator) -> torch.Tensor:
+    """Stage 4's augmentation: a random tangent step of angle ~ U(0, noise_max) per image, back by ``expmap``.
+
+    The noise is isotropic in each token's tangent space, and its size is an
+    angle, so it means the same at every latent width D.
+
+    Example:
+        >>> z = sphere_ops.random_uniform((2, 4), 8)
+        >>> noisy = noise_latents(z, 0.3, torch.Generator().manual_seed(0))
+        >>> bool((sphere_ops.dist(z, noisy) <= 0.3 * 1.5).all())
+        True
+    """
+    batch, _, dim = latents.shape
+    direction = sphere_ops.proju(latents, torch.randn(latents.shape, generator=generator,
+                                                       device=latents.device, dtype=latents.dtype))
+    direction = direction / math.sqrt(dim - 1)
+    angle = torch.rand(batch, 1, 1, generator=generator, device=latents.device, dtype=latents.dtype) * noise_max
+    return sphere_ops.expmap(latents, direction * angle)
+
+
+def set_trainable(model: SphericalAutoencoder, config: AETrainConfig) -> list[nn.Parameter]:
+    model.requires_grad_(False)
+    model.decoder.requires_grad_(True)
+    if config.trains_stem:
+        model.encoder.stem.requires_grad_(True)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _load_init(init: str | os.PathLike, model: SphericalAutoencoder,
+               discriminator: DinoDiscriminator | None) -> None:
+    """Start a stage from the previous stage's checkpoint: its EMA weights, and its discriminator heads."""
+    checkpoint = load_checkpoint(init, with_state=False)
+    if checkpoint.meta.get("kind") != AUTOENCODER:
+        raise CheckpointError(f"--init {str(init)!r} is not an autoencoder checkpoint")
+    load_weights(model, autoencoder_weights(checkpoint.model, checkpoint.ema, use_ema=True), f"--init {str(init)!r}")
+    prefix = f"{DISCRIMINATOR}."
+    heads = {k[len(prefix):]: v for k, v in checkpoint.model.items() if k.startswith(prefix)}
+    if discriminator is not None and heads:
+        discriminator.load_state_dict(heads)
+
+
+def train_autoencoder(run_dir: str | os.PathLike, data_dir: str | os.PathLike, ae_config: AEConfig,
+                      config: AETrainConfig, *, init: str | os.PathLike | None = None, resume: bool = False,
+                      teacher_weights: str | os.PathLike | None = None, device: str | None = None) -> Path:
+    """Train one stage; returns the path of the final checkpoint.
+
+    With ``resume``, the configuration stored in the run's checkpoint wins over
+    ``ae_config`` and ``config``, except for ``config.steps`` (to extend a run).
+    """
+    run_dir = Path(run_dir)
+    env = init_distributed(device)
+    try:
+        previous = checkpoint_to_resume(run_dir, resume, AUTOENCODER)
+        if previous is not None:
+            ae_config = from_dict(AEConfig, previous.meta["ae_config"])
+            config = from_dict(AETrainConfig, dict(previous.meta["train_config"], steps=config.steps))
+            teacher_weights = teacher_weights or previous.meta.get("teacher_weights")
+        dataset = ImageDataset(data_dir, ae_config.image_size)
+        torch.manual_seed(config.seed)
+        model = SphericalAutoencoder(ae_config, teacher_weights)
+        discriminator = DinoDiscriminator(model.latent_dim, ae_config.disc_depths) if config.gan_weight > 0 else None
+        if init is not None and previous is None:
+            _load_init(init, model, discriminator)
+        state = _initial_state(model, discriminator, config, env.device)
+        if previous is not None:
+            state.restore(previous)
+        step = AutoencoderStep(state, config, env, ae_config.image_size)
+        meta = {"kind": AUTOENCODER, "stage": config.stage, "ae_config": to_dict(ae_config),
+                "train_config": asdict(config),
+                "teacher_weights": None if teacher_weights is None else str(teacher_weights),
+                "classes": dataset.classes, "init": None if init is None else str(init)}
+        sampler = ResumableBatches(len(dataset), config.batch_size, config.seed, state.step, env.rank,
+                                   env.world_size)
+        batches = batch_loader(dataset, sampler, collate_images, config.num_workers, config.seed, env.device)
+        return fit(run_dir, state, step, batches, config=config, env=env, meta=meta,
+                   image_every=config.image_every, preview=step.preview)
+    finally:
+        shutdown(env)
+
+
+def _initial_state(model: SphericalAutoencoder, discriminator: DinoDiscriminator | None, config: AETrainConfig,
+                   device: torch.device) -> TrainState:
+    params = set_trainable(model, config)
+    model.to(device)
+    modules: dict[str, nn.Module] = {"model": model}
+    optimizers = {"optimizer": torch.optim.AdamW(params, lr=config.lr, betas=config.betas,
+                                                 weight_decay=config.weight_decay)}
+    if discriminator is not None:
+        modules[DISCRIMINATOR] = discriminator.to(device)
+        optimizers["disc_optimizer"] = torch.optim.AdamW(discriminator.parameters(), lr=config.disc_lr,
+                                                         betas=config.betas, weight_decay=config.weight_decay)
+    return TrainState(modules, optimizers, EMA(model, config.ema_decay), extra={"skipped": []})
+
+
+class AutoencoderStep:
+    """One training step of a stage: the stem and decoder's update, then the discriminator's.
+
+    Each rank's losses are weighted by its share of the global batch's readable
+    images, so that unreadable images change neither the gradient's scale nor
+    (under DDP) the balance between ranks. A rank left with no readable image
+    still takes part in DDP's all-reduce, with a zero-weight stand-in batch.
+    """
+
+    def __init__(self, state: TrainState, config: AETrainConfig, env: DistEnv, image_size: int) -> None:
+        self.config, self.env, self.image_size = config, env, image_size
+        self.model: SphericalAutoencoder = state.model
+        self.discriminator: DinoDiscriminator | None = state.modules.get(DISCRIMINATOR)
+        forward = TrainForward(self.model, config)
+        self.forward = wrap_ddp(torch.compile(forward) if config.compile else forward, env)
+        self.disc_forward = wrap_ddp(self.discriminator, env) if self.discriminator is not None else None
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.lpips = _lpips(config, env.device)
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def __call__(self, state: TrainState, batch: ImageBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        config, device = self.config, self.env.device
+        warn_skipped(state, batch.skipped)
+        images = batch.images
+        weight = images.shape[0] * self.env.world_size / config.batch_size
+        if images.shape[0] == 0:
+            images = torch.zeros(1, 3, self.image_size, self.image_size)
+        images = images.to(device, non_blocking=True)
+        self.model.train()
+        gan_now = self.discriminator is not None and state.step >= config.gan_start
+        with autocast(device):
+            losses, reconstruction = generator_losses(self.forward, self.model, images, generator, config,
+                                                      self.lpips, self.discriminator if gan_now else None)
+        _weighted(losses["loss"], weight).backward()
+        losses["grad_norm"] = optimizer_step(state.optimizers["optimizer"], self.params, config.grad_clip)
+        state.ema.update(self.model)
+        if gan_now:
+            with autocast(device):
+                # One forward for both halves: DDP expects one forward per backward.
+                logits = self.disc_forward(torch.cat([images, reconstruction.detach().to(images.dtype)]),
+                                           self.model.encoder.vit)
+                real, fake = logits.chunk(2)
+                losses["gan_d"] = hinge_discriminator_loss(real, fake)
+            _weighted(losses["gan_d"], weight).backward()
+            optimizer_step(state.optimizers["disc_optimizer"], self.discriminator.parameters(), config.grad_clip)
+        self._last = (images, reconstruction.detach())
+        return losses
+
+    def preview(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last step's images and their reconstructions."""
+        if self._last is None:
+            raise RuntimeError("no step has run yet")
+        return self._last
+
+
+def _weighted(loss: torch.Tensor, weight: float) -> torch.Tensor:
+    return loss if weight == 1.0 else loss * weight
+
+
+def generator_losses(step_forward: nn.Module, model: SphericalAutoencoder, images: torch.Tensor,
+                     generator: torch.Generator, config: AETrainConfig, lpips: nn.Module | None,
+                     discriminator: DinoDiscriminator | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The losses that train the stem and decoder on one batch: ``({name: value, "loss": total}, reconstruction)``.
+
+    ``step_forward`` is ``TrainForward`` (possibly DDP-wrapped or compiled). The
+    discriminator, when given, is called unwrapped with its weights frozen: the
+    generator's loss must not train it, and DDP must not see this call.
+    """
+    reconstruction, tokens = step_forward(images, generator)
+    losses = {"l1": l1_loss(reconstruction, images)}
+    if lpips is not None:
+        losses["lpips"] = lpips(reconstruction, images).mean()
+    rec = config.l1_weight * losses["l1"] + config.lpips_weight * losses.get("lpips", 0.0)
+    total = rec
+    if config.trains_stem and config.align_weight > 0:
+        losses["align"] = alignment_loss(tokens, model.encoder.teacher_tokens(images), config.align)
+        total = total + config.align_weight * losses["align"]
+    if discriminator is not None:
+        discriminator.requires_grad_(False)
+        losses["gan_g"] = hinge_generator_loss(discriminator(reconstruction, model.encoder.vit))
+        discriminator.requires_grad_(True)
+        weight = adaptive_gan_weight(rec, losses["gan_g"], model.decoder.last_layer)
+        losses["gan_weight"] = weight
+        total = total + config.gan_weight * weight * losses["gan_g"]
+    losses["loss"] = total
+    return losses, reconstruction
+
+
+def _lpips(config: AETrainConfig, device: torch.device) -> nn.Module | None:
+    if config.lpips_weight <= 0:
+        return None
+    from dinosae.metrics.lpips import LPIPS
+
+    return LPIPS(validate=False).to(device)

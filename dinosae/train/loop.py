@@ -1,0 +1,248 @@
+"""The one training loop: a ``TrainState``, a step function per model, and what every run shares.
+
+A trainer (``dinosae.train.autoencoder``, ``dinosae.train.dit``) builds the
+state and a step function and hands them to :func:`fit`, which owns the
+cadence (logging, image grids, checkpoints), resume, the finite-loss guard and
+the run directory. Every rank runs every step: a rank with nothing to train on
+must still take part in DDP's gradient all-reduce, so trainers feed it a
+zero-weight batch instead of skipping.
+
+The finite-loss guard keeps a device-side record of the first non-finite
+step and reads it only when the run logs or saves, so a step never waits for
+the GPU. A NaN can therefore reach the weights in memory, but never a
+checkpoint: the guard is read before every save, and the run stops there.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from dinosae.io.atomic import write_json
+from dinosae.io.checkpoint import CHECKPOINTS, Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from dinosae.io.images import save_pairs
+from dinosae.io.loading import load_weights, saved_weights
+from dinosae.runtime import DistEnv, barrier, mean_across_ranks
+from dinosae.train.ema import EMA
+from dinosae.train.rng import step_generator
+from dinosae.train.runlog import RunLogger
+
+MAIN = "model"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A step produced a NaN or infinite loss; nothing from that step on was saved."""
+
+
+class Schedule(Protocol):
+    """The fields of a training config that the loop reads."""
+
+    steps: int
+    batch_size: int
+    seed: int
+    log_every: int
+    ckpt_every: int
+    keep_last: int
+
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint holds to continue a run exactly.
+
+    ``modules[MAIN]`` is the model (its weights are saved as they are, and
+    ``ema`` averages its trainable ones); other modules (the discriminator) are
+    saved beside it under ``"<name>."``. ``optimizers`` are saved in
+    ``state.pt`` under their names, with ``extra``: small run state such as
+    the images a run has skipped. Training randomness needs no saved state
+    (see ``dinosae.train.rng``).
+    """
+
+    modules: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    ema: EMA
+    step: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> nn.Module:
+        return self.modules[MAIN]
+
+    def weights(self) -> dict[str, Tensor]:
+        """The weights to save: each module's ``weights_to_save()`` (or state dict), prefixed by name."""
+        weights: dict[str, Tensor] = {}
+        for name, module in self.modules.items():
+            prefix = "" if name == MAIN else f"{name}."
+            weights.update({prefix + key: value for key, value in saved_weights(module).items()})
+        return weights
+
+    def checkpoint(self, meta: dict[str, Any]) -> Checkpoint:
+        state = {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()}
+        state.update(self.extra, ema_updates=self.ema.updates)
+        return Checkpoint(step=self.step, model=self.weights(), ema=self.ema.state_dict(), state=state, meta=meta)
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Load a checkpoint written by :meth:`checkpoint` (weights, optimizers, EMA, step, extra)."""
+        parts: dict[str, dict[str, Tensor]] = {name: {} for name in self.modules}
+        for key, value in checkpoint.model.items():
+            owner = next((name for name in self.modules if name != MAIN and key.startswith(f"{name}.")), MAIN)
+            parts[owner][key if owner == MAIN else key[len(owner) + 1:]] = value
+        for name, module in self.modules.items():
+            load_weights(module, parts[name], str(checkpoint.path))
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(checkpoint.state[name])
+        self.ema.load_state_dict(checkpoint.ema, checkpoint.state["ema_updates"])
+        self.extra.update({k: checkpoint.state[k] for k in self.extra if k in checkpoint.state})
+        self.step = checkpoint.step
+
+
+def checkpoint_to_resume(run_dir: Path, resume: bool, kind: str) -> Checkpoint | None:
+    """The run's latest checkpoint when resuming; refuses to overwrite an existing run otherwise."""
+    has_checkpoints = (run_dir / CHECKPOINTS / "latest").is_file()
+    if not resume:
+        if has_checkpoints:
+            raise CheckpointError(f"{str(run_dir)!r} already holds checkpoints; pass --resume to continue "
+                                  "it, or choose another --out")
+        return None
+    if not has_checkpoints:
+        raise CheckpointError(f"--resume: {str(run_dir)!r} has no checkpoint to resume from")
+    checkpoint = load_checkpoint(run_dir)
+    if checkpoint.meta.get("kind") != kind:
+        raise CheckpointError(f"--resume: {str(run_dir)!r} is a {checkpoint.meta.get('kind')!r} run, not {kind!r}")
+    return checkpoint
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, params: Iterable[nn.Parameter], clip: float) -> Tensor:
+    """Clip the gradient norm, step, zero the gradients; returns the norm before clipping.
+
+    The norm stays a device tensor: reading it every step would synchronize the GPU.
+    """
+    norm = torch.nn.utils.clip_grad_norm_(list(params), clip if clip > 0 else math.inf)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return norm.detach()
+
+
+def wrap_ddp(module: nn.Module, env: DistEnv) -> nn.Module:
+    """``module`` under DDP in a distributed run, as it is otherwise."""
+    if not env.distributed:
+        return module
+    return DistributedDataParallel(module, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+
+
+def batch_loader(dataset: torch.utils.data.Dataset, sampler: torch.utils.data.Sampler, collate: Callable,
+                 num_workers: int, seed: int, device: torch.device) -> Iterator:
+    """An endless iterator over the batches of a (resumable) batch sampler."""
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
+                                         pin_memory=device.type == "cuda", persistent_workers=num_workers > 0,
+                                         generator=torch.Generator().manual_seed(seed))
+    return iter(loader)
+
+
+class FiniteGuard:
+    """The first step whose scalars were not all finite, recorded on the device without a sync.
+
+    Example:
+        >>> guard = FiniteGuard(torch.device("cpu"))
+        >>> guard.record({"loss": torch.tensor(1.0)}, step=0)
+        >>> guard.record({"loss": torch.tensor(float("nan"))}, step=1)
+        >>> guard.first_bad_step()
+        1
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self._first = torch.full((), -1, dtype=torch.int64, device=device)
+
+    def record(self, scalars: dict[str, Tensor], step: int) -> None:
+        values = torch.stack([v.detach().float().reshape(()) for v in scalars.values()])
+        bad = ~torch.isfinite(values).all()
+        self._first = torch.where(bad & (self._first < 0), step, self._first)
+
+    def first_bad_step(self, env: DistEnv | None = None) -> int | None:
+        """The first bad step over all ranks (a collective in a distributed run), or None."""
+        first = self._first.clone()
+        if env is not None and env.distributed:
+            # -1 means "none": map it above every step so that MIN finds the earliest bad one.
+            first = torch.where(first < 0, torch.iinfo(torch.int64).max, first)
+            dist.all_reduce(first, op=dist.ReduceOp.MIN)
+            first = torch.where(first == torch.iinfo(torch.int64).max, -1, first)
+        value = int(first)
+        return None if value < 0 else value
+
+
+StepFn = Callable[[TrainState, Any, torch.Generator], dict[str, Tensor]]
+Preview = Callable[[], tuple[Tensor, Tensor]]
+
+
+def fit(run_dir: str | os.PathLike, state: TrainState, step_fn: StepFn, batches: Iterator, *, config: Schedule,
+        env: DistEnv, meta: dict[str, Any], image_every: int | None = None, preview: Preview | None = None,
+        log_extra: Callable[[], dict[str, float]] | None = None) -> Path:
+    """Train from ``state.step`` to ``config.steps``; returns the last checkpoint's path (or ``run_dir``).
+
+    ``step_fn(state, batch, generator)`` runs one step on this rank's
+    ``batch`` (forward, backward, optimizer steps, EMA) and returns its
+    scalars as device tensors; ``generator`` is the step's
+    (``step_generator``). Every ``config.log_every`` steps the scalars are
+    averaged over ranks and logged with ``log_extra()``'s; every
+    ``image_every`` steps ``preview()``'s originals and reconstructions are
+    saved as a grid; every ``config.ckpt_every`` steps and at the end a
+    checkpoint with ``meta`` is written.
+    """
+    run_dir = Path(run_dir)
+    if env.is_main:
+        write_json(run_dir / "config.json", meta)
+    guard = FiniteGuard(env.device)
+    last_path = None
+    with RunLogger(run_dir, config.steps, state.step, enabled=env.is_main) as log:
+        while state.step < config.steps:
+            step = state.step
+            scalars = step_fn(state, next(batches), step_generator(config.seed, step, env.rank, env.device))
+            guard.record(scalars, step)
+            state.step = done = step + 1
+            last = done == config.steps
+            log_now = done % config.log_every == 0 or last
+            save_now = done % config.ckpt_every == 0 or last
+            if log_now or save_now:
+                _stop_if_not_finite(guard, env, state)
+            if log_now:
+                values = {k: float(v.detach()) for k, v in scalars.items()}
+                if log_extra is not None:
+                    values.update(log_extra())
+                log.step(done, mean_across_ranks(values, env), images_seen=config.batch_size * config.log_every)
+            if preview is not None and env.is_main and (done % image_every == 0 or last):
+                log.images("reconstruction", save_pairs(run_dir / "images" / f"recon_{done:08d}.png", *preview()), done)
+            if save_now:
+                last_path = _save(run_dir, state, meta, config.keep_last, env)
+    return last_path if last_path is not None else run_dir
+
+
+def _stop_if_not_finite(guard: FiniteGuard, env: DistEnv, state: TrainState) -> None:
+    first = guard.first_bad_step(env)
+    if first is not None:
+        raise NonFiniteLossError(f"non-finite loss at step {first + 1} (a NaN in the batch or a diverging run); "
+                                 "stopped before saving it: the last checkpoint is intact")
+
+
+def _save(run_dir: Path, state: TrainState, meta: dict[str, Any], keep_last: int, env: DistEnv) -> Path | None:
+    path = None
+    if env.is_main:
+        path = save_checkpoint(run_dir, state.checkpoint(meta), keep_last=keep_last)
+    barrier(env)
+    return path
+
+
+def warn_skipped(state: TrainState, skipped: Iterable[str]) -> None:
+    """Warn once per unreadable image and remember it in the run state (``state.extra["skipped"]``)."""
+    known = state.extra.setdefault("skipped", [])
+    for path in skipped:
+        if path not in known:
+            warnings.warn(f"skipping unreadable image {path}", stacklevel=2)
+            known.append(path)

@@ -1,0 +1,190 @@
+"""The command line end to end: train, reconstruct, encode, train dit, sample, eval; one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from dinosae.cli import main
+
+
+def _run(*args: str):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result
+
+
+def _ok(*args: str) -> str:
+    result = _run(*args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.stdout
+
+
+def _fails_with(reason: str, *args: str) -> None:
+    result = _run(*args)
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and reason in lines[0], result.output
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, photos):
+    """An autoencoder run, a latent cache and a DiT run, made through the commands themselves."""
+    root = tmp_path_factory.mktemp("cli")
+    common = ["--preset", "tiny", "--batch-size", "4", "--num-workers", "0", "--device", "cpu"]
+    _ok("train", "ae", "--data", photos["heldout"], "--out", root / "s1", "--steps", "2", *common,
+        "--config", _lpips_off(root))
+    _ok("train", "ae", "--data", photos["heldout"], "--out", root / "s2", "--stage", "2", "--init", root / "s1",
+        "--steps", "1", *common)
+    _ok("encode", "--ckpt", root / "s2", "--data", photos["heldout"], "--out", root / "latents", "--num-workers", "0")
+    _ok("train", "dit", "--latents", root / "latents", "--out", root / "dit", "--preset", "tiny", "--steps", "2",
+        "--batch-size", "8", "--num-workers", "0", "--lightning", "--device", "cpu")
+    return root
+
+
+def _lpips_off(root):
+    path = root / "fast.yaml"
+    path.write_text("train:\n  lpips_weight: 0.0\n  image_every: 1000\n")
+    return path
+
+
+def test_reconstruct_writes_images_and_prints_json(pipeline, photos, tmp_path):
+    output = _ok("reconstruct", "--ckpt", pipeline / "s2", "--data", photos["heldout"], "--out", tmp_path / "rec",
+                 "--limit", "8", "--json")
+    metrics = json.loads(output.strip().splitlines()[-1])
+    assert set(metrics) >= {"psnr", "ssim", "lpips"} and metrics["images"] == 8
+    assert (tmp_path / "rec" / "grid.png").is_file() and len(list((tmp_path / "rec" / "reconstructions").iterdir())) == 8
+    assert json.loads((tmp_path / "rec" / "metrics.json").read_text())["images"] == 8
+
+
+def test_sample_writes_pngs_grid_and_npz(pipeline, tmp_path):
+    _ok("sample", "--ae", pipeline / "s2", "--dit", pipeline / "dit", "--out", tmp_path / "s", "--num", "5",
+        "--steps", "3", "--cfg", "1.5", "--method", "heun", "--classes", "0,2", "--guidance-interval", "0.1,0.9")
+    import numpy as np
+
+    with np.load(tmp_path / "s" / "samples.npz") as stored:
+        assert stored["arr_0"].shape == (5, 64, 64, 3) and stored["labels"].tolist() == [0, 2, 0, 2, 0]
+    assert (tmp_path / "s" / "grid.png").is_file()
+
+
+def test_eval_recon_json_matches_the_library(pipeline, photos):
+    from dinosae.evaluation.reconstruction import reconstruct_folder
+
+    output = _ok("eval", "recon", "--ckpt", pipeline / "s2", "--data", photos["heldout"], "--limit", "4", "--json")
+    printed = json.loads(output.strip().splitlines()[-1])
+    library = reconstruct_folder(pipeline / "s2", photos["heldout"], None, device="cpu", limit=4)
+    assert printed["images"] == 4
+    for key in ("psnr", "ssim", "lpips"):
+        assert printed[key] == pytest.approx(library[key], rel=1e-6), key
+
+
+def test_dit_resume_extends_a_run(pipeline, tmp_path):
+    from dinosae.io.checkpoint import load_checkpoint
+    from dinosae.train.runlog import read_metrics
+
+    run = tmp_path / "dit"
+    shutil.copytree(pipeline / "dit", run)
+    before = load_checkpoint(run)
+    _ok("train", "dit", "--latents", pipeline / "latents", "--out", run, "--steps", "3", "--resume",
+        "--num-workers", "0", "--device", "cpu")
+    after = load_checkpoint(run)
+    assert (before.step, after.step) == (2, 3)
+    assert [r["step"] for r in read_metrics(run)] == [2, 3]  # the last step of each session is logged
+    assert after.meta["dit_config"] == before.meta["dit_config"]  # the run's own model, --lightning included
+    assert any(not torch.equal(after.model[k], v) for k, v in before.model.items())
+
+
+BAD_INPUTS = {
+    "missing checkpoint": ("does not exist", "reconstruct", "--ckpt", "{tmp}/missing", "--data", "{heldout}",
+                           "--out", "{tmp}/o"),
+    "empty data folder": ("contains no images", "train", "ae", "--data", "{tmp}/empty", "--out", "{tmp}/r",
+                          "--preset", "tiny", "--device", "cpu"),
+    "not a latent cache": ("not a finished latent cache", "train", "dit", "--latents", "{tmp}/empty",
+                           "--out", "{tmp}/d"),
+    "wrong kind of checkpoint": ("is a 'dit' checkpoint", "reconstruct", "--ckpt", "{pipeline}/dit", "--data",
+                                 "{heldout}", "--out", "{tmp}/o"),
+    "existing run": ("already holds checkpoints", "train", "ae", "--data", "{heldout}", "--out", "{pipeline}/s1",
+                     "--preset", "tiny", "--steps", "1", "--device", "cpu"),
+    "later stage without init": ("pass --init", "train", "ae", "--data", "{heldout}", "--out", "{tmp}/x",
+                                 "--stage", "3"),
+    "unknown preset": ("'XXL' is not one of", "train", "ae", "--data", "{heldout}", "--out", "{tmp}/x",
+                       "--preset", "XXL"),
+    "missing teacher weights": ("are missing", "reconstruct", "--ckpt", "{pipeline}/s2", "--data", "{heldout}",
+                                "--out", "{tmp}/o", "--teacher-weights", "{tmp}/missing.pth"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_exits_with_one_line(case, pipeline, photos, tmp_path):
+    (tmp_path / "empty").mkdir()
+    reason, *args = BAD_INPUTS[case]
+    _fails_with(reason, *(a.format(tmp=tmp_path, pipeline=pipeline, heldout=photos["heldout"]) for a in args))
+
+
+def test_samples_of_another_latent_shape_are_refused(pipeline, tmp_path):
+    _fails_with("the autoencoder decodes", "sample", "--ae", pipeline / "s2", "--dit", _other_dit(tmp_path),
+                "--out", tmp_path / "s", "--num", "1", "--steps", "1")
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch, pipeline, photos, tmp_path):
+    """Only input errors become one line: anything else (out of memory, a bug) surfaces as it is."""
+    import dinosae.evaluation.reconstruction as reconstruction
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(reconstruction, "reconstruct_folder", broken)
+    result = _run("eval", "recon", "--ckpt", pipeline / "s2", "--data", photos["heldout"])
+    assert result.exit_code != 0 and isinstance(result.exception, RuntimeError)
+    assert not any(line.startswith("Error:") for line in result.output.splitlines())
+
+
+def _other_dit(tmp_path):
+    """A DiT trained on latents of another shape (8-dim tokens) than the autoencoder's."""
+    import torch
+
+    import sphere_ops
+    from dinosae.io.latents import write_meta, write_shard
+    from dinosae.train.dit import dit_config_for, train_dit
+    from dinosae.io.latents import LatentCache
+    from dinosae.config import DiTTrainConfig
+
+    cache = tmp_path / "other_latents"
+    cache.mkdir()
+    write_shard(cache, 0, sphere_ops.random_uniform((8, 4), 8), torch.zeros(8, dtype=torch.long))
+    write_meta(cache, {"num": 8, "tokens": 4, "dim": 8, "shard_counts": [8], "num_shards": 1, "flip": False})
+    config = dit_config_for(LatentCache(cache), "tiny")
+    train_dit(tmp_path / "other_dit", cache, config, DiTTrainConfig(steps=1, batch_size=4, num_workers=0),
+              device="cpu")
+    return tmp_path / "other_dit"
+
+
+def test_demo_quick_runs_end_to_end(tmp_path):
+    output = _ok("demo", "--quick", "--out", tmp_path / "demo", "--device", "cpu")
+    assert "report:" in output and "random" in output
+    report = (tmp_path / "demo" / "report.html").read_text()
+    for image in ("recon/grid.png", "samples/grid.png", "ae_loss.png", "dit_loss.png"):
+        assert image in report and (tmp_path / "demo" / image).is_file()
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert metrics["random_teacher"] is True
+    recon = metrics["recon"]
+    assert recon["images"] == 16 and 5.0 < recon["psnr"] < 60.0 and 0.0 < recon["lpips"] < 1.0
+
+
+def test_the_command_line_starts_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, dinosae.cli; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_probe_sweep_default_matches_the_library():
+    from dinosae.cli.evaluation import eval_probe
+    from dinosae.evaluation.probe import SWEEP_WEIGHT_DECAYS
+
+    default = next(p.default for p in eval_probe.params if p.name == "sweep")
+    assert tuple(float(v) for v in default.split(",")) == SWEEP_WEIGHT_DECAYS
