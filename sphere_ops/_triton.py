@@ -6,7 +6,8 @@ atan2, so :func:`_atan2` evaluates its own polynomial (relative error under
 2e-7 in float32). Divisions and square roots use the IEEE-rounded forms.
 The math mirrors :mod:`sphere_ops.reference` and ``csrc/sphere_math.h``.
 float64 inputs and rows longer than MAX_DIM never reach these kernels (see
-:func:`supports`): the reference serves them.
+``kernels.supports``): the reference serves them. :mod:`sphere_ops._launch`
+flattens the tensors to rows and allocates the outputs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+
+from ._launch import RowKernels, Tensors
 
 # Kernel constants are constexpr: Triton 3.6 and newer refuse plain module globals in kernels.
 _PI = tl.constexpr(3.141592653589793)
@@ -394,142 +397,48 @@ def _transp_bwd(G, X, Y, V, GX, GY, GV, n_rows, D, ROWS: tl.constexpr, BLOCK_D: 
 
 # ----------------------------------------------------------------- launchers
 
-
-def supports(x: Tensor) -> bool:
-    """Whether these kernels take x (float32/bfloat16/float16 with D <= MAX_DIM)."""
-    return x.dtype != torch.float64 and x.shape[-1] <= MAX_DIM
-
-
-def _rows(x: Tensor) -> Tensor:
-    return x.reshape(-1, x.shape[-1]).contiguous()
-
-
-def _launch(kernel, rows: Tensor, *tensors: Tensor | None, scalars: tuple = (), **constexprs) -> None:
-    """Run ``kernel(*tensors, n_rows, D, *scalars)`` over the (n_rows, D) tensor ``rows``."""
-    n_rows, d = rows.shape
-    if n_rows == 0:
-        return
-    block_d = triton.next_power_of_2(d)
-    # Interpreted programs cost about 1 ms each however small: give each many rows.
-    per_program = 1 << 16 if _INTERPRETED else 4096
-    block_rows = max(1, min(triton.next_power_of_2(n_rows), per_program // block_d))
-    num_warps = 4 if block_rows * block_d <= 4096 else 8
-    grid = (triton.cdiv(n_rows, block_rows),)
-    with torch.cuda.device(rows.device) if rows.is_cuda else contextlib.nullcontext():
-        kernel[grid](*tensors, n_rows, d, *scalars, **constexprs, ROWS=block_rows, BLOCK_D=block_d,
-                     num_warps=num_warps)
+_KERNELS = {
+    "normalize": _normalize_fwd,
+    "normalize_backward": _normalize_bwd,
+    "proju": _proju_fwd,
+    "proju_backward": _proju_bwd,
+    "dist": _dist_fwd,
+    "dist_backward": _dist_bwd,
+    "expmap": _expmap_fwd,
+    "expmap_backward": _expmap_bwd,
+    "logmap": _logmap_fwd,
+    "logmap_backward": _logmap_bwd,
+    "geodesic_velocity": _geodesic_fwd,
+    "geodesic_velocity_backward": _geodesic_bwd,
+    "transp": _transp_fwd,
+    "transp_backward": _transp_bwd,
+}
 
 
-def normalize(x: Tensor, eps: float) -> Tensor:
-    xr = _rows(x)
-    out = torch.empty_like(xr)
-    _launch(_normalize_fwd, xr, xr, out, scalars=(eps,))
-    return out.view(x.shape)
+class _TritonKernels(RowKernels):
+    def supports(self, x: Tensor) -> bool:
+        """Whether these kernels take x (float32/bfloat16/float16 with D <= MAX_DIM)."""
+        return x.dtype != torch.float64 and x.shape[-1] <= MAX_DIM
+
+    def launch(self, kernel: str, rows: Tensor, inputs: Tensors, scalars: list[float], outputs: Tensors) -> None:
+        """Run ``kernel(*inputs, *outputs, n_rows, D, *scalars)`` on blocks of rows."""
+        fn = _KERNELS[kernel]
+        tensors = inputs + outputs
+        flags = {}
+        if "WITH_VELOCITY" in fn.arg_names:
+            # The velocity, or its gradient, may be skipped: then a stand-in pointer,
+            # never read or written, takes its place.
+            flags["WITH_VELOCITY"] = all(t is not None for t in tensors)
+            tensors = [rows if t is None else t for t in tensors]
+        n_rows, d = rows.shape
+        block_d = triton.next_power_of_2(d)
+        # Interpreted programs cost about 1 ms each however small: give each many rows.
+        per_program = 1 << 16 if _INTERPRETED else 4096
+        block_rows = max(1, min(triton.next_power_of_2(n_rows), per_program // block_d))
+        num_warps = 4 if block_rows * block_d <= 4096 else 8
+        grid = (triton.cdiv(n_rows, block_rows),)
+        with torch.cuda.device(rows.device) if rows.is_cuda else contextlib.nullcontext():
+            fn[grid](*tensors, n_rows, d, *scalars, **flags, ROWS=block_rows, BLOCK_D=block_d, num_warps=num_warps)
 
 
-def normalize_backward(grad: Tensor, x: Tensor, eps: float) -> Tensor:
-    xr = _rows(x)
-    gx = torch.empty_like(xr)
-    _launch(_normalize_bwd, xr, _rows(grad), xr, gx, scalars=(eps,))
-    return gx.view(x.shape)
-
-
-def _two_input(kernel, a: Tensor, b: Tensor) -> Tensor:
-    ar = _rows(a)
-    out = torch.empty_like(ar)
-    _launch(kernel, ar, ar, _rows(b), out)
-    return out.view(a.shape)
-
-
-def _two_input_backward(kernel, grad: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    ar = _rows(a)
-    ga, gb = torch.empty_like(ar), torch.empty_like(ar)
-    _launch(kernel, ar, _rows(grad), ar, _rows(b), ga, gb)
-    return ga.view(a.shape), gb.view(b.shape)
-
-
-def proju(x: Tensor, u: Tensor) -> Tensor:
-    return _two_input(_proju_fwd, x, u)
-
-
-def proju_backward(grad: Tensor, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-    return _two_input_backward(_proju_bwd, grad, x, u)
-
-
-def expmap(x: Tensor, u: Tensor) -> Tensor:
-    return _two_input(_expmap_fwd, x, u)
-
-
-def expmap_backward(grad: Tensor, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-    return _two_input_backward(_expmap_bwd, grad, x, u)
-
-
-def logmap(x: Tensor, y: Tensor) -> Tensor:
-    return _two_input(_logmap_fwd, x, y)
-
-
-def logmap_backward(grad: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    return _two_input_backward(_logmap_bwd, grad, x, y)
-
-
-def dist(x: Tensor, y: Tensor) -> Tensor:
-    xr = _rows(x)
-    out = xr.new_empty(xr.shape[0])
-    _launch(_dist_fwd, xr, xr, _rows(y), out)
-    return out.view(x.shape[:-1])
-
-
-def dist_backward(grad: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    xr = _rows(x)
-    gx, gy = torch.empty_like(xr), torch.empty_like(xr)
-    _launch(_dist_bwd, xr, grad.reshape(-1).contiguous(), xr, _rows(y), gx, gy)
-    return gx.view(x.shape), gy.view(y.shape)
-
-
-def _geodesic(x0: Tensor, x1: Tensor, t: Tensor, with_velocity: bool) -> tuple[Tensor, Tensor | None]:
-    x0r = _rows(x0)
-    xt = torch.empty_like(x0r)
-    ut = torch.empty_like(x0r) if with_velocity else None
-    tr = t.to(torch.float32).reshape(-1).contiguous()
-    _launch(_geodesic_fwd, x0r, x0r, _rows(x1), tr, xt, ut if with_velocity else xt,
-            WITH_VELOCITY=with_velocity)
-    return xt.view(x0.shape), None if ut is None else ut.view(x0.shape)
-
-
-def geodesic(x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
-    return _geodesic(x0, x1, t, with_velocity=False)[0]
-
-
-def geodesic_velocity(x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    return _geodesic(x0, x1, t, with_velocity=True)
-
-
-def geodesic_velocity_backward(
-    grad_xt: Tensor, grad_ut: Tensor | None, x0: Tensor, x1: Tensor, t: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    x0r = _rows(x0)
-    gx0, gx1 = torch.empty_like(x0r), torch.empty_like(x0r)
-    gt = torch.empty(x0r.shape[0], dtype=torch.float32, device=x0.device)
-    gxr = _rows(grad_xt)
-    gur = gxr if grad_ut is None else _rows(grad_ut)
-    tr = t.to(torch.float32).reshape(-1).contiguous()
-    _launch(_geodesic_bwd, x0r, gxr, gur, x0r, _rows(x1), tr, gx0, gx1, gt, WITH_VELOCITY=grad_ut is not None)
-    return gx0.view(x0.shape), gx1.view(x1.shape), gt.view(t.shape).to(t.dtype)
-
-
-def geodesic_backward(grad: Tensor, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    return geodesic_velocity_backward(grad, None, x0, x1, t)
-
-
-def transp(x: Tensor, y: Tensor, v: Tensor) -> Tensor:
-    xr = _rows(x)
-    out = torch.empty_like(xr)
-    _launch(_transp_fwd, xr, xr, _rows(y), _rows(v), out)
-    return out.view(v.shape)
-
-
-def transp_backward(grad: Tensor, x: Tensor, y: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    xr = _rows(x)
-    gx, gy, gv = torch.empty_like(xr), torch.empty_like(xr), torch.empty_like(xr)
-    _launch(_transp_bwd, xr, _rows(grad), xr, _rows(y), _rows(v), gx, gy, gv)
-    return gx.view(x.shape), gy.view(y.shape), gv.view(v.shape)
+kernels = _TritonKernels()

@@ -17,8 +17,10 @@ import importlib
 import importlib.util
 import os
 from types import ModuleType
+from typing import Protocol, runtime_checkable
 
 import torch
+from torch import Tensor
 
 NAMES = ("auto", "torch", "triton", "cpp")
 ENV_VAR = "SPHERE_OPS_BACKEND"
@@ -29,6 +31,58 @@ _global: str | None = None
 
 class BackendUnavailable(RuntimeError):
     """The requested backend cannot run on this machine or for this tensor."""
+
+
+@runtime_checkable
+class SphereKernels(Protocol):
+    """What a backend implements: every op of ``sphere_ops._spec.SPECS`` and its backward.
+
+    Implemented by :mod:`sphere_ops.reference` (the specification, which takes
+    every tensor) and the ``kernels`` of ``sphere_ops._triton`` and
+    ``sphere_ops._cpp``. Inputs are ``(..., D)`` tensors of one shape, dtype
+    and device; ``t`` is ``x0[..., :1]``-shaped in the compute dtype. Results
+    have the dtype of the argument they are like. A backward takes the
+    gradients of the outputs, then the op's arguments, and returns one
+    gradient per tensor argument.
+    """
+
+    def supports(self, x: Tensor) -> bool:
+        """Whether these kernels take x (the reference serves what they decline)."""
+
+    def normalize(self, x: Tensor, eps: float) -> Tensor: ...
+
+    def normalize_backward(self, grad: Tensor, x: Tensor, eps: float) -> Tensor: ...
+
+    def proju(self, x: Tensor, u: Tensor) -> Tensor: ...
+
+    def proju_backward(self, grad: Tensor, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    def dist(self, x: Tensor, y: Tensor) -> Tensor: ...
+
+    def dist_backward(self, grad: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    def expmap(self, x: Tensor, u: Tensor) -> Tensor: ...
+
+    def expmap_backward(self, grad: Tensor, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    def logmap(self, x: Tensor, y: Tensor) -> Tensor: ...
+
+    def logmap_backward(self, grad: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    def geodesic(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor: ...
+
+    def geodesic_backward(self, grad: Tensor, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]: ...
+
+    def geodesic_velocity(self, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    def geodesic_velocity_backward(
+        self, grad_xt: Tensor, grad_ut: Tensor | None, x0: Tensor, x1: Tensor, t: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``grad_ut=None`` means the velocity is unused: then this is ``geodesic_backward``."""
+
+    def transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor: ...
+
+    def transp_backward(self, grad: Tensor, x: Tensor, y: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]: ...
 
 
 def _validate(name: str) -> str:

@@ -1,11 +1,13 @@
 """The public sphere ops: ``torch.library`` custom ops with fused forward and backward.
 
-Each op is registered as ``sphere_ops::<name>`` with a fake (meta) implementation,
-a vmap rule and an autograd formula whose backward is itself a custom op, so ops
-trace under ``torch.compile(fullgraph=True)``, pass ``torch.library.opcheck`` and
-run batched under ``torch.func.vmap`` as one fused call. The kernels that run are
+Each op of :data:`sphere_ops._spec.SPECS` is registered as ``sphere_ops::<name>``
+with a fake (meta) implementation, a vmap rule and an autograd formula whose
+backward ``sphere_ops::<name>_backward`` is itself a custom op, so ops trace
+under ``torch.compile(fullgraph=True)``, pass ``torch.library.opcheck`` and run
+batched under ``torch.func.vmap`` as one fused call. The kernels that run are
 chosen at call time (see :mod:`sphere_ops.backends`); the backward runs on the
-backend that ran the forward.
+backend that ran the forward. Outputs are contiguous whatever the backend, as
+their fakes say.
 
 Custom ops carry reverse-mode gradients only: PyTorch drops forward-mode tangents
 (``torch.func.jvp``, ``torch.autograd.forward_ad``) at them without a word, and
@@ -19,7 +21,7 @@ transform differentiates, with the fused ops' derivatives at ``x == y`` and
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from typing import Any
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -27,6 +29,8 @@ from torch import Tensor
 
 from . import backends, reference
 from ._checks import check_pair, check_point_like, time_tensor
+from ._spec import SPECS, OpSpec, pack
+from .backends import SphereKernels
 
 __all__ = [
     "normalize",
@@ -39,10 +43,14 @@ __all__ = [
     "transp",
 ]
 
-_MODULES = {"torch": "sphere_ops.reference", "triton": "sphere_ops._triton", "cpp": "sphere_ops._cpp"}
+_COMPILED = {"triton": "sphere_ops._triton", "cpp": "sphere_ops._cpp"}
 
 
-def _kernels(backend_name: str, x: Tensor) -> ModuleType:
+def _load(name: str) -> SphereKernels:
+    return reference if name == "torch" else importlib.import_module(_COMPILED[name]).kernels
+
+
+def _kernels(backend_name: str, x: Tensor) -> SphereKernels:
     """The kernels of the chosen backend, or the next one that takes x.
 
     Compiled kernels decline what they were not built for (float64 in Triton
@@ -50,22 +58,14 @@ def _kernels(backend_name: str, x: Tensor) -> ModuleType:
     ends at the reference, which takes everything.
     """
     name = backends.resolve(backend_name, x.device)
-    kernels = importlib.import_module(_MODULES[name])
-    if name == "torch" or kernels.supports(x):
+    kernels = _load(name)
+    if kernels.supports(x):
         return kernels
     if backend_name == "auto" and name == "cpp" and backends.available("triton", x.device):
-        triton_kernels = importlib.import_module(_MODULES["triton"])
+        triton_kernels = _load("triton")
         if triton_kernels.supports(x):
             return triton_kernels
     return reference
-
-
-def _forward_kernels(x: Tensor) -> ModuleType:
-    return _kernels(backends.current(), x)
-
-
-def _save_backend(ctx: object) -> None:
-    ctx.backend = backends.current()
 
 
 def _differentiable_backward() -> bool:
@@ -86,58 +86,73 @@ def _needs_plain_torch(*tensors: Tensor) -> bool:
     )
 
 
-def _register_rowwise_vmap(op, n_tensors: int) -> None:
-    """Row-wise ops batch by taking the vmapped dim as one more leading dim: one fused call."""
-
-    def rule(info, in_dims, *args):
-        tensors = [
-            t.movedim(dim, 0) if dim is not None else t.expand(info.batch_size, *t.shape)
-            for t, dim in zip(args[:n_tensors], in_dims[:n_tensors])
-        ]
-        out = op(*tensors, *args[n_tensors:])
-        return out, (0,) * len(out) if isinstance(out, tuple) else 0
-
-    torch.library.register_vmap(op, rule)
+def _contiguous(result: Tensor | tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
+    """The reference keeps its inputs' strides; the fakes, like the compiled kernels, promise contiguous."""
+    return result.contiguous() if isinstance(result, Tensor) else tuple(t.contiguous() for t in result)
 
 
-# ---------------------------------------------------------------- normalize
+def _register(spec: OpSpec) -> torch.library.CustomOpDef:
+    """``sphere_ops::<name>`` and its backward op, with their fakes, autograd and vmap rules."""
+    name, n_grads, tensor_args = spec.name, len(spec.outputs), spec.tensor_positions
+
+    def forward(*args: Any) -> Tensor | tuple[Tensor, ...]:
+        return _contiguous(getattr(_kernels(backends.current(), args[0]), name)(*args))
+
+    def backward(*args: Any) -> Tensor | tuple[Tensor, ...]:
+        *args, backend = args
+        return _contiguous(getattr(_kernels(backend, args[n_grads]), f"{name}_backward")(*args))
+
+    def fake_forward(*args: Any) -> Tensor | tuple[Tensor, ...]:
+        return pack([a.new_empty(o.shape(a.shape)) for o, a in zip(spec.outputs, spec.likes(args))])
+
+    def fake_backward(*args: Any) -> Tensor | tuple[Tensor, ...]:
+        tensors = [args[n_grads + i] for i in tensor_args]
+        return pack([a.new_empty(a.shape) for a in tensors])
+
+    def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
+        ctx.save_for_backward(*(inputs[i] for i in tensor_args))
+        ctx.scalars = [a for i, a in enumerate(inputs) if i not in tensor_args]
+        ctx.backend = backends.current()
+
+    def grad(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
+        tensors, scalars = iter(ctx.saved_tensors), iter(ctx.scalars)
+        args = [next(tensors) if arg.is_tensor else next(scalars) for arg in spec.args]
+        if _differentiable_backward():
+            result = getattr(reference, f"{name}_backward")(*grads, *args)
+        else:
+            result = bwd(*grads, *args, ctx.backend)
+        grads_in = iter(result if isinstance(result, tuple) else (result,))
+        return tuple(next(grads_in) if arg.is_tensor else None for arg in spec.args)
+
+    def vmap_rule(info: Any, in_dims: tuple, *args: Any) -> tuple[Any, Any]:
+        # Row-wise ops batch by taking the vmapped dim as one more leading dim: one fused call.
+        def leading(a: Tensor, dim: int | None) -> Tensor:
+            return a.movedim(dim, 0) if dim is not None else a.expand(info.batch_size, *a.shape)
+
+        args = [leading(a, dim) if i in tensor_args else a for i, (a, dim) in enumerate(zip(args, in_dims))]
+        return fwd(*args), (0,) * len(spec.outputs) if len(spec.outputs) > 1 else 0
+
+    qualname = f"sphere_ops::{name}"
+    fwd = torch.library.custom_op(qualname, forward, mutates_args=(), schema=spec.schema)
+    bwd = torch.library.custom_op(f"{qualname}_backward", backward, mutates_args=(), schema=spec.backward_schema)
+    fwd.register_fake(fake_forward)
+    bwd.register_fake(fake_backward)
+    fwd.register_autograd(grad, setup_context=setup_context)
+    torch.library.register_vmap(fwd, vmap_rule)
+    return fwd
 
 
-@torch.library.custom_op("sphere_ops::normalize", mutates_args=())
-def _normalize(x: Tensor, eps: float) -> Tensor:
-    return _forward_kernels(x).normalize(x, eps)
+_FUSED = {name: _register(spec) for name, spec in SPECS.items()}
 
 
-@torch.library.custom_op("sphere_ops::normalize_backward", mutates_args=())
-def _normalize_backward(grad: Tensor, x: Tensor, eps: float, backend: str) -> Tensor:
-    return _kernels(backend, x).normalize_backward(grad, x, eps)
+def _call(name: str, *args: Tensor | float) -> Any:
+    """Op ``name`` as its custom op, or in plain torch where a transform needs that."""
+    if _needs_plain_torch(*(a for a in args if isinstance(a, Tensor))):
+        return getattr(reference, name)(*args)
+    return _FUSED[name](*args)
 
 
-@_normalize.register_fake
-def _(x: Tensor, eps: float) -> Tensor:
-    return torch.empty_like(x)
-
-
-@_normalize_backward.register_fake
-def _(grad: Tensor, x: Tensor, eps: float, backend: str) -> Tensor:
-    return torch.empty_like(x)
-
-
-def _normalize_setup(ctx, inputs, output) -> None:
-    ctx.save_for_backward(inputs[0])
-    ctx.eps = inputs[1]
-    _save_backend(ctx)
-
-
-def _normalize_grad(ctx, grad):
-    (x,) = ctx.saved_tensors
-    if _differentiable_backward():
-        return reference.normalize_backward(grad, x, ctx.eps), None
-    return _normalize_backward(grad, x, ctx.eps, ctx.backend), None
-
-
-_normalize.register_autograd(_normalize_grad, setup_context=_normalize_setup)
-_register_rowwise_vmap(_normalize, 1)
+# ---------------------------------------------------------------- the public ops
 
 
 def normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
@@ -149,62 +164,7 @@ def normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
         tensor([[0.6000, 0.8000]])
     """
     check_point_like("x", x)
-    if _needs_plain_torch(x):
-        return reference.normalize(x, float(eps))
-    return _normalize(x, float(eps))
-
-
-# ---------------------------------------------------------------- two-point ops
-# proju(x, u), dist(x, y), expmap(x, u), logmap(x, y) share one shape of op:
-# two (..., D) inputs, one output, a backward returning two gradients.
-
-
-def _two_input_op(name: str, out_shape) -> tuple:
-    qualname = f"sphere_ops::{name}"
-
-    @torch.library.custom_op(qualname, mutates_args=())
-    def fwd(a: Tensor, b: Tensor) -> Tensor:
-        return getattr(_forward_kernels(a), name)(a, b)
-
-    @torch.library.custom_op(f"{qualname}_backward", mutates_args=())
-    def bwd(grad: Tensor, a: Tensor, b: Tensor, backend: str) -> tuple[Tensor, Tensor]:
-        return getattr(_kernels(backend, a), f"{name}_backward")(grad, a, b)
-
-    @fwd.register_fake
-    def _(a: Tensor, b: Tensor) -> Tensor:
-        return a.new_empty(out_shape(a))
-
-    @bwd.register_fake
-    def _(grad: Tensor, a: Tensor, b: Tensor, backend: str) -> tuple[Tensor, Tensor]:
-        return torch.empty_like(a), torch.empty_like(b)
-
-    def setup(ctx, inputs, output) -> None:
-        ctx.save_for_backward(*inputs)
-        _save_backend(ctx)
-
-    def grad_fn(ctx, grad):
-        a, b = ctx.saved_tensors
-        if _differentiable_backward():
-            return getattr(reference, f"{name}_backward")(grad, a, b)
-        return bwd(grad, a, b, ctx.backend)
-
-    fwd.register_autograd(grad_fn, setup_context=setup)
-    _register_rowwise_vmap(fwd, 2)
-    return fwd, bwd
-
-
-def _same_shape(x: Tensor) -> torch.Size:
-    return x.shape
-
-
-def _row_shape(x: Tensor) -> torch.Size:
-    return x.shape[:-1]
-
-
-_proju, _proju_backward = _two_input_op("proju", _same_shape)
-_dist, _dist_backward = _two_input_op("dist", _row_shape)
-_expmap, _expmap_backward = _two_input_op("expmap", _same_shape)
-_logmap, _logmap_backward = _two_input_op("logmap", _same_shape)
+    return _call("normalize", x, float(eps))
 
 
 def proju(x: Tensor, u: Tensor) -> Tensor:
@@ -215,10 +175,7 @@ def proju(x: Tensor, u: Tensor) -> Tensor:
         >>> sphere_ops.proju(x, torch.tensor([[2.0, 3.0, 4.0]]))
         tensor([[0., 3., 4.]])
     """
-    x, u = check_pair(("x", "u"), x, u)
-    if _needs_plain_torch(x, u):
-        return reference.proju(x, u)
-    return _proju(x, u)
+    return _call("proju", *check_pair(("x", "u"), x, u))
 
 
 def dist(x: Tensor, y: Tensor) -> Tensor:
@@ -231,10 +188,7 @@ def dist(x: Tensor, y: Tensor) -> Tensor:
         >>> sphere_ops.dist(x, y)
         tensor([1.5708])
     """
-    x, y = check_pair(("x", "y"), x, y)
-    if _needs_plain_torch(x, y):
-        return reference.dist(x, y)
-    return _dist(x, y)
+    return _call("dist", *check_pair(("x", "y"), x, y))
 
 
 def expmap(x: Tensor, u: Tensor) -> Tensor:
@@ -247,10 +201,7 @@ def expmap(x: Tensor, u: Tensor) -> Tensor:
         >>> sphere_ops.expmap(x, u)
         tensor([[-4.3711e-08,  1.0000e+00]])
     """
-    x, u = check_pair(("x", "u"), x, u)
-    if _needs_plain_torch(x, u):
-        return reference.expmap(x, u)
-    return _expmap(x, u)
+    return _call("expmap", *check_pair(("x", "u"), x, u))
 
 
 def logmap(x: Tensor, y: Tensor) -> Tensor:
@@ -264,84 +215,7 @@ def logmap(x: Tensor, y: Tensor) -> Tensor:
         >>> sphere_ops.logmap(x, y)
         tensor([[0.0000, 1.5708]])
     """
-    x, y = check_pair(("x", "y"), x, y)
-    if _needs_plain_torch(x, y):
-        return reference.logmap(x, y)
-    return _logmap(x, y)
-
-
-# ---------------------------------------------------------------- geodesic
-
-
-@torch.library.custom_op("sphere_ops::geodesic_velocity", mutates_args=())
-def _geodesic_velocity(x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    return _forward_kernels(x0).geodesic_velocity(x0, x1, t)
-
-
-@torch.library.custom_op("sphere_ops::geodesic_velocity_backward", mutates_args=())
-def _geodesic_velocity_backward(
-    grad_xt: Tensor, grad_ut: Tensor, x0: Tensor, x1: Tensor, t: Tensor, backend: str
-) -> tuple[Tensor, Tensor, Tensor]:
-    return _kernels(backend, x0).geodesic_velocity_backward(grad_xt, grad_ut, x0, x1, t)
-
-
-@torch.library.custom_op("sphere_ops::geodesic", mutates_args=())
-def _geodesic(x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
-    return _forward_kernels(x0).geodesic(x0, x1, t)
-
-
-@torch.library.custom_op("sphere_ops::geodesic_backward", mutates_args=())
-def _geodesic_backward(
-    grad: Tensor, x0: Tensor, x1: Tensor, t: Tensor, backend: str
-) -> tuple[Tensor, Tensor, Tensor]:
-    return _kernels(backend, x0).geodesic_backward(grad, x0, x1, t)
-
-
-@_geodesic_velocity.register_fake
-def _(x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    return torch.empty_like(x0), torch.empty_like(x0)
-
-
-@_geodesic_velocity_backward.register_fake
-def _(grad_xt, grad_ut, x0, x1, t, backend):
-    return torch.empty_like(x0), torch.empty_like(x1), torch.empty_like(t, memory_format=torch.contiguous_format)
-
-
-@_geodesic.register_fake
-def _(x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
-    return torch.empty_like(x0)
-
-
-@_geodesic_backward.register_fake
-def _(grad, x0, x1, t, backend):
-    return torch.empty_like(x0), torch.empty_like(x1), torch.empty_like(t, memory_format=torch.contiguous_format)
-
-
-def _save_three(ctx, inputs, output) -> None:
-    ctx.save_for_backward(*inputs)
-    _save_backend(ctx)
-
-
-def _geodesic_velocity_grad(ctx, grad_xt, grad_ut):
-    x0, x1, t = ctx.saved_tensors
-    if _differentiable_backward():
-        return reference.geodesic_velocity_backward(grad_xt, grad_ut, x0, x1, t)
-    if grad_ut is None:
-        return _geodesic_backward(grad_xt, x0, x1, t, ctx.backend)
-    return _geodesic_velocity_backward(grad_xt, grad_ut, x0, x1, t, ctx.backend)
-
-
-def _geodesic_grad(ctx, grad):
-    x0, x1, t = ctx.saved_tensors
-    if _differentiable_backward():
-        return reference.geodesic_backward(grad, x0, x1, t)
-    return _geodesic_backward(grad, x0, x1, t, ctx.backend)
-
-
-_geodesic_velocity.register_autograd(_geodesic_velocity_grad, setup_context=_save_three)
-_geodesic.register_autograd(_geodesic_grad, setup_context=_save_three)
-_register_rowwise_vmap(_geodesic_velocity, 3)
-_register_rowwise_vmap(_geodesic, 3)
+    return _call("logmap", *check_pair(("x", "y"), x, y))
 
 
 def _geodesic_args(x0: Tensor, x1: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -359,10 +233,7 @@ def geodesic(x0: Tensor, x1: Tensor, t: float | Tensor) -> Tensor:
         >>> sphere_ops.geodesic(x0, x1, 0.5)
         tensor([[0.7071, 0.7071]])
     """
-    args = _geodesic_args(x0, x1, t)
-    if _needs_plain_torch(*args):
-        return reference.geodesic(*args)
-    return _geodesic(*args)
+    return _call("geodesic", *_geodesic_args(x0, x1, t))
 
 
 def geodesic_velocity(x0: Tensor, x1: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
@@ -377,46 +248,7 @@ def geodesic_velocity(x0: Tensor, x1: Tensor, t: float | Tensor) -> tuple[Tensor
         >>> ut
         tensor([[0.0000, 1.5708]])
     """
-    args = _geodesic_args(x0, x1, t)
-    if _needs_plain_torch(*args):
-        return reference.geodesic_velocity(*args)
-    return _geodesic_velocity(*args)
-
-
-# ---------------------------------------------------------------- transp
-
-
-@torch.library.custom_op("sphere_ops::transp", mutates_args=())
-def _transp(x: Tensor, y: Tensor, v: Tensor) -> Tensor:
-    return _forward_kernels(x).transp(x, y, v)
-
-
-@torch.library.custom_op("sphere_ops::transp_backward", mutates_args=())
-def _transp_backward(
-    grad: Tensor, x: Tensor, y: Tensor, v: Tensor, backend: str
-) -> tuple[Tensor, Tensor, Tensor]:
-    return _kernels(backend, x).transp_backward(grad, x, y, v)
-
-
-@_transp.register_fake
-def _(x: Tensor, y: Tensor, v: Tensor) -> Tensor:
-    return torch.empty_like(v)
-
-
-@_transp_backward.register_fake
-def _(grad, x, y, v, backend):
-    return torch.empty_like(x), torch.empty_like(y), torch.empty_like(v)
-
-
-def _transp_grad(ctx, grad):
-    x, y, v = ctx.saved_tensors
-    if _differentiable_backward():
-        return reference.transp_backward(grad, x, y, v)
-    return _transp_backward(grad, x, y, v, ctx.backend)
-
-
-_transp.register_autograd(_transp_grad, setup_context=_save_three)
-_register_rowwise_vmap(_transp, 3)
+    return _call("geodesic_velocity", *_geodesic_args(x0, x1, t))
 
 
 def transp(x: Tensor, y: Tensor, v: Tensor) -> Tensor:
@@ -431,7 +263,4 @@ def transp(x: Tensor, y: Tensor, v: Tensor) -> Tensor:
         >>> sphere_ops.transp(x, y, torch.tensor([[0.0, 1.0, 1.0]])).round(decimals=6)
         tensor([[-1.,  0.,  1.]])
     """
-    x, y, v = check_pair(("x", "y", "v"), x, y, v)
-    if _needs_plain_torch(x, y, v):
-        return reference.transp(x, y, v)
-    return _transp(x, y, v)
+    return _call("transp", *check_pair(("x", "y", "v"), x, y, v))

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "supports",
     "normalize",
     "normalize_backward",
     "proju",
@@ -197,6 +198,11 @@ def direction_backward(c: Chord, g_e_over_theta: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- ops
+
+
+def supports(x: Tensor) -> bool:
+    """The reference takes every tensor: it serves whatever the compiled kernels decline."""
+    return True
 
 
 def normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
