@@ -7,6 +7,9 @@ that ``dinosae --help`` and option errors never wait for torch.
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import click
 
 from dinosae import __version__
@@ -17,6 +20,13 @@ from dinosae.cli import autoencoder, bench, evaluation, experiments, generation
 @click.version_option(__version__, prog_name="dinosae")
 def main() -> None:
     """DINO-SAE: spherical autoencoder, Riemannian flow matching, fused sphere kernels."""
+    # The library reports what it chose (which weights of a file it loaded, ...) at INFO level.
+    logger = logging.getLogger("dinosae")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 @main.group()

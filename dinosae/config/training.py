@@ -15,6 +15,8 @@ STAGES = {
 }
 PATHS = ("rfm", "euclidean")
 TIME_SAMPLERS = ("uniform", "logit-normal")
+NOISES = ("tangent", "gaussian")
+NOISE_DRAWS = ("sample", "batch")
 
 
 def _check_run_length(steps: int, batch_size: int) -> None:
@@ -31,10 +33,19 @@ class AETrainConfig:
     practice elsewhere (AdamW, clipping at 1, EMA 0.9999), since the release
     publishes no training code.
 
+    ``train_stem`` defaults to stages 1 and 2, ``latent_noise`` to stage 4.
+    Latent noise (see ``dinosae.train.autoencoder.noise_decoder_input``) is
+    ``noise`` of size up to ``noise_max``: an angle for ``"tangent"``, a
+    standard deviation for ``"gaussian"``; with ``noise_ramp_steps`` the bound
+    moves linearly from ``noise_max_start`` to ``noise_max`` over those steps
+    (the HAE paper's 0.8 -> 1.2).
+
     Example:
         >>> config = AETrainConfig(stage=2)
-        >>> config.lr, config.gan_weight, config.trains_stem
-        (0.0001, 0.5, True)
+        >>> config.lr, config.gan_weight, config.trains_stem, config.latent_noise
+        (0.0001, 0.5, True, False)
+        >>> AETrainConfig(stage=4, noise_max_start=0.2, noise_max=0.6, noise_ramp_steps=4).noise_bound(2)
+        0.4
     """
 
     stage: int = 1
@@ -52,7 +63,13 @@ class AETrainConfig:
     lpips_weight: float = 1.0
     gan_weight: float | None = None
     gan_start: int = 0
+    train_stem: bool | None = None
+    latent_noise: bool | None = None
+    noise: str = "tangent"
     noise_max: float = 0.5
+    noise_max_start: float | None = None
+    noise_ramp_steps: int = 0
+    noise_per: str = "sample"
     seed: int = 0
     log_every: int = 10
     image_every: int = 500
@@ -70,11 +87,31 @@ class AETrainConfig:
             self.disc_lr = self.lr
         if self.gan_weight is None:
             self.gan_weight = 0.0 if self.stage == 1 else 0.5
+        if self.train_stem is None:
+            self.train_stem = self.stage in (1, 2)
+        if self.latent_noise is None:
+            self.latent_noise = self.stage == 4
+        if self.noise not in NOISES:
+            raise ValueError(f"noise must be one of {NOISES}, got {self.noise!r}")
+        if self.noise_per not in NOISE_DRAWS:
+            raise ValueError(f"noise_per must be one of {NOISE_DRAWS}, got {self.noise_per!r}")
+        if self.noise_max < 0 or self.noise_ramp_steps < 0:
+            raise ValueError(f"noise_max and noise_ramp_steps must be >= 0, got {self.noise_max} and "
+                             f"{self.noise_ramp_steps}")
         _check_run_length(self.steps, self.batch_size)
 
     @property
     def trains_stem(self) -> bool:
-        return self.stage in (1, 2)
+        return bool(self.train_stem)
+
+    def noise_bound(self, step: int) -> float:
+        """The bound of the latent noise at ``step`` (0 when the run adds none)."""
+        if not self.latent_noise:
+            return 0.0
+        if self.noise_ramp_steps == 0 or self.noise_max_start is None:
+            return self.noise_max
+        progress = min(1.0, step / self.noise_ramp_steps)
+        return self.noise_max_start + progress * (self.noise_max - self.noise_max_start)
 
 
 def dimension_shift(dim: int, base_dim: int = 4096) -> float:

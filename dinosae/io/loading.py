@@ -4,6 +4,7 @@ official release's autoencoder files. ``load_model`` dispatches on what a checkp
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -13,11 +14,13 @@ from torch import nn
 
 from dinosae.config import AEConfig, DiTConfig, from_dict
 from dinosae.io.checkpoint import Checkpoint, CheckpointError, load_checkpoint, resolve_checkpoint
-from dinosae.io.official import (OfficialFormatError, infer_config, is_official, load_vit_weights, map_official,
+from dinosae.io.official import (OfficialFormatError, infer_config, is_official, map_official, read_settings,
                                  read_state_dict)
 from dinosae.models.autoencoder import SphericalAutoencoder
 from dinosae.models.dit import DiT
-from dinosae.models.vit import RandomTeacherWarning
+from dinosae.models.vit import RandomTeacherWarning, load_vit_state
+
+logger = logging.getLogger(__name__)
 
 # What a checkpoint's meta.json says it holds.
 AUTOENCODER = "autoencoder"
@@ -110,7 +113,10 @@ def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], source: st
     """Load ``weights`` into ``module``: every key it saves must be there (but those under ``optional``
     prefixes), and no other; a ``CheckpointError`` naming ``source`` otherwise."""
     expected = set(saved_weights(module))
-    missing, unexpected = module.load_state_dict(weights, strict=False)
+    try:
+        missing, unexpected = module.load_state_dict(weights, strict=False)
+    except RuntimeError as error:  # shapes that do not fit
+        raise CheckpointError(f"{source} does not fit this model: {str(error).splitlines()[-1].strip()}") from error
     missing = [k for k in missing if k in expected and not k.startswith(optional)]
     if missing or unexpected:
         raise CheckpointError(f"{source} does not fit this model: missing {missing[:5]}, "
@@ -118,23 +124,28 @@ def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], source: st
 
 
 def _load_official(path: os.PathLike, teacher_weights: str | os.PathLike | None) -> SphericalAutoencoder:
-    state = read_state_dict(path)
+    """The release's autoencoder from its weights file and the settings beside it (``dinosae.io.official``)."""
+    state, which = read_state_dict(path)
     if not is_official(state):
         raise CheckpointError(f"{str(path)!r} is a weights file in neither this toolkit's layout (a run or "
                               "checkpoint directory) nor the official release's")
-    config = infer_config(state)
+    config = infer_config(state, read_settings(path))
     ours, vit_state = map_official(state)
-    with warnings.catch_warnings():
-        if vit_state or teacher_weights:
-            warnings.simplefilter("ignore", RandomTeacherWarning)
-        model = SphericalAutoencoder(config, teacher_weights)
-    missing_vit = load_vit_weights(model.encoder.vit, vit_state) if vit_state else []
     if not vit_state and teacher_weights is None:
         raise OfficialFormatError(f"{str(path)!r} carries no DINOv3 weights; pass --teacher-weights FILE")
-    if teacher_weights is None and any(not k.startswith("patch_embed.") for k in missing_vit):
-        raise OfficialFormatError(f"{str(path)!r} lacks ViT weights {missing_vit[:5]}")
-    # The ViT's weights came in above, from the file or from teacher_weights.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomTeacherWarning)
+        model = SphericalAutoencoder(config, teacher_weights)
+    if vit_state:
+        missing = load_vit_state(model.encoder.vit, vit_state, str(path), config.vit)
+        if any(not k.startswith("patch_embed.") for k in missing):
+            raise OfficialFormatError(f"{str(path)!r} lacks ViT weights {missing[:5]}")
+    if teacher_weights is None:
+        # The stem replaced the ViT's patch embedding, so the file has none: the teacher cannot run.
+        model.encoder.teacher_missing = (f"the official file {str(path)!r} carries no patch embedding for it; "
+                                         "pass --teacher-weights FILE")
     load_weights(model, ours, str(path), optional=("encoder.vit.",))
+    logger.info("loaded %s of the official file %s", which, path)
     return model
 
 

@@ -1,29 +1,27 @@
-"""The DC-AE-style decoder: a (B, N, D) spherical latent grid to an image, x16 upsampling."""
+"""The DC-AE-style decoder: a (B, N, D) grid of latent tokens to an image, x16 upsampling."""
 
 from __future__ import annotations
 
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dinosae.config import DecoderConfig
 from dinosae.models.decoder_blocks import EfficientViTBlock, ResBlock, Upsample, duplicate_channels
-from dinosae.models.layers import RMSNorm2d
-
-ACTIVATIONS = {"silu": F.silu, "relu": F.relu}
+from dinosae.models.layers import RMSNorm2d, activation
 
 
 class Decoder(nn.Module):
-    """Unit latent tokens (B, N, D) on a square grid to images (B, 3, 16 sqrt(N), 16 sqrt(N)).
+    """Decoder inputs (B, N, D) on a square grid to a prediction (B, 3, 16 sqrt(N), 16 sqrt(N)).
 
-    The latents are scaled by sqrt(D), so each channel has unit mean square as
-    the convolutions' initialization expects. Stage ``i`` works at 1 / 2^i of
+    The input is what ``SphericalAutoencoder`` makes of a latent for this
+    decoder (its ``latent_scale``); the output is the raw prediction, in the
+    autoencoder's ``pixel_output`` convention. Stage ``i`` works at 1 / 2^i of
     the output resolution; the decoder runs from the last stage (the latent
     grid) to stage 0, starting every stage but the last with an ``Upsample``.
-    Outputs are images in [0, 1] (the network predicts [-1, 1], DC-AE's
-    convention), not clamped, so saturated pixels still get gradients.
+    As in DC-AE, a first stage of depth 0 is empty and the head upsamples
+    instead (norm, activation, then an upsampling convolution to RGB).
 
     Example:
         >>> config = DecoderConfig(widths=(8, 16, 16, 32, 32), depths=(1, 1, 1, 1, 1), head_dim=8)
@@ -34,13 +32,6 @@ class Decoder(nn.Module):
     def __init__(self, latent_dim: int, config: DecoderConfig) -> None:
         super().__init__()
         widths, depths, kinds = config.widths, config.depths, config.blocks
-        if not len(widths) == len(depths) == len(kinds):
-            raise ValueError(f"decoder widths {widths}, depths {depths} and blocks {kinds} differ in length")
-        unknown = set(kinds) - {"res", "vit"}
-        if unknown:
-            raise ValueError(f"unknown decoder blocks {sorted(unknown)}; choose 'res' or 'vit'")
-        if config.out_act not in ACTIVATIONS:
-            raise ValueError(f"unknown output activation {config.out_act!r}; choose from {sorted(ACTIVATIONS)}")
         if config.in_shortcut and widths[-1] % latent_dim:
             raise ValueError(f"the input shortcut needs the last width {widths[-1]} to be a multiple of {latent_dim}")
         self.latent_dim = latent_dim
@@ -48,38 +39,44 @@ class Decoder(nn.Module):
         self.conv_in = nn.Conv2d(latent_dim, widths[-1], 3, padding=1)
         self.stages = nn.ModuleList()
         for i in reversed(range(len(widths))):
+            if depths[i] == 0:
+                continue
             stage: list[nn.Module] = []
             if i < len(widths) - 1:
-                stage.append(Upsample(widths[i + 1], widths[i], config.upsample))
+                stage.append(Upsample(widths[i + 1], widths[i], config.upsample, config.upsample_shortcut))
             stage += [self._block(kinds[i], widths[i]) for _ in range(depths[i])]
             self.stages.append(nn.Sequential(*stage))
-        self.norm_out = RMSNorm2d(widths[0], over=config.norm)
-        self.act_out = ACTIVATIONS[config.out_act]
-        self.conv_out = nn.Conv2d(widths[0], 3, 3, padding=1)
+        head = widths[0] if depths[0] > 0 else widths[1]
+        self.norm_out = RMSNorm2d(head, over=config.norm) if config.out_norm else nn.Identity()
+        self.act_out = activation(config.out_act)
+        if depths[0] > 0:
+            self.conv_out: nn.Module = nn.Conv2d(head, 3, 3, padding=1)
+        else:
+            self.conv_out = Upsample(head, 3, config.upsample, shortcut=False)
 
     def _block(self, kind: str, width: int) -> nn.Module:
         config = self.config
         if kind == "res":
-            return ResBlock(width, config.norm)
+            return ResBlock(width, config.norm, config.act)
         return EfficientViTBlock(width, config.head_dim, tuple(config.attention_scales),
-                                 config.norm if config.vit_norm else None)
+                                 config.norm if config.vit_norm else None, config.act)
 
     @property
     def last_layer(self) -> torch.Tensor:
         """The weight that the adaptive GAN weight compares gradients at."""
-        return self.conv_out.weight
+        return self.conv_out.weight if isinstance(self.conv_out, nn.Conv2d) else self.conv_out.conv.weight
 
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        if latents.dim() != 3 or latents.shape[-1] != self.latent_dim:
-            raise ValueError(f"expected latents (B, N, {self.latent_dim}), got shape {tuple(latents.shape)}")
-        side = math.isqrt(latents.shape[1])
-        if side * side != latents.shape[1]:
-            raise ValueError(f"latent token count {latents.shape[1]} is not a square grid")
-        grid = latents.transpose(1, 2).reshape(latents.shape[0], self.latent_dim, side, side)
-        grid = grid.to(self.conv_in.weight.dtype) * math.sqrt(self.latent_dim)
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if inputs.dim() != 3 or inputs.shape[-1] != self.latent_dim:
+            raise ValueError(f"expected latents (B, N, {self.latent_dim}), got shape {tuple(inputs.shape)}")
+        side = math.isqrt(inputs.shape[1])
+        if side * side != inputs.shape[1]:
+            raise ValueError(f"latent token count {inputs.shape[1]} is not a square grid")
+        grid = inputs.transpose(1, 2).reshape(inputs.shape[0], self.latent_dim, side, side)
+        grid = grid.to(self.conv_in.weight.dtype)
         x = self.conv_in(grid)
         if self.config.in_shortcut:
             x = x + duplicate_channels(grid, x.shape[1])
         for stage in self.stages:
             x = stage(x)
-        return self.conv_out(self.act_out(self.norm_out(x))) * 0.5 + 0.5
+        return self.conv_out(self.act_out(self.norm_out(x)))

@@ -2,7 +2,7 @@
 
 Each block takes ``norm``: the ``RMSNorm2d`` variant (``"pixel"`` or ``"image"``),
 or ``None`` where a block has no norm at all (the official release's
-EfficientViT blocks).
+EfficientViT blocks), and ``act``, DC-AE's activation name (``dinosae.models.layers.activation``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dinosae.models.layers import RMSNorm2d
+from dinosae.models.layers import RMSNorm2d, activation
 
 
 def _norm(channels: int, norm: str | None) -> nn.Module:
@@ -19,21 +19,22 @@ def _norm(channels: int, norm: str | None) -> nn.Module:
 
 
 class ResBlock(nn.Module):
-    """x + norm(conv(silu(conv(x)))): two 3x3 convolutions at constant width.
+    """x + norm(conv(act(conv(x)))): two 3x3 convolutions at constant width.
 
     Example:
-        >>> ResBlock(8)(torch.randn(1, 8, 4, 4)).shape
+        >>> ResBlock(8, act="relu")(torch.randn(1, 8, 4, 4)).shape
         torch.Size([1, 8, 4, 4])
     """
 
-    def __init__(self, channels: int, norm: str | None = "pixel") -> None:
+    def __init__(self, channels: int, norm: str | None = "pixel", act: str = "silu") -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.act = activation(act)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
         self.norm = _norm(channels, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.norm(self.conv2(F.silu(self.conv1(x))))
+        return x + self.norm(self.conv2(self.act(self.conv1(x))))
 
 
 class LinearAttention(nn.Module):
@@ -42,7 +43,7 @@ class LinearAttention(nn.Module):
     Queries, keys and values come from a 1x1 convolution, laid out head by
     head; each kernel size in ``scales`` adds depthwise-aggregated copies as
     extra heads. Attention is ``relu(q) (relu(k)^T v) / (relu(q) sum relu(k))``
-    per head, in float32.
+    per head, in float32 at least (float64 stays float64).
 
     Example:
         >>> LinearAttention(16, head_dim=8)(torch.randn(2, 16, 4, 4)).shape
@@ -68,7 +69,8 @@ class LinearAttention(nn.Module):
 
     def _attend(self, qkv: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = qkv.shape
-        qkv = qkv.float().reshape(batch, -1, 3, self.head_dim, height * width)
+        qkv = qkv.to(torch.promote_types(qkv.dtype, torch.float32)).reshape(batch, -1, 3, self.head_dim,
+                                                                             height * width)
         q, k, v = F.relu(qkv[:, :, 0]), F.relu(qkv[:, :, 1]), qkv[:, :, 2]
         kv = torch.einsum("bhdn,bhen->bhde", k, v)
         numerator = torch.einsum("bhdn,bhde->bhen", q, kv)
@@ -82,24 +84,26 @@ class LinearAttention(nn.Module):
 
 
 class GLUConv(nn.Module):
-    """The EfficientViT feed-forward: 1x1 expand, 3x3 depthwise, SiLU gate, 1x1 project.
+    """The EfficientViT feed-forward (DC-AE's GLUMBConv): 1x1 expand and ``act``, 3x3 depthwise,
+    an ``act`` gate, 1x1 project.
 
     Example:
         >>> GLUConv(8)(torch.randn(1, 8, 4, 4)).shape
         torch.Size([1, 8, 4, 4])
     """
 
-    def __init__(self, channels: int, expand: int = 4, norm: str | None = "pixel") -> None:
+    def __init__(self, channels: int, expand: int = 4, norm: str | None = "pixel", act: str = "silu") -> None:
         super().__init__()
         hidden = channels * expand
         self.expand = nn.Conv2d(channels, 2 * hidden, 1)
+        self.act = activation(act)
         self.depthwise = nn.Conv2d(2 * hidden, 2 * hidden, 3, padding=1, groups=2 * hidden)
         self.project = nn.Conv2d(hidden, channels, 1, bias=False)
         self.norm = _norm(channels, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        value, gate = self.depthwise(F.silu(self.expand(x))).chunk(2, dim=1)
-        return self.norm(self.project(value * F.silu(gate)))
+        value, gate = self.depthwise(self.act(self.expand(x))).chunk(2, dim=1)
+        return self.norm(self.project(value * self.act(gate)))
 
 
 class EfficientViTBlock(nn.Module):
@@ -111,10 +115,10 @@ class EfficientViTBlock(nn.Module):
     """
 
     def __init__(self, channels: int, head_dim: int = 32, scales: tuple[int, ...] = (5,),
-                 norm: str | None = "pixel") -> None:
+                 norm: str | None = "pixel", act: str = "silu") -> None:
         super().__init__()
         self.attention = LinearAttention(channels, head_dim, scales, norm)
-        self.mlp = GLUConv(channels, norm=norm)
+        self.mlp = GLUConv(channels, norm=norm, act=act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attention(x)
@@ -129,7 +133,7 @@ def duplicate_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 class Upsample(nn.Module):
-    """x2 upsampling: a learned branch plus a parameter-free shortcut, summed.
+    """x2 upsampling: a learned branch plus (by default) a parameter-free shortcut, summed.
 
     The shortcut repeats channels and pixel-shuffles them (DC-AE's channel
     duplication), so at initialization the block passes its input through as a
@@ -143,20 +147,24 @@ class Upsample(nn.Module):
         torch.Size([1, 8, 8, 8])
     """
 
-    def __init__(self, in_channels: int, out_channels: int, mode: str = "interpolate") -> None:
+    def __init__(self, in_channels: int, out_channels: int, mode: str = "interpolate",
+                 shortcut: bool = True) -> None:
         super().__init__()
-        if (4 * out_channels) % in_channels:
+        if shortcut and (4 * out_channels) % in_channels:
             raise ValueError(f"upsampling {in_channels} -> {out_channels} channels needs "
                              f"4 * {out_channels} to be a multiple of {in_channels}")
         if mode not in ("interpolate", "pixelshuffle"):
             raise ValueError(f"unknown upsampling {mode!r}; choose 'interpolate' or 'pixelshuffle'")
-        self.mode = mode
+        self.mode, self.shortcut = mode, shortcut
         self.out_channels = out_channels
         conv_out = out_channels if mode == "interpolate" else 4 * out_channels
         self.conv = nn.Conv2d(in_channels, conv_out, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = F.pixel_shuffle(duplicate_channels(x, 4 * self.out_channels), 2)
         if self.mode == "interpolate":
-            return shortcut + self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
-        return shortcut + F.pixel_shuffle(self.conv(x), 2)
+            main = self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        else:
+            main = F.pixel_shuffle(self.conv(x), 2)
+        if not self.shortcut:
+            return main
+        return main + F.pixel_shuffle(duplicate_channels(x, 4 * self.out_channels), 2)

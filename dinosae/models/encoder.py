@@ -9,7 +9,7 @@ from torch import nn
 
 import sphere_ops
 from dinosae.models.stem import create_stem
-from dinosae.models.vit import create_vit, patch_grid, run_on_grid, standardize
+from dinosae.models.vit import create_vit, patch_grid, pixel_input, run_on_grid, standardize
 
 
 class DinoSphericalEncoder(nn.Module):
@@ -18,8 +18,14 @@ class DinoSphericalEncoder(nn.Module):
     The latent of a token is the ViT's final-norm output for that token,
     L2-normalized: only its direction carries information, so the decoder sees
     points on S^(D-1). ``teacher_tokens`` runs the same ViT through its own patch
-    embedding, which gives the alignment target. Only the stem trains; the ViT
-    stays frozen and in eval mode whatever ``train()`` is called with.
+    embedding (on ImageNet-standardized pixels, as DINOv3 was trained), which
+    gives the alignment target. Only the stem trains; the ViT stays frozen and in
+    eval mode whatever ``train()`` is called with. ``pixel_input`` is what the
+    stem sees of images in [0, 1] (``dinosae.config.autoencoder.PIXEL_INPUTS``).
+
+    ``teacher_missing`` says why the teacher cannot run, when its patch
+    embedding was never loaded (an official file carries none): every use of
+    the teacher then fails with that reason instead of running a random one.
 
     Example:
         >>> import warnings
@@ -32,12 +38,15 @@ class DinoSphericalEncoder(nn.Module):
     """
 
     def __init__(self, vit_name: str, image_size: int, stem: str = "hierarchical",
-                 teacher_weights: str | os.PathLike | None = None, stem_norm: str = "pixel") -> None:
+                 teacher_weights: str | os.PathLike | None = None, stem_norm: str = "pixel",
+                 pixel_input: str = "imagenet", vit_depth: int | None = None) -> None:
         super().__init__()
-        self.vit = create_vit(vit_name, image_size, teacher_weights)
+        self.vit = create_vit(vit_name, image_size, teacher_weights, depth=vit_depth)
         self.dim = self.vit.embed_dim
         self.stem = create_stem(stem, self.dim, stem_norm)
         self.image_size = image_size
+        self.pixel_input = pixel_input
+        self.teacher_missing: str | None = None
 
     def train(self, mode: bool = True) -> "DinoSphericalEncoder":
         super().train(mode)
@@ -56,13 +65,19 @@ class DinoSphericalEncoder(nn.Module):
     def student_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """The ViT's output tokens (B, N, D) on the stem's grid, before projection to the sphere."""
         self._check(images)
-        tokens, _ = run_on_grid(self.vit, self.stem(standardize(images)))
+        tokens, _ = run_on_grid(self.vit, self.stem(pixel_input(images, self.pixel_input)))
         return tokens
+
+    def require_teacher(self, purpose: str) -> None:
+        """Refuse ``purpose`` (what needs the teacher) when the teacher's patch embedding is not loaded."""
+        if self.teacher_missing is not None:
+            raise ValueError(f"{purpose} needs the DINOv3 teacher, but {self.teacher_missing}")
 
     @torch.no_grad()
     def teacher_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """The frozen DINOv3 output tokens (B, N, D) through the ViT's own patch embedding."""
         self._check(images)
+        self.require_teacher("the teacher's tokens")
         tokens, _ = run_on_grid(self.vit, patch_grid(self.vit, standardize(images)))
         return tokens
 

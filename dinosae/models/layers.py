@@ -2,8 +2,29 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Callable
+
 import torch
 from torch import nn
+
+# DC-AE's activations by name (its gelu is the tanh approximation).
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "silu": nn.SiLU, "relu": nn.ReLU, "relu6": nn.ReLU6, "hswish": nn.Hardswish,
+    "gelu": partial(nn.GELU, approximate="tanh"),
+}
+
+
+def activation(name: str) -> nn.Module:
+    """A parameter-free activation module by DC-AE's name.
+
+    Example:
+        >>> activation("relu")(torch.tensor([-1.0, 2.0]))
+        tensor([0., 2.])
+    """
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]()
 
 
 class RMSNorm2d(nn.Module):

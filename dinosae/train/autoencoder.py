@@ -33,45 +33,56 @@ from dinosae.train.losses import (adaptive_gan_weight, alignment_loss, hinge_dis
 
 
 class TrainForward(nn.Module):
-    """The differentiable part of a step, as one module so that DDP can wrap it."""
+    """The differentiable part of a step, as one module so that DDP can wrap it.
+
+    Returns the reconstruction in [0, 1] and the encoder's tokens (for the
+    alignment loss). ``noise_level`` > 0 perturbs the decoder's input (see
+    :func:`noise_decoder_input`); the encoder runs without gradients when the
+    stem is frozen.
+    """
 
     def __init__(self, model: SphericalAutoencoder, config: AETrainConfig) -> None:
         super().__init__()
         self.model = model
         self.config = config
 
-    def forward(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        encoder = self.model.encoder
-        if self.config.trains_stem:
-            tokens = encoder.student_tokens(images)
-            latents = sphere_ops.normalize(tokens)
-        else:
-            with torch.no_grad():
-                tokens = encoder.student_tokens(images)
-                latents = sphere_ops.normalize(tokens)
-        if self.config.stage == 4:
-            latents = noise_latents(latents, self.config.noise_max, generator)
-        return self.model.decode(latents), tokens
+    def forward(self, images: torch.Tensor, generator: torch.Generator,
+                noise_level: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.set_grad_enabled(self.config.trains_stem and torch.is_grad_enabled()):
+            tokens = self.model.encoder.student_tokens(images)
+        inputs = self.model.decoder_input(tokens)
+        if noise_level > 0:
+            inputs = noise_decoder_input(inputs, self.config.noise, noise_level, self.config.noise_per, generator)
+        return self.model.to_pixels(self.model.decoder(inputs)), tokens
 
 
-def noise_latents(latents: torch.Tensor, noise_max: float, generator: torch.Generator) -> torch.Tensor:
-    """Stage 4's augmentation: a random tangent step of angle ~ U(0, noise_max) per image, back by ``expmap``.
+def noise_decoder_input(inputs: torch.Tensor, kind: str, level: float, per: str,
+                        generator: torch.Generator) -> torch.Tensor:
+    """The latent noise of training (B, N, D): a decoder that has seen it decodes imperfect latents well.
 
-    The noise is isotropic in each token's tangent space, and its size is an
-    angle, so it means the same at every latent width D.
+    ``"tangent"`` (stage 4 here) turns every token's direction by a random
+    tangent step of angle ~ U(0, level) and keeps its norm: isotropic in each
+    token's tangent space, and an angle, so it means the same at every width
+    D. ``"gaussian"`` (the HAE paper's latent smoothing, after RAE) adds
+    ``sigma * N(0, I)`` with sigma ~ U(0, level), in the decoder input's own
+    units. ``per`` draws the level once per ``"sample"`` or once per ``"batch"``.
 
     Example:
-        >>> z = sphere_ops.random_uniform((2, 4), 8)
-        >>> noisy = noise_latents(z, 0.3, torch.Generator().manual_seed(0))
-        >>> bool((sphere_ops.dist(z, noisy) <= 0.3 * 1.5).all())
-        True
+        >>> z = sphere_ops.random_uniform((2, 4), 8) * 3.0
+        >>> noisy = noise_decoder_input(z, "tangent", 0.3, "sample", torch.Generator().manual_seed(0))
+        >>> bool((sphere_ops.dist(z, noisy) <= 0.3 * 1.5).all()), bool(torch.allclose(noisy.norm(dim=-1), z.norm(dim=-1)))
+        (True, True)
     """
-    batch, _, dim = latents.shape
-    direction = sphere_ops.proju(latents, torch.randn(latents.shape, generator=generator,
-                                                       device=latents.device, dtype=latents.dtype))
-    direction = direction / math.sqrt(dim - 1)
-    angle = torch.rand(batch, 1, 1, generator=generator, device=latents.device, dtype=latents.dtype) * noise_max
-    return sphere_ops.expmap(latents, direction * angle)
+    batch, _, dim = inputs.shape
+    draws = batch if per == "sample" else 1
+    size = level * torch.rand(draws, 1, 1, generator=generator, device=inputs.device, dtype=inputs.dtype)
+    noise = torch.randn(inputs.shape, generator=generator, device=inputs.device, dtype=inputs.dtype)
+    if kind == "gaussian":
+        return inputs + size * noise
+    norms = inputs.norm(dim=-1, keepdim=True)
+    directions = sphere_ops.normalize(inputs)
+    step = sphere_ops.proju(directions, noise) / math.sqrt(dim - 1)
+    return norms * sphere_ops.expmap(directions, step * size)
 
 
 def set_trainable(model: SphericalAutoencoder, config: AETrainConfig) -> list[nn.Parameter]:
@@ -117,6 +128,10 @@ def train_autoencoder(run_dir: str | os.PathLike, data_dir: str | os.PathLike, a
         discriminator = DinoDiscriminator(model.latent_dim, ae_config.disc_depths) if config.gan_weight > 0 else None
         if init is not None and previous is None:
             _load_init(init, model, discriminator)
+        if config.trains_stem and config.align_weight > 0:
+            model.encoder.require_teacher("the alignment loss")
+        if discriminator is not None:
+            model.encoder.require_teacher("the DINO discriminator")
         state = _initial_state(model, discriminator, config, env.device)
         if previous is not None:
             state.restore(previous)
@@ -180,7 +195,8 @@ class AutoencoderStep:
         gan_now = self.discriminator is not None and state.step >= config.gan_start
         with autocast(device):
             losses, reconstruction = generator_losses(self.forward, self.model, images, generator, config,
-                                                      self.lpips, self.discriminator if gan_now else None)
+                                                      self.lpips, self.discriminator if gan_now else None,
+                                                      state.step)
         _weighted(losses["loss"], weight).backward()
         losses["grad_norm"] = optimizer_step(state.optimizers["optimizer"], self.params, config.grad_clip)
         state.ema.update(self.model)
@@ -209,14 +225,15 @@ def _weighted(loss: torch.Tensor, weight: float) -> torch.Tensor:
 
 def generator_losses(step_forward: nn.Module, model: SphericalAutoencoder, images: torch.Tensor,
                      generator: torch.Generator, config: AETrainConfig, lpips: nn.Module | None,
-                     discriminator: DinoDiscriminator | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+                     discriminator: DinoDiscriminator | None, step: int = 0
+                     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """The losses that train the stem and decoder on one batch: ``({name: value, "loss": total}, reconstruction)``.
 
     ``step_forward`` is ``TrainForward`` (possibly DDP-wrapped or compiled). The
     discriminator, when given, is called unwrapped with its weights frozen: the
     generator's loss must not train it, and DDP must not see this call.
     """
-    reconstruction, tokens = step_forward(images, generator)
+    reconstruction, tokens = step_forward(images, generator, config.noise_bound(step))
     losses = {"l1": l1_loss(reconstruction, images)}
     if lpips is not None:
         losses["lpips"] = lpips(reconstruction, images).mean()

@@ -91,17 +91,28 @@ def test_student_with_the_patch_embedding_reproduces_the_teacher(tiny_model):
     torch.testing.assert_close(student, reference)
 
 
-def test_decoder_shapes_and_input_checks():
-    config = DecoderConfig(widths=(8, 16, 16, 32, 32), depths=(1, 0, 1, 1, 1), head_dim=8)
+@pytest.mark.parametrize("depths", [(1, 1, 1, 1, 1), (0, 1, 1, 1, 1)], ids=["convolution head", "upsampling head"])
+def test_decoder_shapes_and_input_checks(depths):
+    config = DecoderConfig(widths=(8, 16, 16, 32, 32), depths=depths, head_dim=8)
     decoder = Decoder(12, config)
     z = F.normalize(torch.randn(2, 9, 12), dim=-1)
     assert decoder(z).shape == (2, 3, 48, 48)
+    assert len(decoder.stages) == sum(d > 0 for d in depths)
     with pytest.raises(ValueError, match="square grid"):
         decoder(torch.randn(2, 8, 12))
     with pytest.raises(ValueError, match=r"\(B, N, 12\)"):
         decoder(torch.randn(2, 9, 10))
-    with pytest.raises(ValueError, match="differ in length"):
-        Decoder(12, DecoderConfig(widths=(8, 16), depths=(1,), blocks=("res", "res")))
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(widths=(8, 16), depths=(1,), blocks=("res", "res")), "differ in length"),
+    (dict(depths=(1, 0, 1, 1, 1)), "only the first decoder stage may have depth 0"),
+    (dict(act="swish"), "unknown decoder act 'swish'"),
+    (dict(blocks=("res", "res", "res", "vit", "mlp")), "unknown decoder blocks"),
+])
+def test_decoder_configs_that_cannot_be_built_are_refused(fields, message):
+    with pytest.raises(ValueError, match=message):
+        DecoderConfig(**fields)
 
 
 @pytest.mark.parametrize("mode", ["interpolate", "pixelshuffle"])
@@ -177,3 +188,23 @@ def test_full_size_b_preset_trains_a_step_at_256px():
     (reconstruction - images).abs().mean().backward()
     assert model.encoder.stem.layers[0].weight.grad is not None
     assert all(p.grad is None for p in model.encoder.vit.parameters())
+
+
+def test_latent_conventions_decide_what_the_decoder_takes(tiny_config):
+    """sqrt_dim: unit tokens times sqrt(D); raw_tokens: the encoder's tokens as they are, and unit latents
+    only at an explicit decode_scale (the HAE paper's s_vae)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = SphericalAutoencoder(tiny_config).eval()
+    images = torch.rand(2, 3, 64, 64)
+    tokens = model.encoder.student_tokens(images)
+    units = F.normalize(tokens, dim=-1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), model.to_pixels(model.decoder(units * 192 ** 0.5)))
+        torch.testing.assert_close(model.decode(model.encode(images)), model(images))
+        model.config.latent_scale = "raw_tokens"
+        torch.testing.assert_close(model(images), model.to_pixels(model.decoder(tokens)))
+        with pytest.raises(ValueError, match="needs decode_scale"):
+            model.decode(units)
+        model.config.decode_scale = 14.0
+        torch.testing.assert_close(model.decode(units), model.to_pixels(model.decoder(units * 14.0)))
