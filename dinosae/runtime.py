@@ -45,10 +45,13 @@ def pick_device(name: str | None) -> torch.device:
     return device
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; full precision on the CPU (bf16 matmuls are slow there, and exact resume wants float32)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """The forward pass's precision: ``"bf16"`` autocast, ``"fp32"`` none, or ``"auto"``: bf16 on CUDA and
+    full precision on the CPU (bf16 matmuls are slow there, and exact resume wants float32)."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision not in ("auto", "fp32"):
+        raise ValueError(f"unknown precision {precision!r}; choose auto, bf16 or fp32")
     return contextlib.nullcontext()
 
 

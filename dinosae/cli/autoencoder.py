@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from dinosae.cli.options import (ckpt_option, config_option, device_option, emit, json_option, one_line_errors,
-                                 preset_option, teacher_weights_option)
+                                 preset_option, recipe_option, teacher_weights_option)
 
 
 @click.command("ae")
@@ -27,26 +27,28 @@ from dinosae.cli.options import (ckpt_option, config_option, device_option, emit
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the training step.")
 @click.option("--num-workers", type=click.IntRange(0), default=None)
 @click.option("--seed", type=int, default=None)
+@recipe_option
 @config_option
 @device_option
 @one_line_errors
 def train_ae(data, out, preset, stage, steps, batch_size, image_size, lr, init, resume, teacher_weights, align,
-             stem, compile_, num_workers, seed, config_file, device) -> None:
+             stem, compile_, num_workers, seed, recipe, config_file, device) -> None:
     """Train one stage of the autoencoder (1: stem + decoder; 2: + GAN; 3: decoder; 4: + latent noise)."""
-    from dinosae.config import AETrainConfig, model_config, read_overrides
+    from dinosae.config import AETrainConfig, merge, model_config, read_overrides
+    from dinosae.config.recipes import ae_model_recipe, ae_train_recipe
     from dinosae.train.autoencoder import train_autoencoder
 
+    if image_size is not None and image_size % 16:
+        raise click.BadParameter(f"{image_size} is not a multiple of 16", param_hint="--image-size")
     overrides = read_overrides(config_file) if config_file else {}
-    _, ae_config = model_config(f"ae-{preset}", **overrides.get("model", {}))
-    if image_size is not None:
-        ae_config.image_size = image_size
-    if stem is not None:
-        ae_config.stem = stem
-    if ae_config.image_size % 16:
-        raise click.BadParameter(f"{ae_config.image_size} is not a multiple of 16", param_hint="--image-size")
+    _, ae_config = model_config(f"ae-{preset}", **ae_model_recipe(recipe))
+    flags = {"image_size": image_size, "stem": stem}
+    ae_config = merge(ae_config, {**overrides.get("model", {}), **{k: v for k, v in flags.items() if v is not None}})
     flags = {"stage": stage, "steps": steps, "batch_size": batch_size, "lr": lr, "align": align,
              "seed": seed, "num_workers": num_workers, "compile": compile_ or None}
-    train = dict(overrides.get("train", {}), **{k: v for k, v in flags.items() if v is not None})
+    train = {**overrides.get("train", {}), **{k: v for k, v in flags.items() if v is not None}}
+    total = train.get("steps", AETrainConfig.steps)
+    train = {**ae_train_recipe(recipe, stage, total), **train}
     if stage > 1 and init is None and not resume:
         raise click.UsageError(f"stage {stage} starts from the previous stage: pass --init RUN")
     final = train_autoencoder(out, data, ae_config, AETrainConfig(**train), init=init, resume=resume,

@@ -137,3 +137,39 @@ def ablate_path(out, latents, preset, steps, eval_every, batch_size, lr, sample_
     else:
         click.echo(format_summary(result))
         click.echo(f"wrote {out / 'metrics.json'} and the plots in {out}")
+
+
+@click.command("precision")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/ablate-precision"),
+              show_default=True, help="Receives metrics.json.")
+@click.option("--latents", type=click.Path(path_type=Path), default=None,
+              help="Latent cache of `dinosae encode`: also compare on real latents.")
+@preset_option("dit", "tiny", help="Size of the DiT.")
+@click.option("--steps", type=click.IntRange(1), default=300, show_default=True)
+@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds: runs per precision.")
+@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--eval-samples", type=click.IntRange(2), default=1024, show_default=True,
+              help="Size of the vMF held-out set (and of each model's sample).")
+@click.option("--sample-steps", type=click.IntRange(1), default=20, show_default=True,
+              help="Euler steps of the sampler at each evaluation.")
+@device_option
+@json_option
+@one_line_errors
+def ablate_precision(out, latents, preset, steps, seeds, batch_size, lr, eval_samples, sample_steps, device,
+                     as_json) -> None:
+    """RFM training under bf16 autocast against float32: final losses, distances, non-finite steps."""
+    from dinosae.experiments.ablate_precision import ablate_precision as run, format_table
+
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError as error:
+        raise click.BadParameter(f"expected comma-separated integers, got {seeds!r}", param_hint="--seeds") from error
+    result = run(out, latents=latents, steps=steps, eval_every=max(1, steps // 3), batch_size=batch_size, lr=lr,
+                 preset=preset, seeds=seed_list, eval_samples=eval_samples, sample_steps=sample_steps,
+                 device=device)
+    if as_json:
+        emit(result, as_json)
+    else:
+        click.echo(format_table(result))
+        click.echo(f"wrote {out / 'metrics.json'}")

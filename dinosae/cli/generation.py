@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from dinosae.cli.options import (config_option, device_option, one_line_errors, preset_option,
+from dinosae.cli.options import (config_option, device_option, one_line_errors, preset_option, recipe_option,
                                  teacher_weights_option)
-from dinosae.config.training import PATHS, TIME_SAMPLERS
+from dinosae.config.training import PATHS, PRECISIONS, TIME_SAMPLERS
 
 
 def _floats(ctx: click.Context, param: click.Parameter, value: str | None):
@@ -49,22 +49,30 @@ def _ints(ctx: click.Context, param: click.Parameter, value: str | None):
 @click.option("--compile", "compile_", is_flag=True)
 @click.option("--num-workers", type=click.IntRange(0), default=None)
 @click.option("--seed", type=int, default=None)
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="Autocast of the forward pass (default auto: bf16 on CUDA, float32 on the CPU).")
+@recipe_option
 @config_option
 @device_option
 @one_line_errors
 def train_dit(latents, out, preset, path_, lightning, steps, batch_size, lr, time_sampler, shift, resume, compile_,
-              num_workers, seed, config_file, device) -> None:
+              num_workers, seed, precision, recipe, config_file, device) -> None:
     """Train a class-conditional DiT on a latent cache."""
     from dinosae.config import LIGHTNING_FLAGS, DiTTrainConfig, read_overrides
+    from dinosae.config.recipes import dit_model_recipe, dit_train_recipe
     from dinosae.io.latents import LatentCache
     from dinosae.train.dit import dit_config_for, train_dit as run
 
     overrides = read_overrides(config_file) if config_file else {}
-    model_overrides = dict(overrides.get("model", {}), **(LIGHTNING_FLAGS if lightning else {}))
-    model_config = dit_config_for(LatentCache(latents), preset, **model_overrides)
+    cache = LatentCache(latents)
+    model_overrides = {**dit_model_recipe(recipe, cache.dim), **overrides.get("model", {}),
+                       **(LIGHTNING_FLAGS if lightning else {})}
+    model_config = dit_config_for(cache, preset, **model_overrides)
     flags = {"path": path_, "steps": steps, "batch_size": batch_size, "lr": lr, "time_sampler": time_sampler,
-             "shift": shift, "num_workers": num_workers, "seed": seed, "compile": compile_ or None}
-    train = dict(overrides.get("train", {}), **{k: v for k, v in flags.items() if v is not None})
+             "shift": shift, "num_workers": num_workers, "seed": seed, "compile": compile_ or None,
+             "precision": precision}
+    train = {**dit_train_recipe(recipe, cache.dim), **overrides.get("train", {}),
+             **{k: v for k, v in flags.items() if v is not None}}
     final = run(out, latents, model_config, DiTTrainConfig(**train), resume=resume, device=device)
     click.echo(f"DiT training done: {final}")
 
@@ -83,11 +91,14 @@ def train_dit(latents, out, preset, path_, lightning, steps, batch_size, lr, tim
               help="Sampling time shift (default: the training shift).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--decode-scale", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Token norm at which to decode the samples (the HAE paper's s_vae, 14); default: the "
+                   "autoencoder's own.")
 @teacher_weights_option
 @device_option
 @one_line_errors
 def sample(ae_ckpt, dit_ckpt, out, num, classes, steps, method, cfg, guidance_interval, shift, seed, batch_size,
-           teacher_weights, device) -> None:
+           decode_scale, teacher_weights, device) -> None:
     """Generate images: PNGs, a grid, and an .npz for FID evaluators."""
     from dinosae.config import DiTTrainConfig, from_dict
     from dinosae.generation.samples import class_labels, generate_images, write_samples
@@ -99,6 +110,8 @@ def sample(ae_ckpt, dit_ckpt, out, num, classes, steps, method, cfg, guidance_in
     checkpoint = load_checkpoint(dit_ckpt, with_state=False)
     dit = dit_from_checkpoint(checkpoint).to(target)
     ae = load_autoencoder(ae_ckpt, teacher_weights=teacher_weights, device=target)
+    if decode_scale is not None:
+        ae.config.decode_scale = decode_scale
     if shift is None:
         train = from_dict(DiTTrainConfig, checkpoint.meta["train_config"])
         shift = train.resolved_shift(dit.config.num_tokens, dit.config.in_dim)

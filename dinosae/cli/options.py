@@ -17,6 +17,7 @@ from typing import Any, Callable
 import click
 
 from dinosae.config import preset_names
+from dinosae.config.recipes import RECIPES
 
 # Failures of input (missing files, wrong shapes or values, bad data, a NaN in a run): one line, exit
 # code 1. Anything else (out of memory, a bug) keeps its traceback.
@@ -99,3 +100,9 @@ workers_option = click.option("--num-workers", type=click.IntRange(0), default=2
 
 def ckpt_option(help: str = "Autoencoder run directory, checkpoint, or official release file.") -> Callable:
     return click.option("--ckpt", required=True, type=click.Path(path_type=Path), help=help)
+
+
+recipe_option = click.option(
+    "--recipe", type=click.Choice(RECIPES), default="dino-sae", show_default=True,
+    help="The paper version's settings: dino-sae (v1 and the official release; this toolkit's defaults) or hae "
+         "(v2). A --config file and flags override them.")

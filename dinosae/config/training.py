@@ -15,6 +15,7 @@ STAGES = {
 }
 PATHS = ("rfm", "euclidean")
 TIME_SAMPLERS = ("uniform", "logit-normal")
+PRECISIONS = ("auto", "bf16", "fp32")  # auto: bf16 autocast on CUDA, float32 on the CPU
 NOISES = ("tangent", "gaussian")
 NOISE_DRAWS = ("sample", "batch")
 
@@ -33,6 +34,9 @@ class AETrainConfig:
     practice elsewhere (AdamW, clipping at 1, EMA 0.9999), since the release
     publishes no training code.
 
+    The generator's adversarial term starts at ``gan_start``, scaled by the
+    adaptive weight (a ratio of gradient norms) unless ``gan_adaptive`` is off;
+    the discriminator trains from ``disc_start`` (default: ``gan_start``).
     ``train_stem`` defaults to stages 1 and 2, ``latent_noise`` to stage 4.
     Latent noise (see ``dinosae.train.autoencoder.noise_decoder_input``) is
     ``noise`` of size up to ``noise_max``: an angle for ``"tangent"``, a
@@ -62,7 +66,9 @@ class AETrainConfig:
     l1_weight: float = 1.0
     lpips_weight: float = 1.0
     gan_weight: float | None = None
+    gan_adaptive: bool = True
     gan_start: int = 0
+    disc_start: int | None = None
     train_stem: bool | None = None
     latent_noise: bool | None = None
     noise: str = "tangent"
@@ -87,6 +93,8 @@ class AETrainConfig:
             self.disc_lr = self.lr
         if self.gan_weight is None:
             self.gan_weight = 0.0 if self.stage == 1 else 0.5
+        if self.disc_start is None:
+            self.disc_start = self.gan_start
         if self.train_stem is None:
             self.train_stem = self.stage in (1, 2)
         if self.latent_noise is None:
@@ -137,7 +145,9 @@ class DiTTrainConfig:
     ``path="rfm"`` is the paper's Riemannian flow matching on the spheres;
     ``"euclidean"`` is the linear-path baseline on the same latents.
     ``shift=None`` takes the dimension-dependent shift ``sqrt(N * D / 4096)``;
-    ``shift=1`` turns shifting off.
+    ``shift=1`` turns shifting off. ``radius`` and ``radial_weight`` are the
+    RFM loss's (``dinosae.generation.rfm.rfm_loss``: the HAE paper's 32 and
+    0.1). ``precision`` is the autocast of the forward pass (``PRECISIONS``).
 
     Example:
         >>> round(DiTTrainConfig().resolved_shift(tokens=256, dim=768), 3)
@@ -154,6 +164,9 @@ class DiTTrainConfig:
     ema_decay: float = 0.9999
     time_sampler: str = "logit-normal"
     shift: float | None = None
+    radius: float = 1.0
+    radial_weight: float = 1.0
+    precision: str = "auto"
     flip: bool = True
     seed: int = 0
     log_every: int = 50
@@ -167,6 +180,10 @@ class DiTTrainConfig:
             raise ValueError(f"path must be one of {PATHS}, got {self.path!r}")
         if self.time_sampler not in TIME_SAMPLERS:
             raise ValueError(f"time_sampler must be one of {TIME_SAMPLERS}, got {self.time_sampler!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not self.radius > 0 or self.radial_weight < 0:
+            raise ValueError(f"radius must be > 0 and radial_weight >= 0, got {self.radius} and {self.radial_weight}")
         _check_run_length(self.steps, self.batch_size)
 
     def resolved_shift(self, tokens: int, dim: int) -> float:

@@ -140,15 +140,20 @@ def eval_steps(steps: int, eval_every: int) -> list[int]:
 
 
 def distance_curve(problem: Problem, path: str, *, steps: int, eval_every: int, batch_size: int, preset: str,
-                   lr: float, seed: int, sample_steps: int, device: torch.device, progress: bool = False) -> dict:
-    """Train one path on ``problem``; returns ``{"steps", "distance", "final", "seconds"}``.
+                   lr: float, seed: int, sample_steps: int, device: torch.device, precision: str = "fp32",
+                   progress: bool = False) -> dict:
+    """Train one path on ``problem``; returns ``{"steps", "distance", "final", "final_loss", "nonfinite",
+    "seconds"}``.
 
-    ``final`` is the mean distance of the last ``FINAL_WINDOW`` evaluations after step 0.
+    ``final`` is the mean distance of the last ``FINAL_WINDOW`` evaluations after step 0, ``final_loss`` the
+    mean training loss over the last quarter of the steps, ``nonfinite`` the number of steps whose loss was
+    not finite. ``precision`` is the forward pass's autocast (``dinosae.runtime.autocast``).
     """
     from dinosae import create_model
     from dinosae.generation.rfm import euclidean_fm_loss, rfm_loss
     from dinosae.generation.sampling import sample_euclidean, sample_sphere
     from dinosae.metrics import sliced_wasserstein
+    from dinosae.runtime import autocast
 
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
@@ -174,17 +179,22 @@ def distance_curve(problem: Problem, path: str, *, steps: int, eval_every: int, 
         return sliced_wasserstein(x.cpu(), problem.heldout, generator=_seeded(seed + PROJECTION_SEED)).item()
 
     grid = eval_steps(steps, eval_every)
-    curve = [distance()]
-    for step in tqdm(range(1, steps + 1), desc=f"{problem.name} {path}", unit="step", disable=not progress):
+    curve, losses = [distance()], []
+    for step in tqdm(range(1, steps + 1), desc=f"{problem.name} {path} {precision}", unit="step",
+                     disable=not progress):
         x1, y = problem.draw(batch_size, data)
-        loss, _ = loss_fn(model, x1.to(device), model.drop_labels(y.to(device), dropout), generator=noise)
+        with autocast(device, precision):
+            loss, _ = loss_fn(model, x1.to(device), model.drop_labels(y.to(device), dropout), generator=noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        losses.append(loss.item())
         if step in grid:
             curve.append(distance())
     final = sum(curve[1:][-FINAL_WINDOW:]) / len(curve[1:][-FINAL_WINDOW:])
-    return {"steps": grid, "distance": curve, "final": final, "seconds": time.perf_counter() - start}
+    tail = losses[-max(1, steps // 4):]
+    return {"steps": grid, "distance": curve, "final": final, "final_loss": sum(tail) / len(tail),
+            "nonfinite": sum(not math.isfinite(v) for v in losses), "seconds": time.perf_counter() - start}
 
 
 def steps_to_reach(steps: Sequence[float], distances: Sequence[float], target: float) -> float | None:

@@ -196,6 +196,8 @@ def rfm_loss(
     time_sampler: TimeSampler | None = None,
     generator: torch.Generator | None = None,
     check_data: bool = True,
+    radius: float = 1.0,
+    radial_weight: float = 1.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Riemannian flow-matching loss of ``model`` on data ``x1`` (B, ..., D) with unit tokens.
 
@@ -203,6 +205,14 @@ def rfm_loss(
     sphere, both from ``generator``. Returns the loss, a scalar that
     backpropagates, and ``aux``: the detached per-sample losses (``"loss"``, (B,))
     and their times (``"t"``, (B,)), for logging the loss over time.
+
+    Per token the loss is ``R^2 (|v_tan - u_t|^2 + w |v_rad|^2)``, summed over
+    D and averaged over tokens and samples: ``v_rad = <v, x_t> x_t`` is the part
+    of the prediction that leaves the sphere (zero for a model that projects
+    its output onto the tangent space), ``w = radial_weight`` and ``R = radius``.
+    The defaults give the plain ``|v - u_t|^2``; the HAE paper trains on spheres
+    of radius R = 32 with w = 0.1, which only rescales the loss (R^2) and
+    penalizes radial predictions less.
 
     The check that ``x1`` has unit tokens reads one number on the host; it is
     skipped inside ``torch.compile`` and with ``check_data=False`` (data that
@@ -222,7 +232,20 @@ def rfm_loss(
     t = (time_sampler or UniformTime())(x1.shape[0], generator=generator, device=x1.device, dtype=_time_dtype(x1))
     x0 = sphere_ops.random_uniform(x1.shape[:-1], x1.shape[-1], generator=generator, dtype=x1.dtype, device=x1.device)
     xt, ut = sphere_ops.geodesic_velocity(x0, x1, _per_token(t, x1))
-    return _squared_error(model(xt, t, y), ut, t)
+    v = model(xt, t, y)
+    if radial_weight == 1.0:
+        loss, aux = _squared_error(v, ut, t)
+    else:
+        _check_output(v, ut)
+        dtype = torch.promote_types(ut.dtype, torch.float32)
+        v, xt, ut = v.to(dtype), xt.to(dtype), ut.to(dtype)
+        radial = (v * xt).sum(-1, keepdim=True) * xt
+        per_token = (v - radial - ut).pow(2).sum(-1) + radial_weight * radial.pow(2).sum(-1)
+        per_sample = per_token.flatten(1).mean(1)
+        loss, aux = per_sample.mean(), {"loss": per_sample.detach(), "t": t.detach()}
+    if radius == 1.0:
+        return loss, aux
+    return loss * radius**2, {**aux, "loss": aux["loss"] * radius**2}
 
 
 def euclidean_fm_loss(
@@ -260,9 +283,13 @@ def euclidean_fm_loss(
     return _squared_error(model(xt, t, y), data - x0, t)
 
 
-def _squared_error(v: Tensor, target: Tensor, t: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+def _check_output(v: Tensor, target: Tensor) -> None:
     if v.shape != target.shape:
         raise ValueError(f"the model returned shape {tuple(v.shape)}, expected {tuple(target.shape)}")
+
+
+def _squared_error(v: Tensor, target: Tensor, t: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    _check_output(v, target)
     dtype = torch.promote_types(target.dtype, torch.float32)  # half-precision outputs: sum in float32
     per_sample = (v.to(dtype) - target.to(dtype)).pow(2).sum(-1).flatten(1).mean(1)
     return per_sample.mean(), {"loss": per_sample.detach(), "t": t.detach()}

@@ -97,7 +97,14 @@ def load_autoencoder(path: str | os.PathLike, *, teacher_weights: str | os.PathL
             # A checkpoint of a random-teacher run carries that ViT; the warning was given at training.
             warnings.simplefilter("ignore", RandomTeacherWarning)
             model = SphericalAutoencoder(config, teacher)
-        load_weights(model, autoencoder_weights(checkpoint.model, checkpoint.ema, use_ema), str(target))
+        weights = autoencoder_weights(checkpoint.model, checkpoint.ema, use_ema)
+        missing = checkpoint.meta.get("teacher_missing")
+        if missing is not None and teacher_weights is not None:
+            # The run had no teacher: its patch embedding is a random stand-in, the given file's is the teacher.
+            weights = {k: v for k, v in weights.items() if not k.startswith("encoder.vit.patch_embed.")}
+            missing = None
+        load_weights(model, weights, str(target))
+        model.encoder.teacher_missing = missing
     return model.to(device).eval()
 
 

@@ -324,7 +324,8 @@ class DiT(nn.Module):
     ``forward(x, t, y)``: tokens x (B, N, D), times t in [0, 1] (B,) (t = 0 noise,
     t = 1 data), labels y (B,) in ``[0, num_classes]`` where ``num_classes`` is
     the null class. Returns a velocity (B, N, D) in x's dtype, tangent at x when
-    ``manifold="sphere"``. Built from a named size by ``dinosae.create_model("dit-XL", ...)``.
+    ``manifold="sphere"`` and ``project_output``. Built from a named size by
+    ``dinosae.create_model("dit-XL", ...)``.
 
     Example:
         >>> model = DiT(DiTConfig(hidden_size=32, depth=2, num_heads=2, in_dim=8, grid_size=2, num_classes=4))
@@ -375,16 +376,20 @@ class DiT(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         self._check_inputs(x, t, y)
-        sphere = self.config.manifold == "sphere"
+        config = self.config
+        sphere = config.manifold == "sphere"
         # Unit tokens have coordinates of size 1/sqrt(D); sqrt(D) brings them to unit variance.
-        h = self.x_embedder(x * math.sqrt(self.config.in_dim) if sphere else x)
+        scale = math.sqrt(config.in_dim) if config.input_scale is None else config.input_scale
+        h = self.x_embedder(x * scale if sphere else x)
         if self.rope is None:
             h = h + self.pos_embed
         c = self.t_embedder(t.expand(x.shape[0])) + self.y_embedder(y)
         for block in self.blocks:
             h = block(h, c, self.rope)
         out = self.final_layer(h, c).to(x.dtype)  # bf16 under autocast; proju takes x's dtype
-        return sphere_ops.proju(x, out) if sphere else out
+        if config.output_scale != 1.0:
+            out = out / config.output_scale
+        return sphere_ops.proju(x, out) if sphere and config.project_output else out
 
     def _check_inputs(self, x: Tensor, t: Tensor, y: Tensor) -> None:
         config = self.config

@@ -20,8 +20,8 @@ import sphere_ops
 from dinosae.config import AEConfig, AETrainConfig, from_dict, to_dict
 from dinosae.data.batches import ResumableBatches
 from dinosae.data.images import ImageBatch, ImageDataset, collate_images
-from dinosae.io.checkpoint import CheckpointError, load_checkpoint
-from dinosae.io.loading import AUTOENCODER, DISCRIMINATOR, autoencoder_weights, load_weights
+from dinosae.io.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from dinosae.io.loading import AUTOENCODER, DISCRIMINATOR, autoencoder_weights, load_autoencoder, load_weights
 from dinosae.models.autoencoder import SphericalAutoencoder
 from dinosae.models.discriminator import DinoDiscriminator
 from dinosae.runtime import DistEnv, autocast, init_distributed, shutdown
@@ -111,8 +111,11 @@ def train_autoencoder(run_dir: str | os.PathLike, data_dir: str | os.PathLike, a
                       teacher_weights: str | os.PathLike | None = None, device: str | None = None) -> Path:
     """Train one stage; returns the path of the final checkpoint.
 
-    With ``resume``, the configuration stored in the run's checkpoint wins over
-    ``ae_config`` and ``config``, except for ``config.steps`` (to extend a run).
+    ``init`` is the previous stage's run or checkpoint (its EMA weights and
+    discriminator heads), or an official release file, whose configuration then
+    replaces ``ae_config``. With ``resume``, the configuration stored in the
+    run's checkpoint wins over ``ae_config`` and ``config``, except for
+    ``config.steps`` (to extend a run).
     """
     run_dir = Path(run_dir)
     env = init_distributed(device)
@@ -122,11 +125,19 @@ def train_autoencoder(run_dir: str | os.PathLike, data_dir: str | os.PathLike, a
             ae_config = from_dict(AEConfig, previous.meta["ae_config"])
             config = from_dict(AETrainConfig, dict(previous.meta["train_config"], steps=config.steps))
             teacher_weights = teacher_weights or previous.meta.get("teacher_weights")
-        dataset = ImageDataset(data_dir, ae_config.image_size)
         torch.manual_seed(config.seed)
-        model = SphericalAutoencoder(ae_config, teacher_weights)
+        official = init is not None and previous is None and resolve_checkpoint(init).is_file()
+        if official:
+            # Fine-tuning the release's model: its own configuration wins over the preset's.
+            model = load_autoencoder(init, teacher_weights=teacher_weights)
+            ae_config = model.config
+        else:
+            model = SphericalAutoencoder(ae_config, teacher_weights)
+        if previous is not None:
+            model.encoder.teacher_missing = previous.meta.get("teacher_missing")
+        dataset = ImageDataset(data_dir, ae_config.image_size)
         discriminator = DinoDiscriminator(model.latent_dim, ae_config.disc_depths) if config.gan_weight > 0 else None
-        if init is not None and previous is None:
+        if init is not None and previous is None and not official:
             _load_init(init, model, discriminator)
         if config.trains_stem and config.align_weight > 0:
             model.encoder.require_teacher("the alignment loss")
@@ -139,6 +150,7 @@ def train_autoencoder(run_dir: str | os.PathLike, data_dir: str | os.PathLike, a
         meta = {"kind": AUTOENCODER, "stage": config.stage, "ae_config": to_dict(ae_config),
                 "train_config": asdict(config),
                 "teacher_weights": None if teacher_weights is None else str(teacher_weights),
+                "teacher_missing": model.encoder.teacher_missing,
                 "classes": dataset.classes, "init": None if init is None else str(init)}
         sampler = ResumableBatches(len(dataset), config.batch_size, config.seed, state.step, env.rank,
                                    env.world_size)
@@ -193,6 +205,7 @@ class AutoencoderStep:
         images = images.to(device, non_blocking=True)
         self.model.train()
         gan_now = self.discriminator is not None and state.step >= config.gan_start
+        disc_now = self.discriminator is not None and state.step >= config.disc_start
         with autocast(device):
             losses, reconstruction = generator_losses(self.forward, self.model, images, generator, config,
                                                       self.lpips, self.discriminator if gan_now else None,
@@ -200,7 +213,7 @@ class AutoencoderStep:
         _weighted(losses["loss"], weight).backward()
         losses["grad_norm"] = optimizer_step(state.optimizers["optimizer"], self.params, config.grad_clip)
         state.ema.update(self.model)
-        if gan_now:
+        if disc_now:
             with autocast(device):
                 # One forward for both halves: DDP expects one forward per backward.
                 logits = self.disc_forward(torch.cat([images, reconstruction.detach().to(images.dtype)]),
@@ -246,8 +259,8 @@ def generator_losses(step_forward: nn.Module, model: SphericalAutoencoder, image
         discriminator.requires_grad_(False)
         losses["gan_g"] = hinge_generator_loss(discriminator(reconstruction, model.encoder.vit))
         discriminator.requires_grad_(True)
-        weight = adaptive_gan_weight(rec, losses["gan_g"], model.decoder.last_layer)
-        losses["gan_weight"] = weight
+        weight = adaptive_gan_weight(rec, losses["gan_g"], model.decoder.last_layer) if config.gan_adaptive else 1.0
+        losses["gan_weight"] = torch.as_tensor(weight, device=images.device)
         total = total + config.gan_weight * weight * losses["gan_g"]
     losses["loss"] = total
     return losses, reconstruction

@@ -90,6 +90,8 @@ class DiTStep:
         self.config, self.env, self.objective, self.time_sampler = config, env, objective, time_sampler
         self.model: DiT = state.model
         self.forward = wrap_ddp(torch.compile(self.model) if config.compile else self.model, env)
+        self.loss_options = ({"radius": config.radius, "radial_weight": config.radial_weight}
+                             if config.path == "rfm" else {})
         self._aux: dict[str, torch.Tensor] = {}
 
     def __call__(self, state: TrainState, batch: tuple[torch.Tensor, torch.Tensor],
@@ -98,9 +100,9 @@ class DiTStep:
         x1, y = (t.to(device, non_blocking=True) for t in batch)
         self.model.train()
         y = self.model.drop_labels(y, generator)
-        with autocast(device):
+        with autocast(device, self.config.precision):
             loss, self._aux = self.objective(self.forward, x1, y, time_sampler=self.time_sampler,
-                                             generator=generator, check_data=False)
+                                             generator=generator, check_data=False, **self.loss_options)
         loss.backward()
         grad_norm = optimizer_step(state.optimizers["optimizer"], self.model.parameters(), self.config.grad_clip)
         state.ema.update(self.model)

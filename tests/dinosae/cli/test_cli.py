@@ -188,3 +188,33 @@ def test_probe_sweep_default_matches_the_library():
 
     default = next(p.default for p in eval_probe.params if p.name == "sweep")
     assert tuple(float(v) for v in default.split(",")) == SWEEP_WEIGHT_DECAYS
+
+
+def test_the_hae_recipe_sets_the_papers_settings_and_flags_win(pipeline, photos, tmp_path):
+    from dinosae.config.recipes import gaussian_radius
+    from dinosae.io.checkpoint import load_checkpoint
+
+    common = ["--num-workers", "0", "--device", "cpu", "--recipe", "hae"]
+    _ok("train", "ae", "--data", photos["heldout"], "--out", tmp_path / "ae", "--preset", "tiny", "--stage", "2",
+        "--init", pipeline / "s1", "--steps", "4", "--batch-size", "4", "--lr", "1e-4", "--config",
+        _lpips_off(tmp_path), *common)
+    meta = json.loads((tmp_path / "ae" / "config.json").read_text())
+    model, train = meta["ae_config"], meta["train_config"]
+    assert (model["latent_scale"], model["decode_scale"]) == ("raw_tokens", 14.0)
+    assert (train["noise"], train["noise_per"], train["latent_noise"], train["noise_max_start"], train["noise_max"],
+            train["noise_ramp_steps"]) == ("gaussian", "batch", True, 0.8, 1.2, 2)
+    assert (train["train_stem"], train["align_weight"], train["gan_adaptive"], train["betas"], train["ema_decay"]) == (
+        False, 0.0, False, [0.5, 0.9], 0.9975)
+    assert (train["lr"], train["batch_size"]) == (1e-4, 4)  # flags win over the recipe
+    final = load_checkpoint(tmp_path / "ae")
+    assert final.step == 4 and all(torch.isfinite(v).all() for v in final.model.values())
+
+    _ok("train", "dit", "--latents", pipeline / "latents", "--out", tmp_path / "dit", "--preset", "tiny",
+        "--steps", "2", "--batch-size", "8", *common)
+    meta = json.loads((tmp_path / "dit" / "config.json").read_text())
+    model, train, radius = meta["dit_config"], meta["train_config"], gaussian_radius(192)
+    assert (model["input_scale"], model["output_scale"], model["project_output"], model["rope"]) == (
+        radius, radius, False, True)
+    assert (train["radius"], train["radial_weight"], train["shift"], train["precision"], train["lr"]) == (
+        radius, 0.1, 8.0, "fp32", 2e-4)
+    assert load_checkpoint(tmp_path / "dit").step == 2

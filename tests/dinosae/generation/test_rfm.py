@@ -85,6 +85,23 @@ def test_targets_are_tangent_and_the_loss_is_the_mean_squared_token_norm(c: floa
     torch.testing.assert_close(aux0["loss"], sphere_ops.dist(x0, x1).pow(2).mean(-1))
 
 
+@pytest.mark.parametrize("radius, weight", [(1.0, 0.1), (32.0, 0.1), (3.0, 1.0)])
+def test_radius_and_radial_weight_follow_the_hae_loss(radius: float, weight: float) -> None:
+    """R^2 (|v_tan - u|^2 + w |v_rad|^2): the exact target plus a radial part c x_t costs R^2 w c^2 per
+    token; w = 1 is the plain squared error."""
+    x1 = unit(16, 5, 7)
+    y = torch.zeros(16, dtype=torch.long)
+    oracle = Spy(lambda x, t, y: sphere_ops.logmap(x, x1) / (1 - t.view(-1, 1, 1)))
+    leaky = Spy(lambda x, t, y: sphere_ops.logmap(x, x1) / (1 - t.view(-1, 1, 1)) + 0.5 * x)
+    kwargs = dict(radius=radius, radial_weight=weight, generator=torch.Generator().manual_seed(3))
+    loss_exact, _ = rfm_loss(oracle, x1, y, **kwargs)
+    kwargs["generator"] = torch.Generator().manual_seed(3)
+    loss_leaky, aux = rfm_loss(leaky, x1, y, **kwargs)
+    assert loss_exact.item() < 1e-18 * radius**2
+    torch.testing.assert_close(aux["loss"], torch.full((16,), radius**2 * weight * 0.25, dtype=torch.float64))
+    torch.testing.assert_close(loss_leaky, torch.tensor(radius**2 * weight * 0.25, dtype=torch.float64))
+
+
 def test_gradients_flow_to_the_model_and_are_finite() -> None:
     from dinosae import create_model
 

@@ -154,3 +154,33 @@ def test_unknown_official_keys_are_errors():
     state = ref.release_state(release)
     with pytest.raises(OfficialFormatError, match="unrecognized"):
         map_official({**state, "decoder.stages.0.op_list.1.context_module.main.extra.weight": torch.ones(1)})
+
+
+def test_an_official_file_starts_a_stage_with_its_own_config(tmp_path, photos):
+    """--init FILE fine-tunes the release's decoder; without a teacher, stages that need one refuse."""
+    from dinosae.config import AETrainConfig, model_config
+    from dinosae.io.checkpoint import load_checkpoint
+    from dinosae.train.autoencoder import train_autoencoder
+
+    release = VARIANTS["vit-s, relu, interpolate, first stage empty"][0]
+    state = {k: v.float() for k, v in ref.release_state(release).items()}
+    settings = {**release.settings, "pixel_input": "imagenet", "pixel_output": "unit", "image_size": 64}
+    path = write_release(tmp_path, release, state, settings)
+    _, preset = model_config("ae-tiny")
+    fast = dict(steps=2, batch_size=2, lpips_weight=0.0, num_workers=0, log_every=1, image_every=10**6)
+    with pytest.raises(ValueError, match="the alignment loss needs the DINOv3 teacher"):
+        train_autoencoder(tmp_path / "s2", photos["heldout"], preset, AETrainConfig(stage=2, **fast), init=path,
+                          device="cpu")
+    with pytest.raises(ValueError, match="the DINO discriminator needs the DINOv3 teacher"):
+        train_autoencoder(tmp_path / "s3", photos["heldout"], preset, AETrainConfig(stage=3, **fast), init=path,
+                          device="cpu")
+    train_autoencoder(tmp_path / "s3", photos["heldout"], preset, AETrainConfig(stage=3, gan_weight=0.0, **fast),
+                      init=path, device="cpu")
+    meta = load_checkpoint(tmp_path / "s3").meta
+    assert meta["ae_config"]["vit"] == "vit_small_patch16_dinov3_qkvb"
+    assert meta["ae_config"]["latent_scale"] == "raw_tokens" and meta["teacher_missing"]
+    model = load_autoencoder(tmp_path / "s3")
+    with pytest.raises(ValueError, match="needs the DINOv3 teacher"):
+        model.encoder.teacher_tokens(torch.rand(1, 3, 64, 64))
+    stem = model.encoder.stem.layers[0].weight
+    torch.testing.assert_close(stem, state["dino_model.patch_embed.cnn.0.conv.weight"])  # stage 3 keeps the stem

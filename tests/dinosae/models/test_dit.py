@@ -94,6 +94,18 @@ def test_sphere_model_is_the_projected_euclidean_model_on_scaled_input() -> None
     assert (euclidean(x, t, y) * x).sum(-1).abs().max() > 1e-3  # the Euclidean output is not projected
 
 
+def test_hae_scales_feed_radius_r_points_and_read_radius_r_velocities() -> None:
+    """input_scale R: the network sees R x; output_scale R: it predicts R-sphere velocities, returned divided by
+    R; project_output=False: the radial part is left in (the loss penalizes it)."""
+    radius = 7.5
+    hae = randomize(DiT(DiTConfig(**SMALL, input_scale=radius, output_scale=radius, project_output=False))).eval()
+    euclidean = DiT(DiTConfig(**SMALL, manifold="euclidean")).eval()
+    euclidean.load_state_dict(hae.state_dict())
+    x, t, y = inputs()
+    torch.testing.assert_close(hae(x, t, y), euclidean(radius * x, t, y) / radius, rtol=1e-5, atol=1e-6)
+    assert (hae(x, t, y) * x).sum(-1).abs().max() > 1e-3
+
+
 def test_outputs_depend_on_time_label_and_every_token() -> None:
     model = randomize(DiT(DiTConfig(**SMALL, class_dropout_prob=0.0))).eval()
     x, t, y = inputs()
