@@ -175,9 +175,9 @@ def check_magnitude(ckpt: str | os.PathLike, data_dir: str | os.PathLike, out: s
     Example:
         >>> check_magnitude("runs/ae", "data/photos/heldout", "runs/ae/analysis/magnitude")  # doctest: +SKIP
     """
-    from dinosae.io.loading import load_autoencoder
     from dinosae.evaluation.plots import line_plot
     from dinosae.io.atomic import write_json
+    from dinosae.io.loading import load_autoencoder
     from dinosae.runtime import pick_device
 
     sweep = sweep_factors(factors, points)

@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 
 import sphere_ops
-
 from dinosae.data.images import DataError, FolderBatches, ImageDataset
 from dinosae.metrics import linear_probe
 from dinosae.models.autoencoder import SphericalAutoencoder
@@ -262,9 +261,9 @@ def evaluate_probe(ckpt: str | os.PathLike, data_dir: str | os.PathLike, out: st
     Example:
         >>> evaluate_probe("runs/ae", "data/photos", "runs/ae/analysis/probe")  # doctest: +SKIP
     """
-    from dinosae.io.loading import load_autoencoder
     from dinosae.evaluation.plots import line_plot
     from dinosae.io.atomic import write_json
+    from dinosae.io.loading import load_autoencoder
     from dinosae.runtime import pick_device
 
     if min(*sweep, weight_decay) <= 0:

@@ -25,8 +25,8 @@ import torch
 
 from dinosae.config import AE_PRESETS, preset
 from dinosae.data.images import DataError
-from dinosae.models.autoencoder import SphericalAutoencoder
 from dinosae.evaluation.probe import probe_summary, resolve_splits, split_features
+from dinosae.models.autoencoder import SphericalAutoencoder
 
 ALIGNMENTS = ("cosine", "mse")
 # Reported per run, in this order (``format_table``).
@@ -84,14 +84,14 @@ def ablate_align(out_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
         >>> result = ablate_align("runs/ablate-align", steps=200)  # doctest: +SKIP
         >>> print(format_table(result))  # doctest: +SKIP
     """
-    from dinosae.metrics import LPIPS
-    from dinosae.io.loading import load_autoencoder
-    from dinosae.evaluation.plots import line_plot
-    from dinosae.train.autoencoder import train_autoencoder
     from dinosae.config import AETrainConfig
-    from dinosae.io.checkpoint import CHECKPOINTS, LATEST
+    from dinosae.evaluation.plots import line_plot
     from dinosae.io.atomic import write_json
+    from dinosae.io.checkpoint import CHECKPOINTS, LATEST
+    from dinosae.io.loading import load_autoencoder
+    from dinosae.metrics import LPIPS
     from dinosae.runtime import pick_device
+    from dinosae.train.autoencoder import train_autoencoder
     from dinosae.train.runlog import read_metrics
 
     out_dir = Path(out_dir)

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 import sphere_ops
-from helpers import BACKENDS, PI, at_angle, row_rel, tangent, unit
 from sphere_ops import reference as R
+
+from helpers import BACKENDS, PI, at_angle, row_rel, tangent, unit
 
 ANGLES = [1e-4, 3e-4, 1e-3, 1e-2, 0.1, 1.0, PI / 2, 2.0, 3.0, 3.1, PI - 1e-3]
 SMALL_ANGLES = [0.0, 1e-8, 1e-7, 1e-6, 1e-5, 9e-5]

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import sphere_ops
-from helpers import BACKENDS, at_angle, max_rel, tangent, tolerance, unit
 from sphere_ops import reference as R
 from sphere_ops._spec import SPECS
+
+from helpers import BACKENDS, at_angle, max_rel, tangent, tolerance, unit
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import sphere_ops
-from helpers import at_angle, max_rel, tangent, tolerance, unit
 from sphere_ops import reference as R
 from sphere_ops._spec import SPECS
+
+from helpers import at_angle, max_rel, tangent, tolerance, unit
 
 pytestmark = [
     pytest.mark.cuda,

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 import sphere_ops
-from helpers import BACKENDS, at_angle, tangent, unit
 from sphere_ops._spec import SPECS
+
+from helpers import BACKENDS, at_angle, tangent, unit
 
 # The schemas users and saved graphs see; the spec table generates them.
 SCHEMAS = {

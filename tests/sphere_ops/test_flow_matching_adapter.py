@@ -12,13 +12,13 @@ from flow_matching.path.scheduler import CondOTScheduler
 from flow_matching.solver import RiemannianODESolver
 from flow_matching.utils import ModelWrapper
 from flow_matching.utils.manifolds import Sphere
-from helpers import BACKENDS, PI, at_angle, tangent, unit
 from torch.func import jvp, vmap
 
 import sphere_ops
 from sphere_ops import ops
 from sphere_ops.flow_matching import FusedSphere
 
+from helpers import BACKENDS, PI, at_angle, tangent, unit
 
 # torch warns of a "performance drop" when vmap falls back to looping over the batch.
 ONE_FUSED_CALL = pytest.mark.filterwarnings("error:.*performance drop")

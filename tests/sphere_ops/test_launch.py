@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import BACKENDS, unit
 from sphere_ops._spec import SPECS
+
+from helpers import BACKENDS, unit
 
 pytestmark = pytest.mark.skipif("cpp" not in BACKENDS, reason="the compiled extension is not importable")
 

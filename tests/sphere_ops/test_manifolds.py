@@ -7,11 +7,12 @@ import math
 import geoopt
 import pytest
 import torch
-from helpers import BACKENDS, at_angle, tangent, unit
 
 import sphere_ops
 from sphere_ops import reference
 from sphere_ops.manifolds import ProductSphere
+
+from helpers import BACKENDS, at_angle, tangent, unit
 
 
 def karcher_mean(cloud: torch.Tensor, iters: int = 100) -> torch.Tensor:

@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import sphere_ops
+
 from helpers import BACKENDS, tangent, unit
 
 dims = st.one_of(st.integers(2, 9), st.integers(10, 130), st.sampled_from([255, 383, 768, 1023, 1100]))

@@ -8,9 +8,10 @@ import inspect
 import pytest
 import torch
 
-from helpers import BACKENDS, at_angle, unit
 from sphere_ops._spec import SPECS
 from sphere_ops.backends import SphereKernels
+
+from helpers import BACKENDS, at_angle, unit
 
 
 def _kernels(backend: str) -> object:

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from helpers import at_angle, tangent, unit
 from sphere_ops import reference as R
+
+from helpers import at_angle, tangent, unit
 
 
 def _inputs(op: str, rows: int, d: int) -> list[torch.Tensor]:

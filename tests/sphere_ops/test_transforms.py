@@ -7,8 +7,9 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 import sphere_ops
-from helpers import BACKENDS, at_angle, tangent, unit
 from sphere_ops._spec import SPECS
+
+from helpers import BACKENDS, at_angle, tangent, unit
 
 CASES = {
     "normalize": (sphere_ops.normalize, lambda x, y, v, t: (v,)),

@@ -6,6 +6,7 @@ from scipy.special import ive
 
 import sphere_ops
 import sphere_ops.vmf
+
 from helpers import unit
 
 N = 40_000

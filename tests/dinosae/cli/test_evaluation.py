@@ -11,11 +11,10 @@ from click.testing import CliRunner
 
 from dinosae.cli.evaluation import analysis_dir, check_magnitude, eval_probe
 from dinosae.cli.experiments import ablate_align
-from dinosae.config import AE_PRESETS, preset
+from dinosae.config import AE_PRESETS, AETrainConfig, preset
+from dinosae.io.checkpoint import Checkpoint, save_checkpoint
 from dinosae.models.vit import RandomTeacherWarning
 from dinosae.train.autoencoder import train_autoencoder
-from dinosae.config import AETrainConfig
-from dinosae.io.checkpoint import Checkpoint, save_checkpoint
 
 PNG = b"\x89PNG\r\n\x1a\n"
 FAST_PROBE = ["--weight-decay", "0.01", "--sweep", "0.1,1", "--num-workers", "0"]

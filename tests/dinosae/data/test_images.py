@@ -9,8 +9,7 @@ import torch
 from PIL import Image
 
 from dinosae.data.batches import ResumableBatches
-from dinosae.data.images import (DataError, ImageDataset, collate_images, list_images,
-                          load_image)
+from dinosae.data.images import DataError, ImageDataset, collate_images, list_images, load_image
 
 
 def _image(path, color="red", size=(40, 30)):

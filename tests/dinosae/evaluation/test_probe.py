@@ -10,15 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from dinosae.config import AE_PRESETS, preset
+from dinosae.config import AE_PRESETS, AETrainConfig, preset
 from dinosae.data.images import DataError
-from dinosae.models.autoencoder import SphericalAutoencoder
-from dinosae.io.loading import load_autoencoder
-from dinosae.models.vit import RandomTeacherWarning
 from dinosae.evaluation.probe import (probe_accuracy, probe_features, probe_summary, resolve_splits, split_features,
-                           stratified_split)
+                                      stratified_split)
+from dinosae.io.loading import load_autoencoder
+from dinosae.models.autoencoder import SphericalAutoencoder
+from dinosae.models.vit import RandomTeacherWarning
 from dinosae.train.autoencoder import train_autoencoder
-from dinosae.config import AETrainConfig
 
 SEED = 0
 

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dinosae.experiments.ablate_align import COLUMNS, ablate_align, ablation_data, format_table
 from dinosae.data.images import DataError
-from dinosae.io.loading import load_autoencoder
+from dinosae.experiments.ablate_align import COLUMNS, ablate_align, ablation_data, format_table
 from dinosae.io.checkpoint import CheckpointError, load_checkpoint
+from dinosae.io.loading import load_autoencoder
 from dinosae.train.runlog import read_metrics
 
 SETTINGS = dict(steps=3, batch_size=4, lpips_weight=0.0, progress=False)

@@ -8,10 +8,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from dinosae.experiments.ablate_path import PATHS, ablate_path, speedup, steps_to_reach
 from dinosae.cli.experiments import ablate_path as command
-from dinosae.io.latents import write_meta, write_shard
 from dinosae.data.toy import VMFMixture
+from dinosae.experiments.ablate_path import PATHS, ablate_path, speedup, steps_to_reach
+from dinosae.io.latents import write_meta, write_shard
 
 SMALL = dict(steps=80, eval_every=40, batch_size=32, lr=3e-3, sample_steps=8, components=4, tokens=4, dim=8,
              kappa=40.0, eval_samples=256, device="cpu", progress=False)

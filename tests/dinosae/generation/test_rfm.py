@@ -9,16 +9,9 @@ from hypothesis import strategies as st
 from scipy import stats
 
 import sphere_ops
-from dinosae.generation import rfm
-from dinosae.generation.rfm import (
-    LogitNormalTime,
-    ShiftedTime,
-    UniformTime,
-    dimension_shift,
-    euclidean_fm_loss,
-    rfm_loss,
-    time_shift,
-)
+from dinosae.generation.rfm import (LogitNormalTime, ShiftedTime, UniformTime, dimension_shift, euclidean_fm_loss,
+                                    rfm_loss, time_shift)
+
 from helpers import unit
 
 SAMPLERS = [

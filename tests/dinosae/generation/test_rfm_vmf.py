@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from dinosae import create_model
+from dinosae.data.toy import VMFMixture
 from dinosae.generation.rfm import euclidean_fm_loss, rfm_loss
 from dinosae.generation.sampling import sample_euclidean, sample_sphere
-from dinosae.data.toy import VMFMixture
 from dinosae.metrics import sliced_wasserstein
 
 TOKENS, DIM, CLASSES = 4, 8, 4

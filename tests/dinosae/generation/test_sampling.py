@@ -7,11 +7,12 @@ import torch
 from scipy.integrate import quad
 
 import sphere_ops
-from dinosae.generation import sampling
 from dinosae.config import DiTConfig
-from dinosae.models.dit import DiT
 from dinosae.generation.sampling import sample_euclidean, sample_sphere, time_grid
+from dinosae.models.dit import DiT
+
 from helpers import unit
+
 
 def seeded(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)

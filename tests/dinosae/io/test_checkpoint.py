@@ -6,8 +6,7 @@ import pytest
 import torch
 
 import dinosae.io.checkpoint as checkpoint_module
-from dinosae.io.checkpoint import (Checkpoint, CheckpointError, load_checkpoint, resolve_checkpoint,
-                                      save_checkpoint)
+from dinosae.io.checkpoint import Checkpoint, CheckpointError, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 
 def _checkpoint(step: int) -> Checkpoint:

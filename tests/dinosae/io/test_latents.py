@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import sphere_ops
-from dinosae.pipelines.encode import encode_folder
+from dinosae.config import AETrainConfig
 from dinosae.io.latents import LatentCache, LatentCacheError, check_cache_fits, shard_name
 from dinosae.io.loading import load_autoencoder
+from dinosae.pipelines.encode import encode_folder
 from dinosae.train.autoencoder import train_autoencoder
-from dinosae.config import AETrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ from torch import nn
 import sphere_ops
 from dinosae import create_model
 from dinosae.config import DIT_PRESETS, LIGHTNING_FLAGS, DiTConfig
-from dinosae.models.dit import DiT, LabelEmbedder, RotaryEmbedding2D
 from dinosae.generation.rfm import rfm_loss
+from dinosae.models.dit import DiT, LabelEmbedder, RotaryEmbedding2D
+
 from helpers import max_rel
 
 D, GRID, CLASSES = 16, 4, 10

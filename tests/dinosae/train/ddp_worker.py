@@ -13,11 +13,10 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import torch  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
-from dinosae.config import AE_PRESETS, preset  # noqa: E402
+from dinosae.config import AE_PRESETS, AETrainConfig, preset  # noqa: E402
 from dinosae.models.autoencoder import SphericalAutoencoder  # noqa: E402
-from dinosae.train.autoencoder import TrainForward, generator_losses, set_trainable  # noqa: E402
-from dinosae.config import AETrainConfig  # noqa: E402
 from dinosae.runtime import init_distributed, shutdown  # noqa: E402
+from dinosae.train.autoencoder import TrainForward, generator_losses, set_trainable  # noqa: E402
 from dinosae.train.rng import step_generator  # noqa: E402
 
 GLOBAL_BATCH = 4

@@ -6,16 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from dinosae.io.latents import LatentCacheError, write_meta, write_shard
-from dinosae.config import DIT_PRESETS
-from dinosae.generation.samples import class_labels, generate_latents, write_samples
+from dinosae.config import DIT_PRESETS, DiTTrainConfig
 from dinosae.data.toy import VMFMixture
+from dinosae.generation.samples import class_labels, generate_latents, write_samples
 from dinosae.io.checkpoint import load_checkpoint
+from dinosae.io.latents import LatentCache, LatentCacheError, write_meta, write_shard
 from dinosae.io.loading import load_dit
 from dinosae.train.dit import dit_config_for, train_dit
-from dinosae.config import DiTTrainConfig
 from dinosae.train.runlog import read_metrics
-from dinosae.io.latents import LatentCache
 
 FAST = dict(batch_size=64, lr=1e-3, num_workers=0, log_every=1, time_sampler="uniform", shift=1.0)
 

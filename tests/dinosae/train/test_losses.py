@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dinosae.train.losses import (adaptive_gan_weight, alignment_loss, hinge_discriminator_loss,
-                            hinge_generator_loss, l1_loss)
+from dinosae.train.losses import (adaptive_gan_weight, alignment_loss, hinge_discriminator_loss, hinge_generator_loss,
+                                  l1_loss)
 
 
 def test_cosine_alignment_ignores_magnitudes_and_matches_its_definition():
