@@ -36,7 +36,7 @@ def train() -> None:
 
 @main.group("eval")
 def evaluate() -> None:
-    """Measure: reconstruction (recon), generation (fid), semantics (probe)."""
+    """Measure: reconstruction (recon), generation (gen, fid), semantics (probe)."""
 
 
 @main.group()
@@ -56,6 +56,7 @@ main.add_command(autoencoder.encode)
 main.add_command(generation.sample)
 evaluate.add_command(evaluation.eval_recon)
 evaluate.add_command(evaluation.eval_fid)
+evaluate.add_command(evaluation.eval_gen)
 evaluate.add_command(evaluation.eval_probe)
 check.add_command(evaluation.check_magnitude)
 ablate.add_command(experiments.ablate_align)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from dinosae.cli.options import (ckpt_option, device_option, emit, json_option, one_line_errors,
-                                 teacher_weights_option, workers_option)
+from dinosae.cli.options import (ckpt_option, device_option, emit, json_option, one_line_errors, teacher_weights_option,
+                                 workers_option)
 
 
 @click.command("recon")
@@ -50,6 +50,36 @@ def eval_fid(real, fake, out, batch_size, device, as_json) -> None:
     from dinosae.runtime import pick_device
 
     emit(generation_metrics(real, fake, device=pick_device(device), batch_size=batch_size), as_json, out)
+
+
+@click.command("gen")
+@click.option("--samples", required=True, type=click.Path(path_type=Path),
+              help="samples.npz of `dinosae sample` (arr_0 uint8 (N, H, W, 3), labels).")
+@click.option("--ref", "reference", required=True, type=click.Path(path_type=Path),
+              help="ADM-layout reference .npz: mu, sigma (pool3), mu_s, sigma_s (spatial) and/or images arr_0, "
+                   "e.g. VIRTUAL_imagenet256_labeled.npz.")
+@click.option("--num-samples", type=click.IntRange(1), default=None,
+              help="Refuse fewer samples than this (50000 for gFID-50K).")
+@click.option("--logits-head", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Inception classifier weights (pytorch-fid's) for the Inception Score; without, IS is not "
+                   "reported.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write metrics.json here.")
+@click.option("--batch-size", type=click.IntRange(1), default=50, show_default=True)
+@device_option
+@json_option
+@one_line_errors
+def eval_gen(samples, reference, num_samples, logits_head, out, batch_size, device, as_json) -> None:
+    """FID, sFID, IS, precision and recall of samples against a reference batch, with the sampling protocol."""
+    from dinosae.evaluation.generation import evaluate_samples
+    from dinosae.metrics import InceptionFeatures
+    from dinosae.runtime import pick_device
+
+    target = pick_device(device)
+    extractor = InceptionFeatures(logits_head=logits_head, validate=False).to(target)
+    result = evaluate_samples(samples, reference, num_samples=num_samples, extractor=extractor,
+                              batch_size=batch_size, device=target, progress=not as_json)
+    emit(result, as_json, out)
 
 
 # How far above a checkpoint to look for its run's config.json (RUN/checkpoints/step_X).

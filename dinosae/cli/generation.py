@@ -61,7 +61,8 @@ def train_dit(latents, out, preset, path_, lightning, steps, batch_size, lr, tim
     from dinosae.config import LIGHTNING_FLAGS, DiTTrainConfig, read_overrides
     from dinosae.config.recipes import dit_model_recipe, dit_train_recipe
     from dinosae.io.latents import LatentCache
-    from dinosae.train.dit import dit_config_for, train_dit as run
+    from dinosae.train.dit import dit_config_for
+    from dinosae.train.dit import train_dit as run
 
     overrides = read_overrides(config_file) if config_file else {}
     cache = LatentCache(latents)
@@ -81,8 +82,12 @@ def train_dit(latents, out, preset, path_, lightning, steps, batch_size, lr, tim
 @click.option("--ae", "ae_ckpt", required=True, type=click.Path(path_type=Path), help="Autoencoder run or checkpoint.")
 @click.option("--dit", "dit_ckpt", required=True, type=click.Path(path_type=Path), help="DiT run or checkpoint.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--num", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--classes", callback=_ints, default=None, help="Comma-separated class indices (default: all, evenly).")
+@click.option("--num", "--num-samples", "num", type=click.IntRange(1), default=64, show_default=True,
+              help="How many samples. Under torchrun write --num-samples: its own parser takes --num for "
+                   "--numa-binding.")
+@click.option("--labels", "label_mode", type=click.Choice(["equal", "random"]), default="equal", show_default=True,
+              help="An equal share per class (the ImageNet protocol), or labels drawn from (seed, sample).")
+@click.option("--classes", callback=_ints, default=None, help="Comma-separated class indices (default: all).")
 @click.option("--steps", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--method", type=click.Choice(["euler", "heun"]), default="euler", show_default=True)
 @click.option("--cfg", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Guidance scale.")
@@ -91,32 +96,24 @@ def train_dit(latents, out, preset, path_, lightning, steps, batch_size, lr, tim
               help="Sampling time shift (default: the training shift).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--shard-size", type=click.IntRange(1), default=None,
+              help="Samples per shard, the unit of work and of resuming (default: 32 batches).")
 @click.option("--decode-scale", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Token norm at which to decode the samples (the HAE paper's s_vae, 14); default: the "
                    "autoencoder's own.")
+@click.option("--png/--no-png", default=True, show_default=True, help="Also write one PNG per sample.")
 @teacher_weights_option
 @device_option
 @one_line_errors
-def sample(ae_ckpt, dit_ckpt, out, num, classes, steps, method, cfg, guidance_interval, shift, seed, batch_size,
-           decode_scale, teacher_weights, device) -> None:
-    """Generate images: PNGs, a grid, and an .npz for FID evaluators."""
-    from dinosae.config import DiTTrainConfig, from_dict
-    from dinosae.generation.samples import class_labels, generate_images, write_samples
-    from dinosae.io.checkpoint import load_checkpoint
-    from dinosae.io.loading import dit_from_checkpoint, load_autoencoder
-    from dinosae.runtime import pick_device
+def sample(ae_ckpt, dit_ckpt, out, num, label_mode, classes, steps, method, cfg, guidance_interval, shift, seed,
+           batch_size, shard_size, decode_scale, png, teacher_weights, device) -> None:
+    """Generate images: samples.npz for FID evaluators, a grid, PNGs. Under torchrun the ranks share the work
+    and the result is the same as one process's; a rerun resumes."""
+    from dinosae.pipelines.sample import sample_command
 
-    target = pick_device(device)
-    checkpoint = load_checkpoint(dit_ckpt, with_state=False)
-    dit = dit_from_checkpoint(checkpoint).to(target)
-    ae = load_autoencoder(ae_ckpt, teacher_weights=teacher_weights, device=target)
-    if decode_scale is not None:
-        ae.config.decode_scale = decode_scale
-    if shift is None:
-        train = from_dict(DiTTrainConfig, checkpoint.meta["train_config"])
-        shift = train.resolved_shift(dit.config.num_tokens, dit.config.in_dim)
-    labels = class_labels(num, dit.config.num_classes, classes)
-    images = generate_images(ae, dit, labels, batch_size=batch_size, seed=seed, steps=steps, cfg=cfg, method=method,
-                             guidance_interval=guidance_interval, shift=shift)
-    paths = write_samples(out, images, labels, checkpoint.meta.get("classes", []))
-    click.echo(f"{num} samples in {paths['images']}; grid {paths['grid']}; npz {paths['npz']}")
+    paths = sample_command(ae_ckpt, dit_ckpt, out, num=num, labels=label_mode, classes=classes, seed=seed,
+                           steps=steps, method=method, cfg=cfg, guidance_interval=guidance_interval, shift=shift,
+                           decode_scale=decode_scale, shard_size=shard_size, batch_size=batch_size,
+                           teacher_weights=teacher_weights, device=device, png=png)
+    if paths:
+        click.echo(f"{num} samples in {paths['npz']} (protocol {paths['protocol']}); grid {paths['grid']}")

@@ -62,7 +62,12 @@ def _finite(value: Any) -> Any:
 
 
 def emit(result: dict, as_json: bool, out_dir: Path | None = None) -> None:
-    """Print ``result`` (a table, or one JSON object as the last line) and save it as ``metrics.json``."""
+    """Print ``result`` (a table, or one JSON object as the last line) and save it as ``metrics.json``.
+
+    Under ``torchrun`` only rank 0 prints and writes: every rank holds the same gathered result.
+    """
+    if os.environ.get("RANK", "0") != "0":
+        return
     result = _finite(result)
     if out_dir is not None:
         from dinosae.io.atomic import write_json

@@ -137,20 +137,23 @@ class ImageDataset(torch.utils.data.Dataset):
 
 @dataclass
 class ImageBatch:
+    """Decoded images (B, 3, H, W), their labels and paths, and the paths of the ones that failed."""
+
     images: torch.Tensor
     labels: torch.Tensor
     skipped: list[str]
+    paths: list[str]
 
 
 def collate_images(items: Sequence[tuple[torch.Tensor | None, int, str]]) -> ImageBatch:
     """Stack decoded images, dropping (and naming) the ones that failed to decode."""
-    good = [(image, label) for image, label, _ in items if image is not None]
+    good = [(image, label, path) for image, label, path in items if image is not None]
     skipped = [path for image, _, path in items if image is None]
     if not good:
-        return ImageBatch(torch.empty(0), torch.empty(0, dtype=torch.long), skipped)
-    images = torch.stack([image for image, _ in good])
-    labels = torch.tensor([label for _, label in good], dtype=torch.long)
-    return ImageBatch(images, labels, skipped)
+        return ImageBatch(torch.empty(0), torch.empty(0, dtype=torch.long), skipped, [])
+    images = torch.stack([image for image, _, _ in good])
+    labels = torch.tensor([label for _, label, _ in good], dtype=torch.long)
+    return ImageBatch(images, labels, skipped, [path for _, _, path in good])
 
 
 class FolderBatches:

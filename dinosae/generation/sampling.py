@@ -21,7 +21,6 @@ import torch
 from torch import Tensor
 
 import sphere_ops
-
 from dinosae.generation.rfm import Model, time_shift
 
 __all__ = ["time_grid", "sample_sphere", "sample_euclidean"]
@@ -60,6 +59,7 @@ def sample_sphere(
     shift: float = 1.0,
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
+    noise: Tensor | None = None,
 ) -> Tensor:
     """Sample points (B, ..., D) on the product of spheres by integrating ``model`` from uniform noise.
 
@@ -69,7 +69,8 @@ def sample_sphere(
     only, one model call per evaluation), applied at times in
     ``guidance_interval = (lo, hi)`` when given and at every time otherwise.
     ``shift`` warps the time grid (:func:`time_grid`). The noise comes from
-    ``generator`` on ``y``'s device, so a seeded generator gives the same samples.
+    ``generator`` on ``y``'s device, so a seeded generator gives the same samples;
+    ``noise`` gives the starting points instead (unit tokens of ``shape``).
 
     Example:
         >>> from dinosae import create_model
@@ -79,7 +80,8 @@ def sample_sphere(
         (torch.Size([2, 16, 16]), True)
     """
     shape = _check_request(shape, y, steps, method)
-    x = sphere_ops.random_uniform(shape[:-1], shape[-1], generator=generator, dtype=dtype, device=y.device)
+    x = _start(noise, shape, dtype, y.device) if noise is not None else sphere_ops.random_uniform(
+        shape[:-1], shape[-1], generator=generator, dtype=dtype, device=y.device)
     guided = _guided_velocity(model, y, cfg_scale, guidance_interval)
 
     def tangent_velocity(x: Tensor, t: float) -> Tensor:
@@ -103,6 +105,7 @@ def sample_euclidean(
     dtype: torch.dtype = torch.float32,
     scale: float | None = None,
     project: bool = True,
+    noise: Tensor | None = None,
 ) -> Tensor:
     """Sample latents (B, ..., D) with a Euclidean flow-matching model (the baseline) from Gaussian noise.
 
@@ -110,7 +113,7 @@ def sample_euclidean(
     (default ``sqrt(D)``, as in :func:`dinosae.generation.rfm.euclidean_fm_loss`); the
     result is divided by it and, with ``project``, normalized onto the spheres,
     which is what a decoder of spherical latents takes. Other arguments as in
-    :func:`sample_sphere`.
+    :func:`sample_sphere` (``noise``: Gaussian starting points).
 
     Example:
         >>> from dinosae import create_model
@@ -120,7 +123,8 @@ def sample_euclidean(
     """
     shape = _check_request(shape, y, steps, method)
     scale = shape[-1] ** 0.5 if scale is None else float(scale)
-    x = torch.randn(shape, generator=generator, dtype=dtype, device=y.device)
+    x = _start(noise, shape, dtype, y.device) if noise is not None else torch.randn(
+        shape, generator=generator, dtype=dtype, device=y.device)
     velocity = _guided_velocity(model, y, cfg_scale, guidance_interval)
     x = _integrate(_EUCLIDEAN, velocity, x, time_grid(steps, shift), method) / scale
     return sphere_ops.normalize(x) if project else x
@@ -176,6 +180,12 @@ def _guided_velocity(
         return v_null + cfg_scale * (v_cond - v_null)
 
     return velocity
+
+
+def _start(noise: Tensor, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    if tuple(noise.shape) != shape:
+        raise ValueError(f"noise must have the sample shape {shape}, got {tuple(noise.shape)}")
+    return noise.to(device=device, dtype=dtype)
 
 
 def _check_request(shape: Sequence[int], y: Tensor, steps: int, method: str) -> tuple[int, ...]:

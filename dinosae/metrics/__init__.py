@@ -11,7 +11,7 @@ Example:
 
 from .fid import FeatureStats, compute_fid, compute_stats, frechet_distance, inception_score, save_stats
 from .folder import ImageSource, read_image
-from .image import psnr, ssim
+from .image import directional_variation, psnr, ssim
 from .inception import InceptionFeatures, tf1_bilinear_resize
 from .lpips import LPIPS, load_vgg16_weights
 from .precision_recall import PrecisionRecall, knn_radii, precision_recall
@@ -26,6 +26,7 @@ __all__ = [
     "PrecisionRecall",
     "compute_fid",
     "compute_stats",
+    "directional_variation",
     "frechet_distance",
     "inception_score",
     "knn_radii",

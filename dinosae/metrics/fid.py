@@ -12,29 +12,28 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import scipy.linalg
 import torch
 from torch import Tensor
 
 from ._checks import check_features
 from .folder import ImageSource
 
-# Largest imaginary part tolerated on the diagonal of sqrtm(sigma1 @ sigma2): numerical noise
-# of an (in exact arithmetic) real square root, as pytorch-fid allows.
-IMAGINARY_TOLERANCE = 1e-3
-# Relative residual |S @ S - P| / |P| above which sqrtm is deemed to have failed on a
-# (near-)singular product and the eps offset is applied.
-SQRTM_RESIDUAL_TOLERANCE = 1e-5
+# A covariance may have eigenvalues below zero by rounding only: relative to its largest.
+PSD_TOLERANCE = 1e-6
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """Fréchet distance between Gaussians N(mu1, sigma1) and N(mu2, sigma2), in float64.
 
-    ``|mu1 - mu2|^2 + tr(sigma1 + sigma2 - 2 sqrt(sigma1 sigma2))`` with ``scipy.linalg.sqrtm``.
-    When the product is singular (sqrtm fails or is inaccurate), ``eps * I`` is added to both
-    covariances, as pytorch-fid does. A square root with an imaginary diagonal larger than
-    ``IMAGINARY_TOLERANCE`` raises ValueError; smaller imaginary noise is dropped.
+    ``|mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr sqrt(sigma1 sigma2)``, where
+    ``tr sqrt(sigma1 sigma2)`` is computed as the sum of the square roots of the
+    eigenvalues of the symmetric matrix ``sqrt(sigma1) sigma2 sqrt(sigma1)``
+    (``torch.linalg.eigh`` in float64 on the CPU). Unlike ``scipy.linalg.sqrtm`` of the non-symmetric
+    product, this is real, finite and deterministic for any positive
+    semi-definite covariances, singular or ill-conditioned ones included (fewer
+    samples than feature dimensions), with no offset added. Rounding makes
+    eigenvalues slightly negative; below ``-PSD_TOLERANCE`` times the largest,
+    the matrix is not a covariance and a ValueError says so.
 
     Example:
         >>> mu, sigma = np.zeros(3), np.diag([1.0, 4.0, 9.0])
@@ -45,32 +44,30 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     sigma1, sigma2 = _square(sigma1, "sigma1", len(mu1)), _square(sigma2, "sigma2", len(mu2))
     if len(mu1) != len(mu2):
         raise ValueError(f"the two statistics differ in dimension: {len(mu1)} vs {len(mu2)}")
-    covmean = _sqrtm_product(sigma1, sigma2)
-    if covmean is None:
-        offset = eps * np.eye(len(mu1))
-        covmean = _sqrtm_product(sigma1 + offset, sigma2 + offset)
-        if covmean is None:
-            raise ValueError(f"sqrt(sigma1 @ sigma2) cannot be computed, even with eps={eps} added to the diagonal")
-    if np.iscomplexobj(covmean):
-        residue = np.abs(np.diagonal(covmean).imag).max()
-        if residue > IMAGINARY_TOLERANCE:
-            raise ValueError(f"sqrt(sigma1 @ sigma2) has an imaginary component of {residue:.3g} on its diagonal: "
-                             "the covariances are not valid (symmetric positive semi-definite) or too ill-conditioned")
-        covmean = covmean.real
+    root1 = _psd_sqrt(sigma1, "sigma1")
+    sigma2_t = torch.from_numpy(sigma2)
+    _check_psd(torch.linalg.eigvalsh(sigma2_t), "sigma2")
+    middle = root1 @ sigma2_t @ root1
+    eigenvalues = torch.linalg.eigvalsh((middle + middle.T) / 2)
+    trace_sqrt = float(eigenvalues.clamp_min(0.0).sqrt().sum())
     diff = mu1 - mu2
-    distance = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    distance = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
     # A squared distance: a negative value is rounding (identical statistics give -1e-13).
     return max(distance, 0.0)
 
 
-def _sqrtm_product(sigma1: np.ndarray, sigma2: np.ndarray) -> np.ndarray | None:
-    """sqrtm(sigma1 @ sigma2), or None when it is not finite or does not square back to the product."""
-    product = sigma1 @ sigma2
-    root = scipy.linalg.sqrtm(product)
-    if not np.isfinite(root).all():
-        return None
-    residual = np.linalg.norm(root @ root - product) / max(np.linalg.norm(product), np.finfo(np.float64).tiny)
-    return root if residual <= SQRTM_RESIDUAL_TOLERANCE else None
+def _psd_sqrt(sigma: np.ndarray, name: str) -> Tensor:
+    """The symmetric square root of a covariance (float64), its rounding-negative eigenvalues set to 0."""
+    eigenvalues, vectors = torch.linalg.eigh(torch.from_numpy(sigma))
+    _check_psd(eigenvalues, name)
+    return (vectors * eigenvalues.clamp_min(0.0).sqrt()) @ vectors.T
+
+
+def _check_psd(eigenvalues: Tensor, name: str) -> None:
+    scale = max(float(eigenvalues.abs().max()), np.finfo(np.float64).tiny)
+    if float(eigenvalues.min()) < -PSD_TOLERANCE * scale:
+        raise ValueError(f"{name} is not a covariance: it has an eigenvalue {float(eigenvalues.min()):.3g} "
+                         f"(the largest is {scale:.3g}); covariances are positive semi-definite")
 
 
 def _vector(x: object, name: str) -> np.ndarray:
@@ -88,7 +85,10 @@ def _square(x: object, name: str, dim: int) -> np.ndarray:
         raise ValueError(f"{name} must have shape ({dim}, {dim}) to match its mean, got {array.shape}")
     if not np.isfinite(array).all():
         raise ValueError(f"{name} contains NaN or infinite values")
-    return array
+    asymmetry = np.abs(array - array.T).max()
+    if asymmetry > 1e-8 * max(np.abs(array).max(), 1e-300):
+        raise ValueError(f"{name} is not symmetric (largest |sigma - sigma^T| {asymmetry:.3g}): not a covariance")
+    return (array + array.T) / 2
 
 
 class FeatureStats:

@@ -44,9 +44,11 @@ class ImageSource:
         self.path = Path(path)
         self.files: list[Path] = []
         self.is_npz = self.path.is_file() and self.path.suffix == ".npz"
+        self.image_shape: tuple[int, int] | None = None  # (H, W) when every image has it
         if self.is_npz:
             with _npz_images(self.path) as (shape, _):
                 self._count = shape[0]
+                self.image_shape = (shape[1], shape[2])
         elif self.path.is_dir():
             self.files = sorted(p for p in self.path.rglob("*")
                                 if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))

@@ -73,3 +73,22 @@ def _gaussian_filter(x: Tensor) -> Tensor:
     kernel = kernel / kernel.sum()
     x = F.conv2d(x, kernel.view(1, 1, 1, -1))
     return F.conv2d(x, kernel.view(1, 1, -1, 1))
+
+
+def directional_variation(images: Tensor) -> Tensor:
+    """Mean absolute difference between vertically adjacent pixels and between horizontally adjacent ones:
+    (B, 2), float64. Stripes in one direction raise one and not the other.
+
+    ``stripe_score`` (in ``dinosae eval recon``) divides the ratio of the two for
+    reconstructions by the same ratio for the originals: 1 is no directional
+    artifact, above 1 horizontal stripes, below 1 vertical ones.
+
+    Example:
+        >>> stripes = torch.zeros(1, 3, 4, 4); stripes[:, :, ::2] = 1.0
+        >>> directional_variation(stripes).tolist()
+        [[1.0, 0.0]]
+    """
+    x = images.double()
+    rows = (x[:, :, 1:] - x[:, :, :-1]).abs().mean(dim=(1, 2, 3))
+    cols = (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean(dim=(1, 2, 3))
+    return torch.stack([rows, cols], dim=1)

