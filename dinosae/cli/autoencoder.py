@@ -25,6 +25,8 @@ from dinosae.cli.options import (ckpt_option, config_option, device_option, emit
 @click.option("--align", type=click.Choice(["cosine", "mse"]), default=None, help="Alignment loss.")
 @click.option("--stem", type=click.Choice(["hierarchical", "patch"]), default=None)
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the training step.")
+@click.option("--grad-checkpoint", is_flag=True,
+              help="Recompute the decoder's stages and LPIPS in the backward pass: less memory, more time.")
 @click.option("--num-workers", type=click.IntRange(0), default=None)
 @click.option("--seed", type=int, default=None)
 @recipe_option
@@ -32,7 +34,7 @@ from dinosae.cli.options import (ckpt_option, config_option, device_option, emit
 @device_option
 @one_line_errors
 def train_ae(data, out, preset, stage, steps, batch_size, image_size, lr, init, resume, teacher_weights, align,
-             stem, compile_, num_workers, seed, recipe, config_file, device) -> None:
+             stem, compile_, grad_checkpoint, num_workers, seed, recipe, config_file, device) -> None:
     """Train one stage of the autoencoder (1: stem + decoder; 2: + GAN; 3: decoder; 4: + latent noise)."""
     from dinosae.config import AETrainConfig, merge, model_config, read_overrides
     from dinosae.config.recipes import ae_model_recipe, ae_train_recipe
@@ -45,7 +47,8 @@ def train_ae(data, out, preset, stage, steps, batch_size, image_size, lr, init, 
     flags = {"image_size": image_size, "stem": stem}
     ae_config = merge(ae_config, {**overrides.get("model", {}), **{k: v for k, v in flags.items() if v is not None}})
     flags = {"stage": stage, "steps": steps, "batch_size": batch_size, "lr": lr, "align": align,
-             "seed": seed, "num_workers": num_workers, "compile": compile_ or None}
+             "seed": seed, "num_workers": num_workers, "compile": compile_ or None,
+             "grad_checkpoint": grad_checkpoint or None}
     train = {**overrides.get("train", {}), **{k: v for k, v in flags.items() if v is not None}}
     total = train.get("steps", AETrainConfig.steps)
     train = {**ae_train_recipe(recipe, stage, total), **train}

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import click
 
-from dinosae.cli.options import (device_option, emit, json_option, one_line_errors, preset_option,
-                                 teacher_weights_option)
+from dinosae.cli.options import device_option, emit, json_option, one_line_errors, preset_option, teacher_weights_option
 from dinosae.config import preset_names
 
 
@@ -51,9 +50,10 @@ def demo(out, quick, data, heldout, preset, dit_preset, image_size, scale, teach
         config.fid = False
     metrics = run_demo(config, say=lambda line: click.echo(line, err=True))
     recon = metrics["recon"]
+    where = "photos never trained on" if metrics["recon_split"] == "unseen" else "held-out images"
     click.echo(f"report: {out / 'report.html'}")
-    click.echo(f"held-out reconstruction: PSNR {recon['psnr']:.2f} dB, SSIM {recon['ssim']:.3f}, "
-               f"LPIPS {recon['lpips']:.3f}")
+    click.echo(f"reconstruction of {where}: PSNR {recon['psnr']:.2f} dB, SSIM {recon['ssim']:.3f}, "
+               f"LPIPS {recon['lpips']:.3f}, stripe score {recon['stripe_score']:.2f}")
     click.echo(f"latent sliced W2 to the data: samples {metrics['latent_sw_generated']:.4f}, "
                f"uniform noise {metrics['latent_sw_noise']:.4f}")
     if "generation" in metrics:
@@ -88,7 +88,8 @@ def demo(out, quick, data, heldout, preset, dit_preset, image_size, scale, teach
 def ablate_align(out, data, heldout, preset, steps, batch_size, lr, lpips_weight, probe_per_class, seed, resume,
                  num_workers, teacher_weights, device, as_json) -> None:
     """Cosine against MSE alignment at the same budget: reconstruction, teacher agreement, probes."""
-    from dinosae.experiments.ablate_align import ablate_align as run, format_table
+    from dinosae.experiments.ablate_align import ablate_align as run
+    from dinosae.experiments.ablate_align import format_table
 
     result = run(out, data, heldout_dir=heldout, steps=steps, batch_size=batch_size, lr=lr,
                  lpips_weight=lpips_weight, probe_per_class=probe_per_class, preset_name=preset, seed=seed,
@@ -126,7 +127,8 @@ def ablate_align(out, data, heldout, preset, steps, batch_size, lr, lpips_weight
 def ablate_path(out, latents, preset, steps, eval_every, batch_size, lr, sample_steps, eval_samples,
                 heldout_fraction, max_latents, seed, device, as_json) -> None:
     """RFM against Euclidean flow matching: sliced W2 over training on a vMF mixture (and real latents)."""
-    from dinosae.experiments.ablate_path import ablate_path as run, format_summary
+    from dinosae.experiments.ablate_path import ablate_path as run
+    from dinosae.experiments.ablate_path import format_summary
 
     result = run(out, latents=latents, steps=steps, eval_every=eval_every, batch_size=batch_size, lr=lr,
                  preset=preset, sample_steps=sample_steps, eval_samples=eval_samples,
@@ -159,7 +161,8 @@ def ablate_path(out, latents, preset, steps, eval_every, batch_size, lr, sample_
 def ablate_precision(out, latents, preset, steps, seeds, batch_size, lr, eval_samples, sample_steps, device,
                      as_json) -> None:
     """RFM training under bf16 autocast against float32: final losses, distances, non-finite steps."""
-    from dinosae.experiments.ablate_precision import ablate_precision as run, format_table
+    from dinosae.experiments.ablate_precision import ablate_precision as run
+    from dinosae.experiments.ablate_precision import format_table
 
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]

@@ -14,6 +14,7 @@ LATENT_SCALES = ("sqrt_dim", "raw_tokens")
 ACTIVATIONS = ("silu", "relu", "relu6", "hswish", "gelu")
 NORMS = ("pixel", "image")
 UPSAMPLES = ("interpolate", "pixelshuffle")
+SHORTCUTS = ("duplicate", "average", None)
 
 
 @dataclass
@@ -32,6 +33,11 @@ class DecoderConfig:
     ``out_act`` the head's, between its norm and its convolution. ``norm`` is the
     ``RMSNorm2d`` variant (``"pixel"``: DC-AE's trms2d; ``"image"``: the
     official release's), ``vit_norm`` whether EfficientViT blocks have norms.
+    ``upsample_shortcut`` is DC-AE's channel-duplicating ``"duplicate"`` (the
+    official release's, kept by the B and L presets that mirror it),
+    ``"average"`` or ``None``: duplication draws horizontal stripes wherever a
+    stage halves the width (``dinosae.models.decoder_blocks.Upsample``), so the
+    presets trained here from scratch (tiny, S) average instead.
 
     Example:
         >>> DecoderConfig(act="relu").act
@@ -46,7 +52,7 @@ class DecoderConfig:
     vit_norm: bool = True
     attention_scales: tuple[int, ...] = (5,)
     upsample: str = "interpolate"
-    upsample_shortcut: bool = True
+    upsample_shortcut: str | None = "duplicate"
     act: str = "silu"
     out_norm: bool = True
     out_act: str = "silu"
@@ -61,6 +67,9 @@ class DecoderConfig:
             raise ValueError(f"unknown decoder blocks {sorted(unknown)}; choose 'res' or 'vit'")
         if 0 in self.depths[1:]:
             raise ValueError(f"only the first decoder stage may have depth 0, got depths {self.depths}")
+        if self.upsample_shortcut not in SHORTCUTS:
+            raise ValueError(f"unknown decoder upsample_shortcut {self.upsample_shortcut!r}; choose one of "
+                             f"{SHORTCUTS}")
         for name, value, options in (("act", self.act, ACTIVATIONS), ("out_act", self.out_act, ACTIVATIONS),
                                      ("norm", self.norm, NORMS), ("upsample", self.upsample, UPSAMPLES)):
             if value not in options:
@@ -116,10 +125,11 @@ class AEConfig:
 AE_PRESETS: dict[str, AEConfig] = {
     "tiny": AEConfig(vit="vit_tiny_patch16_dinov3_qkvb", image_size=64,
                      decoder=DecoderConfig(widths=(16, 32, 64, 128, 128), depths=(0, 1, 1, 1, 1),
-                                           head_dim=16),
+                                           head_dim=16, upsample_shortcut="average"),
                      disc_depths=(3, 7, 11)),
     "S": AEConfig(vit="vit_small_patch16_dinov3",
-                  decoder=DecoderConfig(widths=(128, 256, 256, 512, 512), depths=(2, 2, 2, 2, 2))),
+                  decoder=DecoderConfig(widths=(128, 256, 256, 512, 512), depths=(2, 2, 2, 2, 2),
+                                        upsample_shortcut="average")),
     "B": AEConfig(vit="vit_base_patch16_dinov3"),
     "L": AEConfig(vit="vit_large_patch16_dinov3", disc_depths=(5, 11, 17, 23)),
 }

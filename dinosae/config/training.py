@@ -15,6 +15,7 @@ STAGES = {
 }
 PATHS = ("rfm", "euclidean")
 TIME_SAMPLERS = ("uniform", "logit-normal")
+LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "bf16", "fp32")  # auto: bf16 autocast on CUDA, float32 on the CPU
 NOISES = ("tangent", "gaussian")
 NOISE_DRAWS = ("sample", "batch")
@@ -34,15 +35,21 @@ class AETrainConfig:
     practice elsewhere (AdamW, clipping at 1, EMA 0.9999), since the release
     publishes no training code.
 
-    The generator's adversarial term starts at ``gan_start``, scaled by the
-    adaptive weight (a ratio of gradient norms) unless ``gan_adaptive`` is off;
-    the discriminator trains from ``disc_start`` (default: ``gan_start``).
+    The learning rate warms up linearly over ``warmup_steps`` (every stage
+    starts a fresh AdamW, whose first steps move every weight by about lr
+    whatever its gradient), then stays (``"constant"``) or decays along a
+    cosine to ``lr * lr_min_ratio`` (``"cosine"``); it is a function of the
+    step, so a resumed run follows it exactly. The generator's adversarial term
+    starts at ``gan_start``, scaled by the adaptive weight (a ratio of gradient
+    norms, at most ``gan_max_weight``) unless ``gan_adaptive`` is off; the
+    discriminator trains from ``disc_start`` (default: ``gan_start``).
     ``train_stem`` defaults to stages 1 and 2, ``latent_noise`` to stage 4.
     Latent noise (see ``dinosae.train.autoencoder.noise_decoder_input``) is
     ``noise`` of size up to ``noise_max``: an angle for ``"tangent"``, a
     standard deviation for ``"gaussian"``; with ``noise_ramp_steps`` the bound
     moves linearly from ``noise_max_start`` to ``noise_max`` over those steps
-    (the HAE paper's 0.8 -> 1.2).
+    (the HAE paper's 0.8 -> 1.2). ``grad_checkpoint`` recomputes the decoder's
+    stages and LPIPS's VGG in the backward pass instead of storing them.
 
     Example:
         >>> config = AETrainConfig(stage=2)
@@ -57,6 +64,9 @@ class AETrainConfig:
     batch_size: int = 256
     lr: float | None = None
     disc_lr: float | None = None
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"
+    lr_min_ratio: float = 0.0
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -67,6 +77,7 @@ class AETrainConfig:
     lpips_weight: float = 1.0
     gan_weight: float | None = None
     gan_adaptive: bool = True
+    gan_max_weight: float = 1e4
     gan_start: int = 0
     disc_start: int | None = None
     train_stem: bool | None = None
@@ -83,6 +94,7 @@ class AETrainConfig:
     keep_last: int = 2
     num_workers: int = 4
     compile: bool = False
+    grad_checkpoint: bool = False
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -95,6 +107,8 @@ class AETrainConfig:
             self.gan_weight = 0.0 if self.stage == 1 else 0.5
         if self.disc_start is None:
             self.disc_start = self.gan_start
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.train_stem is None:
             self.train_stem = self.stage in (1, 2)
         if self.latent_noise is None:
@@ -111,6 +125,22 @@ class AETrainConfig:
     @property
     def trains_stem(self) -> bool:
         return bool(self.train_stem)
+
+    def lr_at(self, step: int, base: float | None = None) -> float:
+        """The learning rate of (0-based) ``step`` for a base rate (default ``lr``).
+
+        Example:
+            >>> config = AETrainConfig(steps=10, lr=1.0, warmup_steps=2, lr_schedule="cosine")
+            >>> [round(config.lr_at(s), 3) for s in (0, 1, 2, 9)]
+            [0.5, 1.0, 1.0, 0.038]
+        """
+        base = self.lr if base is None else base
+        if step < self.warmup_steps:
+            return base * (step + 1) / self.warmup_steps
+        if self.lr_schedule == "constant":
+            return base
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps))
+        return base * (self.lr_min_ratio + (1.0 - self.lr_min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
     def noise_bound(self, step: int) -> float:
         """The bound of the latent noise at ``step`` (0 when the run adds none)."""

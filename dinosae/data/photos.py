@@ -1,7 +1,9 @@
 """A small real-image dataset built from the photographs that ship inside scikit-image.
 
 Each photo is a class; images are random square crops of it, resized. Train
-and held-out crops come from disjoint random streams. Nothing is downloaded:
+and held-out crops come from disjoint random streams; ``unseen`` photos are
+never trained on (their whole picture and crops of it), which is what a
+reconstruction test of generalization needs. Nothing is downloaded:
 scikit-image carries these files in its wheel.
 """
 
@@ -15,10 +17,18 @@ from PIL import Image
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
           "retina", "stereo_motorcycle")
+# The demo's split: classes to train on, and natural photos (two of them grey) it never sees.
+TRAIN_PHOTOS = ("astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle")
+UNSEEN_PHOTOS = ("chelsea", "coffee", "camera", "coins")
 
 
 def load_photo(name: str) -> np.ndarray:
-    """An RGB uint8 (H, W, 3) photo from ``skimage.data``."""
+    """An RGB uint8 (H, W, 3) photo from ``skimage.data`` (grey ones repeated over the channels).
+
+    Example:
+        >>> load_photo("camera").shape, load_photo("coffee").shape
+        ((512, 512, 3), (400, 600, 3))
+    """
     try:
         import skimage.data
     except ImportError as error:
@@ -26,6 +36,8 @@ def load_photo(name: str) -> np.ndarray:
     image = getattr(skimage.data, name)()
     if isinstance(image, tuple):
         image = image[0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
     return np.ascontiguousarray(image[..., :3])
 
 
@@ -44,15 +56,18 @@ def random_crops(photo: np.ndarray, count: int, size: int, rng: np.random.Genera
 
 
 def write_photo_dataset(root: str | os.PathLike, size: int = 64, train_per_photo: int = 32,
-                        heldout_per_photo: int = 4, photos: tuple[str, ...] = PHOTOS, seed: int = 0) -> dict[str, Path]:
-    """Write ``root/train/<photo>/*.png`` and ``root/heldout/<photo>/*.png``; returns both folders.
+                        heldout_per_photo: int = 4, photos: tuple[str, ...] = PHOTOS, seed: int = 0,
+                        unseen: tuple[str, ...] = (), unseen_crops: int = 6) -> dict[str, Path]:
+    """Write ``root/train/<photo>/*.png`` and ``root/heldout/<photo>/*.png`` (new crops of the same photos),
+    and with ``unseen`` photos ``root/unseen/<photo>/*.png``: each whole (its centre square) and
+    ``unseen_crops`` crops. Returns the folders by split.
 
     Example:
         >>> import tempfile
-        >>> folders = write_photo_dataset(tempfile.mkdtemp(), size=32, train_per_photo=2,
-        ...                               heldout_per_photo=1, photos=("astronaut", "coffee"))
-        >>> len(list(folders["train"].rglob("*.png"))), len(list(folders["heldout"].rglob("*.png")))
-        (4, 2)
+        >>> folders = write_photo_dataset(tempfile.mkdtemp(), size=32, train_per_photo=2, heldout_per_photo=1,
+        ...                               photos=("astronaut", "coffee"), unseen=("camera",), unseen_crops=2)
+        >>> [len(list(folders[split].rglob("*.png"))) for split in ("train", "heldout", "unseen")]
+        [4, 2, 3]
     """
     root = Path(root)
     splits = {"train": train_per_photo, "heldout": heldout_per_photo}
@@ -60,8 +75,20 @@ def write_photo_dataset(root: str | os.PathLike, size: int = 64, train_per_photo
         photo = load_photo(name)
         for offset, (split, count) in enumerate(splits.items()):
             rng = np.random.default_rng([seed, index, offset])
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i, crop in enumerate(random_crops(photo, count, size, rng)):
-                crop.save(folder / f"{i:05d}.png")
-    return {split: root / split for split in splits}
+            _write(root / split / name, random_crops(photo, count, size, rng))
+    folders = {split: root / split for split in splits}
+    for index, name in enumerate(unseen):
+        photo = load_photo(name)
+        side = min(photo.shape[:2])
+        top, left = (photo.shape[0] - side) // 2, (photo.shape[1] - side) // 2
+        whole = Image.fromarray(photo[top:top + side, left:left + side]).resize((size, size), Image.Resampling.BICUBIC)
+        rng = np.random.default_rng([seed, len(photos) + index, 2])
+        _write(root / "unseen" / name, [whole, *random_crops(photo, unseen_crops, size, rng)])
+        folders["unseen"] = root / "unseen"
+    return folders
+
+
+def _write(folder: Path, images: list[Image.Image]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        image.save(folder / f"{i:05d}.png")

@@ -197,7 +197,7 @@ def infer_config(state: dict[str, torch.Tensor], settings: dict[str, Any], image
     head_norm, head_conv, head_upsamples = _head_keys(state)
     num_stages = max(stages) + 1 + head_upsamples
     widths, depths, blocks = [0] * num_stages, [0] * num_stages, ["res"] * num_stages
-    upsample, upsample_shortcut = "interpolate", True
+    upsample, upsample_shortcut = "interpolate", "duplicate"
     for k, kinds in stages.items():
         s = num_stages - 1 - k
         body = {index: kind for index, kind in kinds.items() if not kind.startswith("up")}
@@ -208,7 +208,7 @@ def infer_config(state: dict[str, torch.Tensor], settings: dict[str, Any], image
         blocks[s] = body[first]
         widths[s] = state[f"{DECODER}stages.{k}.op_list.{first}.{_WIDTH_KEY[blocks[s]]}"].shape[1]
         if kinds[0].startswith("up"):
-            upsample_shortcut = kinds[0] == "up"
+            upsample_shortcut = "duplicate" if kinds[0] == "up" else None
             up = state[f"{DECODER}stages.{k}.op_list.0.{'main.' if upsample_shortcut else ''}conv.conv.weight"]
             upsample = "pixelshuffle" if up.shape[0] == 4 * widths[s] else "interpolate"
     if head_upsamples:

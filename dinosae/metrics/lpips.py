@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ._checks import check_pair
 
@@ -208,6 +209,8 @@ class LPIPS(nn.Module):
     ``vgg_weights``: a torchvision VGG16 checkpoint; by default see ``load_vgg16_weights``.
     ``validate=False`` skips the range and NaN checks (a device synchronization each
     call) and so also accepts reconstructions that stray slightly outside [0, 1].
+    With ``checkpointing`` on, a differentiated call keeps only the activations at
+    the five taps and recomputes the layers between them in the backward pass.
 
     Example:
         >>> metric = LPIPS()  # doctest: +SKIP
@@ -219,6 +222,7 @@ class LPIPS(nn.Module):
     def __init__(self, vgg_weights: str | os.PathLike | None = None, validate: bool = True) -> None:
         super().__init__()
         self.validate = validate
+        self.checkpointing = False
         trunk = load_vgg16_weights(vgg_weights)
         with torch.device("meta"):  # no random initialization of weights about to be replaced
             self.features = vgg16_features()
@@ -236,11 +240,15 @@ class LPIPS(nn.Module):
     def taps(self, images: Tensor) -> list[Tensor]:
         """VGG16 activations at relu1_2 ... relu5_3 of images in [0, 1] (after the scaling layer)."""
         x = (2 * images.float() - 1 - self.shift) / self.scale
-        outputs = []
-        for index, layer in enumerate(self.features):
-            x = layer(x)
-            if index in VGG16_TAPS:
-                outputs.append(x)
+        outputs, start = [], 0
+        for tap in VGG16_TAPS:
+            segment = self.features[start:tap + 1]
+            if self.checkpointing and torch.is_grad_enabled():
+                x = checkpoint(segment, x, use_reentrant=False)
+            else:
+                x = segment(x)
+            outputs.append(x)
+            start = tap + 1
         return outputs
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:

@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from dinosae.config import DecoderConfig
 from dinosae.models.decoder_blocks import EfficientViTBlock, ResBlock, Upsample, duplicate_channels
@@ -23,6 +24,10 @@ class Decoder(nn.Module):
     As in DC-AE, a first stage of depth 0 is empty and the head upsamples
     instead (norm, activation, then an upsampling convolution to RGB).
 
+    With ``checkpointing`` on, training keeps only each stage's input and
+    recomputes the stage in the backward pass: the full-resolution stages'
+    activations dominate a step's memory at 256 px.
+
     Example:
         >>> config = DecoderConfig(widths=(8, 16, 16, 32, 32), depths=(1, 1, 1, 1, 1), head_dim=8)
         >>> Decoder(12, config)(torch.randn(2, 4, 12)).shape
@@ -36,6 +41,7 @@ class Decoder(nn.Module):
             raise ValueError(f"the input shortcut needs the last width {widths[-1]} to be a multiple of {latent_dim}")
         self.latent_dim = latent_dim
         self.config = config
+        self.checkpointing = False
         self.conv_in = nn.Conv2d(latent_dim, widths[-1], 3, padding=1)
         self.stages = nn.ModuleList()
         for i in reversed(range(len(widths))):
@@ -52,7 +58,7 @@ class Decoder(nn.Module):
         if depths[0] > 0:
             self.conv_out: nn.Module = nn.Conv2d(head, 3, 3, padding=1)
         else:
-            self.conv_out = Upsample(head, 3, config.upsample, shortcut=False)
+            self.conv_out = Upsample(head, 3, config.upsample, shortcut=None)
 
     def _block(self, kind: str, width: int) -> nn.Module:
         config = self.config
@@ -78,5 +84,13 @@ class Decoder(nn.Module):
         if self.config.in_shortcut:
             x = x + duplicate_channels(grid, x.shape[1])
         for stage in self.stages:
-            x = stage(x)
+            x = self._run(stage, x)
+        return self._run(self._head, x)
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_out(self.act_out(self.norm_out(x)))
+
+    def _run(self, part: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(part, x, use_reentrant=False)
+        return part(x)

@@ -132,13 +132,41 @@ def duplicate_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     return x.repeat_interleave(channels // x.shape[1], dim=1)
 
 
+def average_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """The mean of each group of ``C / channels`` consecutive channels (a repeat when widening).
+
+    Example:
+        >>> average_channels(torch.arange(4.0).view(1, 4, 1, 1), 2).flatten().tolist()
+        [0.5, 2.5]
+    """
+    if x.shape[1] % channels:
+        return duplicate_channels(x, channels)
+    batch, width, height, length = x.shape
+    return x.view(batch, channels, width // channels, height, length).mean(dim=2)
+
+
+SHORTCUTS = ("duplicate", "average")
+
+
 class Upsample(nn.Module):
     """x2 upsampling: a learned branch plus (by default) a parameter-free shortcut, summed.
 
-    The shortcut repeats channels and pixel-shuffles them (DC-AE's channel
-    duplication), so at initialization the block passes its input through as a
-    blocky upsampled image and the learned branch only adds a residual. The
-    learned branch is ``"interpolate"`` (nearest x2, then a 3x3 conv) or
+    At initialization the block passes its input through as a blocky upsampled
+    image and the learned branch only adds a residual. The shortcut is
+
+    - ``"duplicate"`` (DC-AE's channel duplication, the official release's):
+      repeat channels ``4 out / in`` times and pixel-shuffle. When the width
+      halves (repeat 2), each 2x2 block takes channel ``2k`` in its top row and
+      ``2k + 1`` in its bottom row: rows alternate between channels while
+      columns repeat, a built-in horizontal-stripe pattern that compounds over
+      the stages (a fresh tiny decoder's output varies 7x more from row to row
+      than from column to column), and that training excites again (the stripes
+      of issue 11);
+    - ``"average"``: the mean of each group of ``in / out`` channels, then
+      nearest x2: isotropic, and the same as ``"duplicate"`` when ``in == out``;
+    - ``None``: no shortcut.
+
+    The learned branch is ``"interpolate"`` (nearest x2, then a 3x3 conv) or
     ``"pixelshuffle"`` (a 3x3 conv to 4x the channels, then pixel shuffle; the
     official release's).
 
@@ -148,9 +176,11 @@ class Upsample(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, mode: str = "interpolate",
-                 shortcut: bool = True) -> None:
+                 shortcut: str | None = "duplicate") -> None:
         super().__init__()
-        if shortcut and (4 * out_channels) % in_channels:
+        if shortcut is not None and shortcut not in SHORTCUTS:
+            raise ValueError(f"unknown upsampling shortcut {shortcut!r}; choose one of {SHORTCUTS} or None")
+        if shortcut == "duplicate" and (4 * out_channels) % in_channels:
             raise ValueError(f"upsampling {in_channels} -> {out_channels} channels needs "
                              f"4 * {out_channels} to be a multiple of {in_channels}")
         if mode not in ("interpolate", "pixelshuffle"):
@@ -165,6 +195,8 @@ class Upsample(nn.Module):
             main = self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
         else:
             main = F.pixel_shuffle(self.conv(x), 2)
-        if not self.shortcut:
-            return main
-        return main + F.pixel_shuffle(duplicate_channels(x, 4 * self.out_channels), 2)
+        if self.shortcut == "duplicate":
+            return main + F.pixel_shuffle(duplicate_channels(x, 4 * self.out_channels), 2)
+        if self.shortcut == "average":
+            return main + F.interpolate(average_channels(x, self.out_channels), scale_factor=2.0, mode="nearest")
+        return main

@@ -28,8 +28,8 @@ from dinosae.runtime import DistEnv, autocast, init_distributed, shutdown
 from dinosae.train.ema import EMA
 from dinosae.train.loop import (TrainState, batch_loader, checkpoint_to_resume, fit, optimizer_step, warn_skipped,
                                 wrap_ddp)
-from dinosae.train.losses import (adaptive_gan_weight, alignment_loss, hinge_discriminator_loss,
-                                  hinge_generator_loss, l1_loss)
+from dinosae.train.losses import (adaptive_gan_weight, alignment_loss, hinge_discriminator_loss, hinge_generator_loss,
+                                  l1_loss)
 
 
 class TrainForward(nn.Module):
@@ -193,6 +193,9 @@ class AutoencoderStep:
         self.disc_forward = wrap_ddp(self.discriminator, env) if self.discriminator is not None else None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.lpips = _lpips(config, env.device)
+        self.model.decoder.checkpointing = config.grad_checkpoint
+        if self.lpips is not None:
+            self.lpips.checkpointing = config.grad_checkpoint
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __call__(self, state: TrainState, batch: ImageBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -211,7 +214,10 @@ class AutoencoderStep:
                                                       self.lpips, self.discriminator if gan_now else None,
                                                       state.step)
         _weighted(losses["loss"], weight).backward()
+        lr = config.lr_at(state.step)
+        _set_lr(state.optimizers["optimizer"], lr)
         losses["grad_norm"] = optimizer_step(state.optimizers["optimizer"], self.params, config.grad_clip)
+        losses["lr"] = torch.tensor(lr)
         state.ema.update(self.model)
         if disc_now:
             with autocast(device):
@@ -220,7 +226,11 @@ class AutoencoderStep:
                                            self.model.encoder.vit)
                 real, fake = logits.chunk(2)
                 losses["gan_d"] = hinge_discriminator_loss(real, fake)
+            # Whether the discriminator learns anything: the share of each half it classifies right.
+            losses["disc_acc_real"] = (real.detach() > 0).float().mean()
+            losses["disc_acc_fake"] = (fake.detach() < 0).float().mean()
             _weighted(losses["gan_d"], weight).backward()
+            _set_lr(state.optimizers["disc_optimizer"], config.lr_at(state.step, config.disc_lr))
             optimizer_step(state.optimizers["disc_optimizer"], self.discriminator.parameters(), config.grad_clip)
         self._last = (images, reconstruction.detach())
         return losses
@@ -230,6 +240,11 @@ class AutoencoderStep:
         if self._last is None:
             raise RuntimeError("no step has run yet")
         return self._last
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def _weighted(loss: torch.Tensor, weight: float) -> torch.Tensor:
@@ -259,7 +274,8 @@ def generator_losses(step_forward: nn.Module, model: SphericalAutoencoder, image
         discriminator.requires_grad_(False)
         losses["gan_g"] = hinge_generator_loss(discriminator(reconstruction, model.encoder.vit))
         discriminator.requires_grad_(True)
-        weight = adaptive_gan_weight(rec, losses["gan_g"], model.decoder.last_layer) if config.gan_adaptive else 1.0
+        weight = (adaptive_gan_weight(rec, losses["gan_g"], model.decoder.last_layer, config.gan_max_weight)
+                  if config.gan_adaptive else 1.0)
         losses["gan_weight"] = torch.as_tensor(weight, device=images.device)
         total = total + config.gan_weight * weight * losses["gan_g"]
     losses["loss"] = total

@@ -200,7 +200,7 @@ def fit(run_dir: str | os.PathLike, state: TrainState, step_fn: StepFn, batches:
     if env.is_main:
         write_json(run_dir / "config.json", meta)
     guard = FiniteGuard(env.device)
-    last_path = None
+    last_path, last_logged = None, state.step
     with RunLogger(run_dir, config.steps, state.step, enabled=env.is_main) as log:
         while state.step < config.steps:
             step = state.step
@@ -216,7 +216,8 @@ def fit(run_dir: str | os.PathLike, state: TrainState, step_fn: StepFn, batches:
                 values = {k: float(v.detach()) for k, v in scalars.items()}
                 if log_extra is not None:
                     values.update(log_extra())
-                log.step(done, mean_across_ranks(values, env), images_seen=config.batch_size * config.log_every)
+                log.step(done, mean_across_ranks(values, env), images_seen=config.batch_size * (done - last_logged))
+                last_logged = done
             if preview is not None and env.is_main and (done % image_every == 0 or last):
                 log.images("reconstruction", save_pairs(run_dir / "images" / f"recon_{done:08d}.png", *preview()), done)
             if save_now:

@@ -147,10 +147,9 @@ def _other_dit(tmp_path):
     import torch
 
     import sphere_ops
-    from dinosae.io.latents import write_meta, write_shard
-    from dinosae.train.dit import dit_config_for, train_dit
-    from dinosae.io.latents import LatentCache
     from dinosae.config import DiTTrainConfig
+    from dinosae.io.latents import LatentCache, write_meta, write_shard
+    from dinosae.train.dit import dit_config_for, train_dit
 
     cache = tmp_path / "other_latents"
     cache.mkdir()
@@ -166,12 +165,15 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     output = _ok("demo", "--quick", "--out", tmp_path / "demo", "--device", "cpu")
     assert "report:" in output and "random" in output
     report = (tmp_path / "demo" / "report.html").read_text()
-    for image in ("recon/grid.png", "samples/grid.png", "ae_loss.png", "dit_loss.png"):
+    for image in ("recon/stages.png", "samples/grid.png", "ae_l1.png", "ae_lpips.png", "dit_loss.png"):
         assert image in report and (tmp_path / "demo" / image).is_file()
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert metrics["random_teacher"] is True
     recon = metrics["recon"]
-    assert recon["images"] == 16 and 5.0 < recon["psnr"] < 60.0 and 0.0 < recon["lpips"] < 1.0
+    assert metrics["recon_split"] == "unseen" and recon["images"] == 28  # 4 photos never trained on, 7 views each
+    assert 5.0 < recon["psnr"] < 60.0 and 0.0 < recon["lpips"] < 1.0 and recon["stripe_score"] > 0
+    assert [stage["stage"] for stage in metrics["stages"]] == [1, 2, 3, 4]
+    assert all({"heldout", "unseen"} <= set(stage) for stage in metrics["stages"])
 
 
 def test_the_command_line_starts_without_importing_torch():

@@ -17,10 +17,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import official_reference as ref
 from dinosae.io.loading import load_autoencoder
 from dinosae.io.official import OfficialFormatError, infer_config, is_official, map_official
 from dinosae.models.vit import IMAGENET_MEAN, IMAGENET_STD, RandomTeacherWarning, create_vit
+
+import official_reference as ref
 
 VIT_S = dict(dim=384, heads=6, depth=12)
 VIT_L_SHAPED = dict(dim=1024, heads=16, depth=2)  # ViT-L's width and heads, two blocks
@@ -95,7 +96,7 @@ def test_the_config_is_read_off_the_weights(tmp_path):
     assert decoder.widths[1:] == release.widths[1:] and decoder.depths == release.depths
     assert (decoder.norm, decoder.vit_norm, decoder.upsample, decoder.upsample_shortcut, decoder.in_shortcut,
             decoder.out_norm, decoder.act, decoder.out_act) == (
-        "image", False, "interpolate", True, False, True, "relu", "relu")
+        "image", False, "interpolate", "duplicate", False, True, "relu", "relu")
     ours, vit = map_official(state)
     assert len(ours) + len(vit) == len(state)
     assert all(k.startswith(("encoder.stem.", "decoder.")) for k in ours)

@@ -208,3 +208,43 @@ def test_latent_conventions_decide_what_the_decoder_takes(tiny_config):
             model.decode(units)
         model.config.decode_scale = 14.0
         torch.testing.assert_close(model.decode(units), model.to_pixels(model.decoder(units * 14.0)))
+
+
+def _row_over_column_variation(y: torch.Tensor) -> float:
+    return float((y[:, :, 1:] - y[:, :, :-1]).abs().mean() / (y[..., 1:] - y[..., :-1]).abs().mean())
+
+
+def test_the_duplicating_shortcut_draws_stripes_and_the_averaging_one_does_not():
+    """Halving the width, duplication fills each 2x2 block's rows from two different channels (the stripes of
+    issue 11); averaging is isotropic, and equals duplication when the width stays."""
+    x = torch.randn(4, 16, 8, 8, generator=torch.Generator().manual_seed(0))
+    ratios = {}
+    for shortcut in ("duplicate", "average"):
+        block = Upsample(16, 8, shortcut=shortcut)
+        torch.nn.init.zeros_(block.conv.weight)
+        torch.nn.init.zeros_(block.conv.bias)
+        with torch.no_grad():
+            ratios[shortcut] = _row_over_column_variation(block(x))
+    assert ratios["duplicate"] > 1.5 and 0.8 < ratios["average"] < 1.25
+    average = Upsample(8, 4, shortcut="average")
+    torch.nn.init.zeros_(average.conv.weight)
+    torch.nn.init.zeros_(average.conv.bias)
+    x = torch.randn(1, 8, 3, 3)
+    expected = F.interpolate(x.view(1, 4, 2, 3, 3).mean(2), scale_factor=2.0, mode="nearest")
+    torch.testing.assert_close(average(x), expected)
+    same = [Upsample(8, 8, shortcut=s) for s in ("duplicate", "average")]
+    same[1].load_state_dict(same[0].state_dict())
+    torch.testing.assert_close(same[0](x), same[1](x))
+
+
+def test_a_fresh_tiny_decoder_has_no_directional_bias():
+    config = preset(AE_PRESETS, "tiny").decoder
+    torch.manual_seed(0)
+    with torch.no_grad():
+        y = Decoder(192, config)(F.normalize(torch.randn(8, 16, 192), dim=-1) * 192 ** 0.5)
+    assert _row_over_column_variation(y) < 1.5
+    config.upsample_shortcut = "duplicate"
+    torch.manual_seed(0)
+    with torch.no_grad():
+        y = Decoder(192, config)(F.normalize(torch.randn(8, 16, 192), dim=-1) * 192 ** 0.5)
+    assert _row_over_column_variation(y) > 3.0
