@@ -19,5 +19,6 @@ def dying(*args, **kwargs):
     return real(*args, **kwargs)
 
 
-sample.generate_images = dying
-sys.exit(main(sys.argv[1:]))
+if __name__ == "__main__":
+    sample.generate_images = dying
+    main(sys.argv[1:])
