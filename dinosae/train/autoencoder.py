@@ -156,7 +156,8 @@ def train_autoencoder(run_dir: str | os.PathLike, data_dir: str | os.PathLike, a
                                    env.world_size)
         batches = batch_loader(dataset, sampler, collate_images, config.num_workers, config.seed, env.device)
         return fit(run_dir, state, step, batches, config=config, env=env, meta=meta,
-                   image_every=config.image_every, preview=step.preview)
+                   image_every=config.image_every, preview=step.preview,
+                   log_extra=lambda: {"lr": config.lr_at(state.step - 1)})
     finally:
         shutdown(env)
 
@@ -217,7 +218,6 @@ class AutoencoderStep:
         lr = config.lr_at(state.step)
         _set_lr(state.optimizers["optimizer"], lr)
         losses["grad_norm"] = optimizer_step(state.optimizers["optimizer"], self.params, config.grad_clip)
-        losses["lr"] = torch.tensor(lr)
         state.ema.update(self.model)
         if disc_now:
             with autocast(device):
