@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from dinosae.config.training import PRECISIONS
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -50,8 +52,8 @@ def autocast(device: torch.device, precision: str = "auto") -> contextlib.Abstra
     full precision on the CPU (bf16 matmuls are slow there, and exact resume wants float32)."""
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision not in ("auto", "fp32"):
-        raise ValueError(f"unknown precision {precision!r}; choose auto, bf16 or fp32")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     return contextlib.nullcontext()
 
 

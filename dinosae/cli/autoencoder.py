@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from dinosae.cli.options import (ckpt_option, config_option, device_option, emit, json_option, one_line_errors,
-                                 preset_option, recipe_option, teacher_weights_option)
+from dinosae.cli.options import (ckpt_option, config_option, device_option, emit, folder_options, json_option,
+                                 one_line_errors, preset_option, recipe_option, teacher_weights_option)
 
 
 @click.command("ae")
@@ -61,10 +61,8 @@ def train_ae(data, out, preset, stage, steps, batch_size, image_size, lr, init, 
 
 @click.command("reconstruct")
 @ckpt_option()
-@click.option("--data", required=True, type=click.Path(path_type=Path))
+@folder_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images.")
 @teacher_weights_option
 @device_option
 @json_option

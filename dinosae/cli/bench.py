@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from dinosae.cli.options import device_option, json_option
+from dinosae.cli.options import comma_separated, device_option, json_option
 
 
 @click.group()
@@ -16,25 +16,16 @@ def bench() -> None:
     """Microbenchmarks, timed side by side against the alternatives."""
 
 
-def _csv(kind):
-    def parse(ctx: click.Context, param: click.Parameter, value: str | None):
-        if value is None:
-            return None
-        try:
-            return [kind(v.strip()) for v in value.split(",") if v.strip()]
-        except ValueError as err:
-            raise click.BadParameter(f"expected a comma-separated list: {err}") from err
-
-    return parse
+INTEGERS, NAMES = comma_separated(int, "integers"), comma_separated(str)
 
 
 @bench.command("kernels")
-@click.option("--op", callback=_csv(str), help="Comma-separated ops (default: all).")
-@click.option("--rows", default="16384", callback=_csv(int), show_default=True, help="Comma-separated row counts.")
-@click.option("--dim", default="768", callback=_csv(int), show_default=True, help="Comma-separated D.")
-@click.option("--dtype", default="float32", callback=_csv(str), show_default=True, help="float32,bfloat16,float16")
-@click.option("--mode", default="fwd,fwd+bwd", callback=_csv(str), show_default=True)
-@click.option("--impl", callback=_csv(str), help="Only these implementations (names as printed).")
+@click.option("--op", callback=NAMES, help="Comma-separated ops (default: all).")
+@click.option("--rows", default="16384", callback=INTEGERS, show_default=True, help="Comma-separated row counts.")
+@click.option("--dim", default="768", callback=INTEGERS, show_default=True, help="Comma-separated D.")
+@click.option("--dtype", default="float32", callback=NAMES, show_default=True, help="float32,bfloat16,float16")
+@click.option("--mode", default="fwd,fwd+bwd", callback=NAMES, show_default=True)
+@click.option("--impl", callback=NAMES, help="Only these implementations (names as printed).")
 @device_option
 @click.option("--repeats", default=10, show_default=True, type=click.IntRange(1))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON here.")

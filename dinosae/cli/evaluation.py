@@ -10,17 +10,14 @@ from pathlib import Path
 
 import click
 
-from dinosae.cli.options import (ckpt_option, device_option, emit, json_option, one_line_errors, teacher_weights_option,
-                                 workers_option)
+from dinosae.cli.options import (ckpt_option, comma_separated, device_option, emit, folder_options, json_option,
+                                 metrics_out_option, one_line_errors, teacher_weights_option, workers_option)
 
 
 @click.command("recon")
 @ckpt_option()
-@click.option("--data", required=True, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Also write metrics.json here.")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images.")
+@folder_options
+@metrics_out_option
 @teacher_weights_option
 @device_option
 @json_option
@@ -38,8 +35,7 @@ def eval_recon(ckpt, data, out, batch_size, limit, teacher_weights, device, as_j
 @click.option("--real", required=True, type=click.Path(exists=True, path_type=Path),
               help="Folder, .npz of uint8 images (arr_0), or .npz of statistics (mu, sigma).")
 @click.option("--fake", required=True, type=click.Path(exists=True, path_type=Path), help="Folder or .npz of images.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Also write metrics.json here.")
+@metrics_out_option
 @click.option("--batch-size", type=click.IntRange(1), default=50, show_default=True)
 @device_option
 @json_option
@@ -63,8 +59,7 @@ def eval_fid(real, fake, out, batch_size, device, as_json) -> None:
 @click.option("--logits-head", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Inception classifier weights (pytorch-fid's) for the Inception Score; without, IS is not "
                    "reported.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Also write metrics.json here.")
+@metrics_out_option
 @click.option("--batch-size", type=click.IntRange(1), default=50, show_default=True)
 @device_option
 @json_option
@@ -87,10 +82,7 @@ RUN_DEPTH = 2
 
 
 def _positive_floats(ctx: click.Context, param: click.Parameter, value: str) -> list[float]:
-    try:
-        values = [float(v) for v in value.split(",") if v.strip()]
-    except ValueError as error:
-        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from error
+    values = comma_separated(float, "numbers")(ctx, param, value)
     if not values or min(values) <= 0:
         raise click.BadParameter(f"expected positive numbers, got {value!r}")
     return values

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from dinosae.cli.options import device_option, emit, json_option, one_line_errors, preset_option, teacher_weights_option
+from dinosae.cli.options import (comma_separated, device_option, json_option, one_line_errors, preset_option, report,
+                                 teacher_weights_option)
 from dinosae.config import preset_names
 
 
@@ -94,11 +95,7 @@ def ablate_align(out, data, heldout, preset, steps, batch_size, lr, lpips_weight
     result = run(out, data, heldout_dir=heldout, steps=steps, batch_size=batch_size, lr=lr,
                  lpips_weight=lpips_weight, probe_per_class=probe_per_class, preset_name=preset, seed=seed,
                  teacher_weights=teacher_weights, device=device, num_workers=num_workers, resume=resume)
-    if as_json:
-        emit(result, as_json)
-    else:
-        click.echo(format_table(result))
-        click.echo(f"wrote {out / 'metrics.json'} and {out / 'loss.png'}")
+    report(result, as_json, f"{format_table(result)}\nwrote {out / 'metrics.json'} and {out / 'loss.png'}")
 
 
 @click.command("path")
@@ -134,11 +131,7 @@ def ablate_path(out, latents, preset, steps, eval_every, batch_size, lr, sample_
                  preset=preset, sample_steps=sample_steps, eval_samples=eval_samples,
                  heldout_fraction=heldout_fraction, max_latents=max_latents, seed=seed, device=device,
                  progress=True)
-    if as_json:
-        emit(result, as_json)
-    else:
-        click.echo(format_summary(result))
-        click.echo(f"wrote {out / 'metrics.json'} and the plots in {out}")
+    report(result, as_json, f"{format_summary(result)}\nwrote {out / 'metrics.json'} and the plots in {out}")
 
 
 @click.command("precision")
@@ -148,7 +141,8 @@ def ablate_path(out, latents, preset, steps, eval_every, batch_size, lr, sample_
               help="Latent cache of `dinosae encode`: also compare on real latents.")
 @preset_option("dit", "tiny", help="Size of the DiT.")
 @click.option("--steps", type=click.IntRange(1), default=300, show_default=True)
-@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds: runs per precision.")
+@click.option("--seeds", default="0,1,2", show_default=True, callback=comma_separated(int, "integers"),
+              help="Comma-separated seeds: runs per precision.")
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--eval-samples", type=click.IntRange(2), default=1024, show_default=True,
@@ -164,15 +158,7 @@ def ablate_precision(out, latents, preset, steps, seeds, batch_size, lr, eval_sa
     from dinosae.experiments.ablate_precision import ablate_precision as run
     from dinosae.experiments.ablate_precision import format_table
 
-    try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-    except ValueError as error:
-        raise click.BadParameter(f"expected comma-separated integers, got {seeds!r}", param_hint="--seeds") from error
     result = run(out, latents=latents, steps=steps, eval_every=max(1, steps // 3), batch_size=batch_size, lr=lr,
-                 preset=preset, seeds=seed_list, eval_samples=eval_samples, sample_steps=sample_steps,
+                 preset=preset, seeds=seeds, eval_samples=eval_samples, sample_steps=sample_steps,
                  device=device)
-    if as_json:
-        emit(result, as_json)
-    else:
-        click.echo(format_table(result))
-        click.echo(f"wrote {out / 'metrics.json'}")
+    report(result, as_json, f"{format_table(result)}\nwrote {out / 'metrics.json'}")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from dinosae.cli.options import (config_option, device_option, one_line_errors, preset_option, recipe_option,
-                                 teacher_weights_option)
+from dinosae.cli.options import (comma_separated, config_option, device_option, one_line_errors, preset_option,
+                                 recipe_option, teacher_weights_option)
 from dinosae.config.training import PATHS, PRECISIONS, TIME_SAMPLERS
 
 
@@ -21,15 +21,6 @@ def _floats(ctx: click.Context, param: click.Parameter, value: str | None):
     if len(parts) != 2 or not 0 <= parts[0] < parts[1] <= 1:
         raise click.BadParameter("expected LO,HI with 0 <= LO < HI <= 1")
     return parts
-
-
-def _ints(ctx: click.Context, param: click.Parameter, value: str | None):
-    if not value:
-        return None
-    try:
-        return [int(v) for v in value.split(",") if v.strip()]
-    except ValueError as error:
-        raise click.BadParameter(f"expected comma-separated class indices: {error}") from error
 
 
 @click.command("dit")
@@ -87,7 +78,8 @@ def train_dit(latents, out, preset, path_, lightning, steps, batch_size, lr, tim
                    "--numa-binding.")
 @click.option("--labels", "label_mode", type=click.Choice(["equal", "random"]), default="equal", show_default=True,
               help="An equal share per class (the ImageNet protocol), or labels drawn from (seed, sample).")
-@click.option("--classes", callback=_ints, default=None, help="Comma-separated class indices (default: all).")
+@click.option("--classes", callback=comma_separated(int, "class indices"), default=None,
+              help="Comma-separated class indices (default: all).")
 @click.option("--steps", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--method", type=click.Choice(["euler", "heun"]), default="euler", show_default=True)
 @click.option("--cfg", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Guidance scale.")

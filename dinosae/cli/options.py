@@ -82,11 +82,40 @@ def emit(result: dict, as_json: bool, out_dir: Path | None = None) -> None:
             click.echo(f"{key:<{width}}  {shown}")
 
 
+def comma_separated(kind: Callable[[str], Any], what: str = "values") -> Callable:
+    """An option callback reading ``"a,b,c"`` as ``[kind("a"), kind("b"), kind("c")]`` (None stays None).
+
+    Example:
+        >>> comma_separated(int, "integers")(None, None, "1, 2,")
+        [1, 2]
+    """
+
+    def parse(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> list | None:
+        if value is None:
+            return None
+        try:
+            return [kind(v.strip()) for v in value.split(",") if v.strip()]
+        except ValueError as error:
+            raise click.BadParameter(f"expected comma-separated {what}, got {value!r}") from error
+
+    return parse
+
+
+def report(result: dict, as_json: bool, text: str) -> None:
+    """Print ``result`` as JSON with ``--json`` (as :func:`emit`), otherwise ``text``, made for people."""
+    if as_json:
+        emit(result, as_json)
+    else:
+        click.echo(text)
+
+
 config_option = click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                              help="JSON or YAML file of config overrides (flags win over it).")
 device_option = click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
                              help="Default: cuda when available.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
+metrics_out_option = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+                                  help="Also write metrics.json here.")
 
 
 def preset_option(kind: str, default: str, help: str | None = None) -> Callable:
@@ -101,6 +130,16 @@ teacher_weights_option = click.option(
          "Without any: a random ViT, and the numbers are not DINO-SAE's.")
 workers_option = click.option("--num-workers", type=click.IntRange(0), default=2, show_default=True,
                               help="Data loader processes.")
+
+
+def folder_options(command: Callable) -> Callable:
+    """``--data``, ``--batch-size`` and ``--limit``: the image folder that ``reconstruct`` and ``eval recon`` read."""
+    for option in reversed((
+            click.option("--data", required=True, type=click.Path(path_type=Path)),
+            click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True),
+            click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images."))):
+        command = option(command)
+    return command
 
 
 def ckpt_option(help: str = "Autoencoder run directory, checkpoint, or official release file.") -> Callable:

@@ -240,9 +240,7 @@ def rfm_loss(
         dtype = torch.promote_types(ut.dtype, torch.float32)
         v, xt, ut = v.to(dtype), xt.to(dtype), ut.to(dtype)
         radial = (v * xt).sum(-1, keepdim=True) * xt
-        per_token = (v - radial - ut).pow(2).sum(-1) + radial_weight * radial.pow(2).sum(-1)
-        per_sample = per_token.flatten(1).mean(1)
-        loss, aux = per_sample.mean(), {"loss": per_sample.detach(), "t": t.detach()}
+        loss, aux = _average((v - radial - ut).pow(2).sum(-1) + radial_weight * radial.pow(2).sum(-1), t)
     if radius == 1.0:
         return loss, aux
     return loss * radius**2, {**aux, "loss": aux["loss"] * radius**2}
@@ -291,7 +289,12 @@ def _check_output(v: Tensor, target: Tensor) -> None:
 def _squared_error(v: Tensor, target: Tensor, t: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
     _check_output(v, target)
     dtype = torch.promote_types(target.dtype, torch.float32)  # half-precision outputs: sum in float32
-    per_sample = (v.to(dtype) - target.to(dtype)).pow(2).sum(-1).flatten(1).mean(1)
+    return _average((v.to(dtype) - target.to(dtype)).pow(2).sum(-1), t)
+
+
+def _average(per_token: Tensor, t: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """The loss (mean over tokens, then samples) and the aux of the objectives: per-sample losses and times."""
+    per_sample = per_token.flatten(1).mean(1)
     return per_sample.mean(), {"loss": per_sample.detach(), "t": t.detach()}
 
 

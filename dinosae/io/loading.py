@@ -8,6 +8,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -63,10 +64,29 @@ def load_checkpoint_meta(directory: os.PathLike) -> dict:
         raise CheckpointError(f"checkpoint {str(directory)!r} has no readable meta.json: {error}") from error
 
 
+def split_weights(weights: dict[str, torch.Tensor], names: Iterable[str]
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
+    """A run's saved weights as the model's own and, per name in ``names``, those saved under ``"<name>."``.
+
+    Example:
+        >>> split_weights({"w": 1, "discriminator.h": 2}, ["discriminator"])
+        ({'w': 1}, {'discriminator': {'h': 2}})
+    """
+    own: dict[str, torch.Tensor] = {}
+    parts: dict[str, dict[str, torch.Tensor]] = {name: {} for name in names}
+    for key, value in weights.items():
+        owner = next((name for name in parts if key.startswith(f"{name}.")), None)
+        if owner is None:
+            own[key] = value
+        else:
+            parts[owner][key[len(owner) + 1:]] = value
+    return own, parts
+
+
 def autoencoder_weights(model_state: dict[str, torch.Tensor], ema: dict[str, torch.Tensor] | None,
                         use_ema: bool) -> dict[str, torch.Tensor]:
     """The autoencoder's weights of a checkpoint, with the EMA averages in place where present."""
-    weights = {k: v for k, v in model_state.items() if not k.startswith(f"{DISCRIMINATOR}.")}
+    weights, _ = split_weights(model_state, [DISCRIMINATOR])
     if use_ema and ema:
         weights.update({k: v for k, v in ema.items() if k in weights})
     return weights

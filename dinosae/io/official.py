@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from dinosae.config import AEConfig, DecoderConfig, merge
+from dinosae.models.vit import nonzero_qv_biases
 from dinosae.models.weights import read_weights
 
 STEM = "dino_model.patch_embed.cnn."
@@ -237,8 +238,7 @@ def infer_config(state: dict[str, torch.Tensor], settings: dict[str, Any], image
 def _vit_name(state: dict[str, torch.Tensor], dim: int) -> str:
     """The timm DINOv3 ViT of width ``dim`` that holds the file's q/v biases: they must not be dropped."""
     name = VIT_BY_DIM[dim]
-    biased = any(k.startswith(VIT) and k.endswith("attn.qkv.bias") and bool(v.abs().max() > 0)
-                 for k, v in state.items())
+    biased = any(k.startswith(VIT) for k in nonzero_qv_biases(state))
     return f"{name}_qkvb" if biased or name in _ONLY_QKVB else name
 
 

@@ -70,7 +70,7 @@ class SphericalAutoencoder(nn.Module):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Unit latents (B, N, D) of images in [0, 1]."""
-        return sphere_ops.normalize(self.encoder.student_tokens(images))
+        return self.encoder(images)
 
     def decoder_input(self, tokens: torch.Tensor) -> torch.Tensor:
         """What the decoder takes for the encoder's final-norm ``tokens`` (B, N, D)."""

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dinosae.config.autoencoder import SHORTCUTS
 from dinosae.models.layers import RMSNorm2d, activation
 
 
@@ -145,9 +146,6 @@ def average_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     return x.view(batch, channels, width // channels, height, length).mean(dim=2)
 
 
-SHORTCUTS = ("duplicate", "average")
-
-
 class Upsample(nn.Module):
     """x2 upsampling: a learned branch plus (by default) a parameter-free shortcut, summed.
 
@@ -178,8 +176,8 @@ class Upsample(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, mode: str = "interpolate",
                  shortcut: str | None = "duplicate") -> None:
         super().__init__()
-        if shortcut is not None and shortcut not in SHORTCUTS:
-            raise ValueError(f"unknown upsampling shortcut {shortcut!r}; choose one of {SHORTCUTS} or None")
+        if shortcut not in SHORTCUTS:
+            raise ValueError(f"unknown upsampling shortcut {shortcut!r}; choose one of {SHORTCUTS}")
         if shortcut == "duplicate" and (4 * out_channels) % in_channels:
             raise ValueError(f"upsampling {in_channels} -> {out_channels} channels needs "
                              f"4 * {out_channels} to be a multiple of {in_channels}")

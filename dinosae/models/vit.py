@@ -60,6 +60,16 @@ def create_vit(name: str, image_size: int, weights: str | os.PathLike | None = N
     return vit.eval()
 
 
+def nonzero_qv_biases(state: dict[str, torch.Tensor]) -> list[str]:
+    """The keys of Meta-named DINOv3 weights whose ``attn.qkv.bias`` is not all zero: q/v biases to keep.
+
+    Example:
+        >>> nonzero_qv_biases({"blocks.0.attn.qkv.bias": torch.ones(3), "blocks.1.attn.qkv.bias": torch.zeros(3)})
+        ['blocks.0.attn.qkv.bias']
+    """
+    return [k for k, v in state.items() if k.endswith("attn.qkv.bias") and bool(v.abs().max() > 0)]
+
+
 def load_vit_state(vit: nn.Module, state: dict[str, torch.Tensor], source: str, name: str = "the ViT") -> list[str]:
     """Load DINOv3 weights in timm's or Meta's key names into a timm ViT; returns the keys still missing.
 
@@ -75,7 +85,7 @@ def load_vit_state(vit: nn.Module, state: dict[str, torch.Tensor], source: str, 
         raise ValueError(f"{source} does not hold a flat dict of tensors")
     if "storage_tokens" in state:
         has_qv_bias = any(k.endswith("q_bias") for k in vit.state_dict())
-        biased = [k for k, v in state.items() if k.endswith("attn.qkv.bias") and bool(v.abs().max() > 0)]
+        biased = nonzero_qv_biases(state)
         if biased and not has_qv_bias:
             raise ValueError(f"{source} has non-zero q/v biases ({biased[0]}, ...), which {name} has no "
                              f"parameters for: use {name.removesuffix('_qkvb')}_qkvb")

@@ -21,7 +21,8 @@ from dinosae.config import AEConfig, AETrainConfig, from_dict, to_dict
 from dinosae.data.batches import ResumableBatches
 from dinosae.data.images import ImageBatch, ImageDataset, collate_images
 from dinosae.io.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-from dinosae.io.loading import AUTOENCODER, DISCRIMINATOR, autoencoder_weights, load_autoencoder, load_weights
+from dinosae.io.loading import (AUTOENCODER, DISCRIMINATOR, autoencoder_weights, load_autoencoder, load_weights,
+                                split_weights)
 from dinosae.models.autoencoder import SphericalAutoencoder
 from dinosae.models.discriminator import DinoDiscriminator
 from dinosae.runtime import DistEnv, autocast, init_distributed, shutdown
@@ -100,8 +101,7 @@ def _load_init(init: str | os.PathLike, model: SphericalAutoencoder,
     if checkpoint.meta.get("kind") != AUTOENCODER:
         raise CheckpointError(f"--init {str(init)!r} is not an autoencoder checkpoint")
     load_weights(model, autoencoder_weights(checkpoint.model, checkpoint.ema, use_ema=True), f"--init {str(init)!r}")
-    prefix = f"{DISCRIMINATOR}."
-    heads = {k[len(prefix):]: v for k, v in checkpoint.model.items() if k.startswith(prefix)}
+    heads = split_weights(checkpoint.model, [DISCRIMINATOR])[1][DISCRIMINATOR]
     if discriminator is not None and heads:
         discriminator.load_state_dict(heads)
 

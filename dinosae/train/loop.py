@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from dinosae.io.atomic import write_json
 from dinosae.io.checkpoint import CHECKPOINTS, Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from dinosae.io.images import save_pairs
-from dinosae.io.loading import load_weights, saved_weights
+from dinosae.io.loading import load_weights, saved_weights, split_weights
 from dinosae.runtime import DistEnv, barrier, mean_across_ranks
 from dinosae.train.ema import EMA
 from dinosae.train.rng import step_generator
@@ -91,10 +91,8 @@ class TrainState:
 
     def restore(self, checkpoint: Checkpoint) -> None:
         """Load a checkpoint written by :meth:`checkpoint` (weights, optimizers, EMA, step, extra)."""
-        parts: dict[str, dict[str, Tensor]] = {name: {} for name in self.modules}
-        for key, value in checkpoint.model.items():
-            owner = next((name for name in self.modules if name != MAIN and key.startswith(f"{name}.")), MAIN)
-            parts[owner][key if owner == MAIN else key[len(owner) + 1:]] = value
+        own, parts = split_weights(checkpoint.model, [name for name in self.modules if name != MAIN])
+        parts[MAIN] = own
         for name, module in self.modules.items():
             load_weights(module, parts[name], str(checkpoint.path))
         for name, optimizer in self.optimizers.items():
@@ -158,24 +156,24 @@ class FiniteGuard:
         1
     """
 
+    # "No bad step yet" is a step after every step, so that the earliest bad one is a minimum.
+    NONE = torch.iinfo(torch.int64).max
+
     def __init__(self, device: torch.device) -> None:
-        self._first = torch.full((), -1, dtype=torch.int64, device=device)
+        self._first = torch.full((), self.NONE, dtype=torch.int64, device=device)
 
     def record(self, scalars: dict[str, Tensor], step: int) -> None:
         values = torch.stack([v.detach().float().reshape(()) for v in scalars.values()])
         bad = ~torch.isfinite(values).all()
-        self._first = torch.where(bad & (self._first < 0), step, self._first)
+        self._first = torch.where(bad, self._first.clamp(max=step), self._first)
 
     def first_bad_step(self, env: DistEnv | None = None) -> int | None:
         """The first bad step over all ranks (a collective in a distributed run), or None."""
         first = self._first.clone()
         if env is not None and env.distributed:
-            # -1 means "none": map it above every step so that MIN finds the earliest bad one.
-            first = torch.where(first < 0, torch.iinfo(torch.int64).max, first)
             dist.all_reduce(first, op=dist.ReduceOp.MIN)
-            first = torch.where(first == torch.iinfo(torch.int64).max, -1, first)
         value = int(first)
-        return None if value < 0 else value
+        return None if value == self.NONE else value
 
 
 StepFn = Callable[[TrainState, Any, torch.Generator], dict[str, Tensor]]
@@ -211,7 +209,7 @@ def fit(run_dir: str | os.PathLike, state: TrainState, step_fn: StepFn, batches:
             log_now = done % config.log_every == 0 or last
             save_now = done % config.ckpt_every == 0 or last
             if log_now or save_now:
-                _stop_if_not_finite(guard, env, state)
+                _stop_if_not_finite(guard, env)
             if log_now:
                 values = {k: float(v.detach()) for k, v in scalars.items()}
                 if log_extra is not None:
@@ -225,7 +223,7 @@ def fit(run_dir: str | os.PathLike, state: TrainState, step_fn: StepFn, batches:
     return last_path if last_path is not None else run_dir
 
 
-def _stop_if_not_finite(guard: FiniteGuard, env: DistEnv, state: TrainState) -> None:
+def _stop_if_not_finite(guard: FiniteGuard, env: DistEnv) -> None:
     first = guard.first_bad_step(env)
     if first is not None:
         raise NonFiniteLossError(f"non-finite loss at step {first + 1} (a NaN in the batch or a diverging run); "

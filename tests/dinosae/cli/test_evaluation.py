@@ -21,18 +21,13 @@ FAST_PROBE = ["--weight-decay", "0.01", "--sweep", "0.1,1", "--num-workers", "0"
 
 
 @pytest.fixture(scope="module")
-def data(three_photos):
-    return three_photos
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, data):
+def run(tmp_path_factory, three_photos):
     run = tmp_path_factory.mktemp("cli_run")
     config = AETrainConfig(steps=2, batch_size=4, lr=3e-4, lpips_weight=0.0, num_workers=0, log_every=1,
                            image_every=10**6)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomTeacherWarning)
-        train_autoencoder(run, data / "train", preset(AE_PRESETS, "tiny"), config, device="cpu")
+        train_autoencoder(run, three_photos / "train", preset(AE_PRESETS, "tiny"), config, device="cpu")
     return run
 
 
@@ -45,8 +40,8 @@ def _last_json(result) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_eval_probe_prints_json_and_writes_into_the_run(run, data):
-    printed = _last_json(_invoke(eval_probe, ["--ckpt", run, "--data", data, "--json", *FAST_PROBE]))
+def test_eval_probe_prints_json_and_writes_into_the_run(run, three_photos):
+    printed = _last_json(_invoke(eval_probe, ["--ckpt", run, "--data", three_photos, "--json", *FAST_PROBE]))
     assert printed["classes"] == 3 and printed["test_images"] == 6 and printed["train_images"] == 18
     assert 0.0 <= printed["probe_latent"] <= 1.0 and 0.0 <= printed["probe_teacher"] <= 1.0
     assert printed["sweep"]["weight_decay"] == [0.01, 0.1, 1.0]
@@ -55,9 +50,9 @@ def test_eval_probe_prints_json_and_writes_into_the_run(run, data):
     assert (out / "probe.png").read_bytes()[:8] == PNG
 
 
-def test_check_magnitude_prints_json_and_writes_a_plot(run, data, tmp_path):
+def test_check_magnitude_prints_json_and_writes_a_plot(run, three_photos, tmp_path):
     out = tmp_path / "magnitude"
-    args = ["--ckpt", run, "--data", data, "--out", out, "--points", 3, "--num-workers", 0, "--json"]
+    args = ["--ckpt", run, "--data", three_photos, "--out", out, "--points", 3, "--num-workers", 0, "--json"]
     printed = _last_json(_invoke(check_magnitude, args))
     assert printed["images"] == 6  # a split root is checked on its held-out part
     assert abs(printed["psnr_change"]) < 1e-4
@@ -67,9 +62,9 @@ def test_check_magnitude_prints_json_and_writes_a_plot(run, data, tmp_path):
     assert (out / "magnitude.png").read_bytes()[:8] == PNG
 
 
-def test_ablate_align_prints_json(data, tmp_path):
-    args = ["--out", tmp_path / "ablation", "--data", data, "--steps", 1, "--batch-size", 2, "--lpips-weight", 0,
-            "--probe-per-class", 2, "--json"]
+def test_ablate_align_prints_json(three_photos, tmp_path):
+    args = ["--out", tmp_path / "ablation", "--data", three_photos, "--steps", 1, "--batch-size", 2,
+            "--lpips-weight", 0, "--probe-per-class", 2, "--json"]
     printed = _last_json(_invoke(ablate_align, args))
     assert set(printed) == {"cosine", "mse", "settings"}
     assert printed["settings"]["steps"] == 1
@@ -92,8 +87,8 @@ def _one_line_error(result, *fragments: str) -> None:
 
 
 @pytest.mark.parametrize("command", [eval_probe, check_magnitude])
-def test_missing_checkpoint(command, data, tmp_path):
-    result = _invoke(command, ["--ckpt", tmp_path / "nowhere", "--data", data, "--out", tmp_path / "out"])
+def test_missing_checkpoint(command, three_photos, tmp_path):
+    result = _invoke(command, ["--ckpt", tmp_path / "nowhere", "--data", three_photos, "--out", tmp_path / "out"])
     _one_line_error(result, "does not exist")
     assert not (tmp_path / "out").exists()
 
@@ -106,22 +101,22 @@ def test_empty_folder(command, run, tmp_path):
 
 
 @pytest.mark.parametrize("command", [eval_probe, check_magnitude])
-def test_a_checkpoint_of_another_model(command, data, tmp_path):
+def test_a_checkpoint_of_another_model(command, three_photos, tmp_path):
     save_checkpoint(tmp_path / "dit", Checkpoint(step=1, model={"w": torch.ones(2)}, meta={"kind": "dit"}))
-    _one_line_error(_invoke(command, ["--ckpt", tmp_path / "dit", "--data", data, "--out", tmp_path / "out"]),
+    _one_line_error(_invoke(command, ["--ckpt", tmp_path / "dit", "--data", three_photos, "--out", tmp_path / "out"]),
                     "not an autoencoder")
 
 
-def test_probe_of_an_unlabelled_folder(run, data, tmp_path):
-    flat = data / "heldout" / "coffee"
+def test_probe_of_an_unlabelled_folder(run, three_photos, tmp_path):
+    flat = three_photos / "heldout" / "coffee"
     _one_line_error(_invoke(eval_probe, ["--ckpt", run, "--data", flat, "--out", tmp_path / "out"]),
                     "at least 2 class")
 
 
-def test_ablation_without_held_out_images(data, tmp_path):
-    _one_line_error(_invoke(ablate_align, ["--out", tmp_path / "out", "--data", data / "train"]), "held-out")
+def test_ablation_without_held_out_images(three_photos, tmp_path):
+    _one_line_error(_invoke(ablate_align, ["--out", tmp_path / "out", "--data", three_photos / "train"]), "held-out")
 
 
-def test_bad_factor_range_is_a_usage_error(run, data):
-    result = _invoke(check_magnitude, ["--ckpt", run, "--data", data, "--factors", "10,0.1"])
+def test_bad_factor_range_is_a_usage_error(run, three_photos):
+    result = _invoke(check_magnitude, ["--ckpt", run, "--data", three_photos, "--factors", "10,0.1"])
     assert result.exit_code == 2 and "0 < LO <= HI" in result.output

@@ -20,14 +20,9 @@ SETTINGS = dict(steps=3, batch_size=4, lpips_weight=0.0, progress=False)
 
 
 @pytest.fixture(scope="module")
-def small_photos(three_photos):
-    return three_photos
-
-
-@pytest.fixture(scope="module")
-def ablation(tmp_path_factory, small_photos):
+def ablation(tmp_path_factory, three_photos):
     out = tmp_path_factory.mktemp("ablate_align")
-    return out, ablate_align(out, small_photos, **SETTINGS)
+    return out, ablate_align(out, three_photos, **SETTINGS)
 
 
 def _heldout_images(root) -> torch.Tensor:
@@ -52,9 +47,9 @@ def test_runs_differ_only_in_the_alignment_loss(ablation):
     assert any(not torch.equal(value, stems[1][key]) for key, value in stems[0].items())
 
 
-def test_reported_numbers_re_measure(ablation, small_photos):
+def test_reported_numbers_re_measure(ablation, three_photos):
     out, result = ablation
-    images = _heldout_images(small_photos)
+    images = _heldout_images(three_photos)
     for name in ("cosine", "mse"):
         model = load_autoencoder(out / name)
         with torch.no_grad():
@@ -81,19 +76,19 @@ def test_writes_json_plot_and_table(ablation):
     assert table[0].split()[0] == "align" and [line.split()[0] for line in table[1:]] == ["cosine", "mse"]
 
 
-def test_existing_runs_need_resume_which_reproduces_the_result(ablation, small_photos):
+def test_existing_runs_need_resume_which_reproduces_the_result(ablation, three_photos):
     out, result = ablation
     with pytest.raises(CheckpointError, match="already holds checkpoints"):
-        ablate_align(out, small_photos, **SETTINGS)
-    again = ablate_align(out, small_photos, resume=True, **SETTINGS)
+        ablate_align(out, three_photos, **SETTINGS)
+    again = ablate_align(out, three_photos, resume=True, **SETTINGS)
     for name in ("cosine", "mse"):
         for column in COLUMNS:
             assert again[name][column] == pytest.approx(result[name][column], abs=1e-6), (name, column)
 
 
-def test_data_without_held_out_images_is_refused(tmp_path, small_photos):
+def test_data_without_held_out_images_is_refused(tmp_path, three_photos):
     with pytest.raises(DataError, match="no held-out split"):
-        ablate_align(tmp_path / "out", small_photos / "train", **SETTINGS)
+        ablate_align(tmp_path / "out", three_photos / "train", **SETTINGS)
     assert not (tmp_path / "out").exists()
 
 
