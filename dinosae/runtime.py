@@ -6,11 +6,14 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from dinosae.config.training import PRECISIONS
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,31 @@ def mean_across_ranks(values: dict[str, float], env: DistEnv) -> dict[str, float
     sums = torch.stack([torch.where(finite, tensor, 0.0), finite.double()])
     dist.all_reduce(sums)
     return dict(zip(names, (sums[0] / sums[1]).tolist()))
+
+
+def on_main(env: DistEnv, work: Callable[[], T]) -> T:
+    """Run ``work`` on the main rank only; every rank returns its result, or raises its error.
+
+    Work that only one process may do (taking a lock, writing a manifest) must not leave the
+    other ranks waiting at a barrier when it fails: they get the same error and stop too.
+
+    Example:
+        >>> on_main(init_distributed("cpu"), lambda: 42)
+        42
+    """
+    result, error = None, None
+    if env.is_main:
+        try:
+            result = work()
+        except Exception as caught:  # handed to every rank below
+            error = caught
+    if env.distributed:
+        box = [(result, error)]
+        dist.broadcast_object_list(box, src=0, device=env.device if env.device.type == "cuda" else None)
+        result, error = box[0]
+    if error is not None:
+        raise error
+    return result
 
 
 def shutdown(env: DistEnv) -> None:

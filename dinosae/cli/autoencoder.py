@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from dinosae.cli.options import (ckpt_option, config_option, device_option, emit, folder_options, json_option,
-                                 one_line_errors, preset_option, recipe_option, teacher_weights_option)
+from dinosae.cli.options import (FINITE_FLOAT, ckpt_option, config_option, device_option, emit, folder_options, given,
+                                 json_option, one_line_errors, override_option, preset_option, recipe_option,
+                                 resume_mode, resume_option, teacher_weights_option)
 
 
 @click.command("ae")
@@ -15,17 +16,18 @@ from dinosae.cli.options import (ckpt_option, config_option, device_option, emit
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
 @preset_option("ae", "B")
 @click.option("--stage", type=click.IntRange(1, 4), default=1, show_default=True)
-@click.option("--steps", type=click.IntRange(1), default=None, help="Default: the training config's.")
+@click.option("--steps", type=click.IntRange(1), default=None, help="Default: the training config's (resumed: the run's).")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Global batch size.")
 @click.option("--image-size", type=click.IntRange(16), default=None, help="Multiple of 16.")
-@click.option("--lr", type=float, default=None, help="Default: the official rate of the stage.")
+@click.option("--lr", type=FINITE_FLOAT, default=None, help="Default: the official rate of the stage.")
 @click.option("--init", type=click.Path(path_type=Path), default=None, help="Previous stage's run or checkpoint.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
+@resume_option
+@override_option
 @teacher_weights_option
 @click.option("--align", type=click.Choice(["cosine", "mse"]), default=None, help="Alignment loss.")
 @click.option("--stem", type=click.Choice(["hierarchical", "patch"]), default=None)
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the training step.")
-@click.option("--grad-checkpoint", is_flag=True,
+@click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the training step.")
+@click.option("--grad-checkpoint", is_flag=True, default=None,
               help="Recompute the decoder's stages and LPIPS in the backward pass: less memory, more time.")
 @click.option("--num-workers", type=click.IntRange(0), default=None)
 @click.option("--seed", type=int, default=None)
@@ -33,29 +35,29 @@ from dinosae.cli.options import (ckpt_option, config_option, device_option, emit
 @config_option
 @device_option
 @one_line_errors
-def train_ae(data, out, preset, stage, steps, batch_size, image_size, lr, init, resume, teacher_weights, align,
-             stem, compile_, grad_checkpoint, num_workers, seed, recipe, config_file, device) -> None:
+@click.pass_context
+def train_ae(ctx, data, out, preset, stage, steps, batch_size, image_size, lr, init, resume, override,
+             teacher_weights, align, stem, compile_, grad_checkpoint, num_workers, seed, recipe, config_file,
+             device) -> None:
     """Train one stage of the autoencoder (1: stem + decoder; 2: + GAN; 3: decoder; 4: + latent noise)."""
-    from dinosae.config import AETrainConfig, merge, model_config, read_overrides
-    from dinosae.config.recipes import ae_model_recipe, ae_train_recipe
+    from dinosae.config import read_overrides, resolve_ae_run
     from dinosae.train.autoencoder import train_autoencoder
 
     if image_size is not None and image_size % 16:
         raise click.BadParameter(f"{image_size} is not a multiple of 16", param_hint="--image-size")
-    overrides = read_overrides(config_file) if config_file else {}
-    _, ae_config = model_config(f"ae-{preset}", **ae_model_recipe(recipe))
-    flags = {"image_size": image_size, "stem": stem}
-    ae_config = merge(ae_config, {**overrides.get("model", {}), **{k: v for k, v in flags.items() if v is not None}})
-    flags = {"stage": stage, "steps": steps, "batch_size": batch_size, "lr": lr, "align": align,
-             "seed": seed, "num_workers": num_workers, "compile": compile_ or None,
-             "grad_checkpoint": grad_checkpoint or None}
-    train = {**overrides.get("train", {}), **{k: v for k, v in flags.items() if v is not None}}
-    total = train.get("steps", AETrainConfig.steps)
-    train = {**ae_train_recipe(recipe, stage, total), **train}
-    if stage > 1 and init is None and not resume:
-        raise click.UsageError(f"stage {stage} starts from the previous stage: pass --init RUN")
-    final = train_autoencoder(out, data, ae_config, AETrainConfig(**train), init=init, resume=resume,
-                              teacher_weights=teacher_weights, device=device)
+    if stage > 1 and init is None and resume != "latest":
+        raise click.UsageError(f"stage {stage} starts from the previous stage: pass --init RUN (--resume auto may "
+                               "start it too)")
+    named = given(ctx, "preset", "stage", "recipe")
+    run = resolve_ae_run(named["preset"], recipe=named["recipe"], stage=named["stage"],
+                         file=read_overrides(config_file) if config_file else None,
+                         model={"image_size": image_size, "stem": stem},
+                         train={"steps": steps, "batch_size": batch_size, "lr": lr, "align": align, "seed": seed,
+                                "num_workers": num_workers, "compile": compile_,
+                                "grad_checkpoint": grad_checkpoint})
+    final = train_autoencoder(out, data, run.model, run.train, init=init, resume=resume_mode(resume),
+                              override=override, explicit=run.explicit, teacher_weights=teacher_weights,
+                              device=device)
     click.echo(f"stage {stage} done: {final}")
 
 

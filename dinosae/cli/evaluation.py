@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from dinosae.cli.options import (ckpt_option, comma_separated, device_option, emit, folder_options, json_option,
+from dinosae.cli.options import (FINITE_FLOAT, FiniteFloat, ckpt_option, comma_separated, device_option, emit, folder_options, json_option,
                                  metrics_out_option, one_line_errors, teacher_weights_option, workers_option)
 
 
@@ -108,11 +108,11 @@ def analysis_dir(ckpt: Path, name: str) -> Path:
               help="ImageFolder tree, or a root with train/ and heldout/ (or val/, test/) trees.")
 @click.option("--test", "test_dir", type=click.Path(path_type=Path), default=None,
               help="Held-out ImageFolder tree with the same classes (default: DATA's held-out split).")
-@click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.25,
+@click.option("--test-fraction", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=0.25,
               show_default=True, help="Share of each class held out when there is no held-out tree.")
 @click.option("--max-per-class", type=click.IntRange(1), default=None,
               help="Train the probes on the first N images of each class only.")
-@click.option("--weight-decay", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+@click.option("--weight-decay", type=FiniteFloat(min=0, min_open=True), default=1e-4, show_default=True,
               help="L2 strength of both probes.")
 @click.option("--sweep", default="0.0001,0.001,0.01,0.1,1.0", show_default=True,
               callback=_positive_floats, help="Comma-separated L2 strengths of the plotted sweep.")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from dinosae.cli.options import (comma_separated, device_option, json_option, one_line_errors, preset_option, report,
+from dinosae.cli.options import (FINITE_FLOAT, FiniteFloat, comma_separated, device_option, json_option, one_line_errors, preset_option, report,
                                  teacher_weights_option)
 from dinosae.config import preset_names
 
@@ -24,7 +24,7 @@ from dinosae.config import preset_names
 @preset_option("ae", "tiny")
 @click.option("--dit-preset", type=click.Choice(preset_names("dit")), default="tiny", show_default=True)
 @click.option("--image-size", type=click.IntRange(16), default=64, show_default=True)
-@click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+@click.option("--scale", type=FiniteFloat(min=0, min_open=True), default=1.0, show_default=True,
               help="Multiply every step count (and the sample count) by this.")
 @teacher_weights_option
 @click.option("--no-fid", is_flag=True, help="Skip the Inception metrics (the slowest part on a CPU).")
@@ -75,8 +75,8 @@ def demo(out, quick, data, heldout, preset, dit_preset, image_size, scale, teach
 @preset_option("ae", "tiny")
 @click.option("--steps", type=click.IntRange(1), default=200, show_default=True, help="Steps of each run.")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-4, show_default=True)
-@click.option("--lpips-weight", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=3e-4, show_default=True)
+@click.option("--lpips-weight", type=FiniteFloat(min=0), default=1.0, show_default=True)
 @click.option("--probe-per-class", type=click.IntRange(1), default=None,
               help="Train the probes on the first N images of each class only.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -108,12 +108,12 @@ def ablate_align(out, data, heldout, preset, steps, batch_size, lr, lpips_weight
 @click.option("--eval-every", type=click.IntRange(1), default=25, show_default=True,
               help="Measure the distance every N steps.")
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--sample-steps", type=click.IntRange(1), default=20, show_default=True,
               help="Euler steps of the sampler at each evaluation.")
 @click.option("--eval-samples", type=click.IntRange(2), default=2048, show_default=True,
               help="Size of the vMF held-out set (and of each model's sample).")
-@click.option("--heldout-fraction", type=click.FloatRange(0, 0.5, min_open=True), default=0.25, show_default=True,
+@click.option("--heldout-fraction", type=FiniteFloat(0, 0.5, min_open=True), default=0.25, show_default=True,
               help="Share of the latents held out for the distance.")
 @click.option("--max-latents", type=click.IntRange(4), default=4096, show_default=True,
               help="Use at most N latents of the cache (a random subset).")
@@ -144,7 +144,7 @@ def ablate_path(out, latents, preset, steps, eval_every, batch_size, lr, sample_
 @click.option("--seeds", default="0,1,2", show_default=True, callback=comma_separated(int, "integers"),
               help="Comma-separated seeds: runs per precision.")
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--eval-samples", type=click.IntRange(2), default=1024, show_default=True,
               help="Size of the vMF held-out set (and of each model's sample).")
 @click.option("--sample-steps", type=click.IntRange(1), default=20, show_default=True,

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from dinosae.cli.options import (comma_separated, config_option, device_option, one_line_errors, preset_option,
-                                 recipe_option, teacher_weights_option)
+from dinosae.cli.options import (FINITE_FLOAT, FiniteFloat, comma_separated, config_option, device_option, given,
+                                 one_line_errors, override_option, preset_option, recipe_option, resume_mode,
+                                 resume_option, teacher_weights_option)
 from dinosae.config.training import PATHS, PRECISIONS, TIME_SAMPLERS
 
 
@@ -30,14 +31,15 @@ def _floats(ctx: click.Context, param: click.Parameter, value: str | None):
 @click.option("--path", "path_", type=click.Choice(PATHS), default="rfm", show_default=True,
               help="Riemannian flow matching on the spheres, or the Euclidean baseline.")
 @click.option("--lightning", is_flag=True, help="LightningDiT blocks: RMSNorm, SwiGLU, 2-D RoPE, QK-norm.")
-@click.option("--steps", type=click.IntRange(1), default=None)
+@click.option("--steps", type=click.IntRange(1), default=None, help="Default: the training config's (resumed: the run's).")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Global batch size.")
-@click.option("--lr", type=float, default=None)
+@click.option("--lr", type=FINITE_FLOAT, default=None)
 @click.option("--time-sampler", type=click.Choice(TIME_SAMPLERS), default=None)
-@click.option("--shift", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--shift", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Time shift (default: sqrt(N*D/4096)).")
-@click.option("--resume", is_flag=True)
-@click.option("--compile", "compile_", is_flag=True)
+@resume_option
+@override_option
+@click.option("--compile", "compile_", is_flag=True, default=None)
 @click.option("--num-workers", type=click.IntRange(0), default=None)
 @click.option("--seed", type=int, default=None)
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
@@ -46,26 +48,23 @@ def _floats(ctx: click.Context, param: click.Parameter, value: str | None):
 @config_option
 @device_option
 @one_line_errors
-def train_dit(latents, out, preset, path_, lightning, steps, batch_size, lr, time_sampler, shift, resume, compile_,
-              num_workers, seed, precision, recipe, config_file, device) -> None:
+@click.pass_context
+def train_dit(ctx, latents, out, preset, path_, lightning, steps, batch_size, lr, time_sampler, shift, resume,
+              override, compile_, num_workers, seed, precision, recipe, config_file, device) -> None:
     """Train a class-conditional DiT on a latent cache."""
-    from dinosae.config import LIGHTNING_FLAGS, DiTTrainConfig, read_overrides
-    from dinosae.config.recipes import dit_model_recipe, dit_train_recipe
+    from dinosae.config import read_overrides
     from dinosae.io.latents import LatentCache
-    from dinosae.train.dit import dit_config_for
+    from dinosae.train.dit import resolve_for_cache
     from dinosae.train.dit import train_dit as run
 
-    overrides = read_overrides(config_file) if config_file else {}
-    cache = LatentCache(latents)
-    model_overrides = {**dit_model_recipe(recipe, cache.dim), **overrides.get("model", {}),
-                       **(LIGHTNING_FLAGS if lightning else {})}
-    model_config = dit_config_for(cache, preset, **model_overrides)
-    flags = {"path": path_, "steps": steps, "batch_size": batch_size, "lr": lr, "time_sampler": time_sampler,
-             "shift": shift, "num_workers": num_workers, "seed": seed, "compile": compile_ or None,
-             "precision": precision}
-    train = {**dit_train_recipe(recipe, cache.dim), **overrides.get("train", {}),
-             **{k: v for k, v in flags.items() if v is not None}}
-    final = run(out, latents, model_config, DiTTrainConfig(**train), resume=resume, device=device)
+    named = given(ctx, "preset", "recipe", "path_")
+    resolved = resolve_for_cache(LatentCache(latents), named["preset"], recipe=named["recipe"], lightning=lightning,
+                                 file=read_overrides(config_file) if config_file else None,
+                                 train={"path": named["path_"], "steps": steps, "batch_size": batch_size, "lr": lr,
+                                        "time_sampler": time_sampler, "shift": shift, "num_workers": num_workers,
+                                        "seed": seed, "compile": compile_, "precision": precision})
+    final = run(out, latents, resolved.model, resolved.train, resume=resume_mode(resume), override=override,
+                explicit=resolved.explicit, device=device)
     click.echo(f"DiT training done: {final}")
 
 
@@ -82,15 +81,15 @@ def train_dit(latents, out, preset, path_, lightning, steps, batch_size, lr, tim
               help="Comma-separated class indices (default: all).")
 @click.option("--steps", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--method", type=click.Choice(["euler", "heun"]), default="euler", show_default=True)
-@click.option("--cfg", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Guidance scale.")
+@click.option("--cfg", type=FiniteFloat(min=0), default=1.0, show_default=True, help="Guidance scale.")
 @click.option("--guidance-interval", callback=_floats, default=None, help="LO,HI: guide only for t in [LO, HI].")
-@click.option("--shift", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--shift", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Sampling time shift (default: the training shift).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--shard-size", type=click.IntRange(1), default=None,
               help="Samples per shard, the unit of work and of resuming (default: 32 batches).")
-@click.option("--decode-scale", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--decode-scale", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Token norm at which to decode the samples (the HAE paper's s_vae, 14); default: the "
                    "autoencoder's own.")
 @click.option("--png/--no-png", default=True, show_default=True, help="Also write one PNG per sample.")

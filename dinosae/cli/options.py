@@ -82,6 +82,27 @@ def emit(result: dict, as_json: bool, out_dir: Path | None = None) -> None:
             click.echo(f"{key:<{width}}  {shown}")
 
 
+class FiniteFloat(click.FloatRange):
+    """A float option (within optional bounds, as ``click.FloatRange``) that refuses ``nan`` and ``inf``:
+    one would train or sample silently into NaN.
+
+    Example:
+        >>> FiniteFloat(min=0).convert("0.5", None, None)
+        0.5
+    """
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+FINITE_FLOAT = FiniteFloat()
+
+
 def comma_separated(kind: Callable[[str], Any], what: str = "values") -> Callable:
     """An option callback reading ``"a,b,c"`` as ``[kind("a"), kind("b"), kind("c")]`` (None stays None).
 
@@ -94,9 +115,12 @@ def comma_separated(kind: Callable[[str], Any], what: str = "values") -> Callabl
         if value is None:
             return None
         try:
-            return [kind(v.strip()) for v in value.split(",") if v.strip()]
+            values = [kind(v.strip()) for v in value.split(",") if v.strip()]
         except ValueError as error:
             raise click.BadParameter(f"expected comma-separated {what}, got {value!r}") from error
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise click.BadParameter(f"expected finite {what}, got {value!r}")
+        return values
 
     return parse
 
@@ -140,6 +164,27 @@ def folder_options(command: Callable) -> Callable:
             click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images."))):
         command = option(command)
     return command
+
+
+resume_option = click.option(
+    "--resume", type=click.Choice(["latest", "auto"]), is_flag=False, flag_value="latest", default=None,
+    help="Continue the run in --out from its latest complete checkpoint. 'auto': continue if it has one, else "
+         "start it (one command for a job's first start and every requeue).")
+override_option = click.option(
+    "--override", is_flag=True,
+    help="With --resume: continue with flags or data that differ from the run's (otherwise refused, listing them).")
+
+
+def resume_mode(value: str | None) -> bool | str:
+    """``--resume``'s value as the trainers take it: False, True (latest) or ``"auto"``."""
+    return {None: False, "latest": True, "auto": "auto"}[value]
+
+
+def given(ctx: click.Context, *names: str) -> dict[str, Any]:
+    """The values of ``names`` that the user gave (on the command line or in the environment); a default
+    is reported as None, so that a resumed run does not read it as a change."""
+    return {name: ctx.params[name] if ctx.get_parameter_source(name) not in (
+        click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP) else None for name in names}
 
 
 def ckpt_option(help: str = "Autoencoder run directory, checkpoint, or official release file.") -> Callable:

@@ -18,44 +18,16 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 from dinosae.config.autoencoder import AE_PRESETS, AEConfig, DecoderConfig
-from dinosae.config.base import from_dict, merge, preset, read_overrides, to_dict
+from dinosae.config.base import ConfigError, from_dict, merge, preset, read_overrides, to_dict
 from dinosae.config.dit import DIT_PRESETS, LIGHTNING_FLAGS, DiTConfig
+from dinosae.config.registry import PRESETS, list_models, model_config, preset_names
+from dinosae.config.resolve import ResolvedRun, resolve_ae_run, resolve_dit_run
 from dinosae.config.training import AETrainConfig, DiTTrainConfig, dimension_shift
 
-PRESETS: dict[str, dict[str, Any]] = {"ae": AE_PRESETS, "dit": DIT_PRESETS}
-
 __all__ = [
-    "AE_PRESETS", "AEConfig", "AETrainConfig", "DIT_PRESETS", "DecoderConfig", "DiTConfig", "DiTTrainConfig",
-    "LIGHTNING_FLAGS", "PRESETS", "dimension_shift", "from_dict", "list_models", "merge", "model_config",
-    "preset", "preset_names", "read_overrides", "to_dict",
+    "AE_PRESETS", "AEConfig", "AETrainConfig", "ConfigError", "DIT_PRESETS", "DecoderConfig", "DiTConfig",
+    "DiTTrainConfig", "LIGHTNING_FLAGS", "PRESETS", "ResolvedRun", "dimension_shift", "from_dict", "list_models",
+    "merge", "model_config", "preset", "preset_names", "read_overrides", "resolve_ae_run", "resolve_dit_run",
+    "to_dict",
 ]
-
-
-def preset_names(kind: str) -> list[str]:
-    """The preset names of one kind of model (``"ae"`` or ``"dit"``), smallest first."""
-    if kind not in PRESETS:
-        raise ValueError(f"unknown model kind {kind!r}; choose one of {sorted(PRESETS)}")
-    return list(PRESETS[kind])
-
-
-def list_models(kind: str | None = None) -> list[str]:
-    """Every model name ``create_model`` takes (of one kind when given)."""
-    kinds = [kind] if kind is not None else list(PRESETS)
-    return [f"{k}-{name}" for k in kinds for name in preset_names(k)]
-
-
-def model_config(name: str, **overrides: Any) -> tuple[str, Any]:
-    """``(kind, config)`` of the model ``name`` with config fields overridden (nested dicts merge)."""
-    kind, _, size = name.partition("-")
-    if kind not in PRESETS or size not in PRESETS[kind]:
-        raise ValueError(f"unknown model {name!r}; choose one of {list_models()}")
-    config = preset(PRESETS[kind], size)
-    known = {f.name for f in dataclasses.fields(config)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown {type(config).__name__} fields {unknown}; the fields are {sorted(known)}")
-    return kind, merge(config, overrides) if overrides else config

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dinosae.config.base import check_fields
+
 # Pixel conventions at the model's edges. Callers always pass and get images in [0, 1]; these say
 # what the stem sees and what the decoder's last convolution predicts.
 PIXEL_INPUTS = ("imagenet", "signed", "unit")  # (x - mean) / std with ImageNet's statistics; 2x - 1; x
@@ -59,6 +61,7 @@ class DecoderConfig:
     in_shortcut: bool = False
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not len(self.widths) == len(self.depths) == len(self.blocks):
             raise ValueError(f"decoder widths {self.widths}, depths {self.depths} and blocks {self.blocks} "
                              "differ in length")
@@ -106,6 +109,7 @@ class AEConfig:
     vit_depth: int | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16, got {self.image_size}")
         if self.pixel_input not in PIXEL_INPUTS:

@@ -1,13 +1,30 @@
-"""Converting config dataclasses to and from JSON-ready dicts, presets, and override files."""
+"""Converting config dataclasses to and from JSON-ready dicts, checking their fields, presets and
+override files.
+
+Every config dataclass calls :func:`check_fields` first in ``__post_init__``,
+so a wrong type or a non-finite number is refused however the config is built
+(in Python, from a file or from flags). :func:`from_dict` reads a nested dict
+(a config file, a checkpoint's ``meta.json``) and names the place of any
+problem by its path (``train.lr``), with a "did you mean" for unknown keys.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import json
+import math
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config field, key or file that cannot be used; the message names its path."""
 
 
 def preset(presets: dict[str, T], name: str) -> T:
@@ -22,37 +39,166 @@ def to_dict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Build ``cls`` from a dict, recursively; unknown keys are an error naming them."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+def unknown_key_message(key: str, known: typing.Iterable[str], where: str) -> str:
+    """``"unknown key 'lrr' in train (did you mean 'lr'?)"``, listing the choices when nothing is close.
+
+    Example:
+        >>> unknown_key_message("lrr", ["lr", "steps"], "train")
+        "unknown key 'lrr' in train (did you mean 'lr'?)"
+    """
+    known = sorted(known)
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"the keys are {', '.join(known)}"
+    return f"unknown key {key!r} in {where} ({hint})"
+
+
+def from_dict(cls: type[T], data: dict[str, Any], path: str = "") -> T:
+    """Build ``cls`` from a dict, recursively; unknown keys and wrong values are a ``ConfigError`` that
+    names their path (``path`` prefixes it: ``"train"``).
+
+    Lists become tuples, and a numeric string becomes a number where the field is a number (YAML reads
+    ``1e-4`` as a string).
+
+    Example:
+        >>> from dinosae.config import AETrainConfig
+        >>> from_dict(AETrainConfig, {"lr": "1e-4"}).lr
+        0.0001
+        >>> from_dict(AETrainConfig, {"lrr": 1e-4}, "train")
+        Traceback (most recent call last):
+        ...
+        dinosae.config.base.ConfigError: unknown key 'lrr' in train (did you mean 'lr'?)
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or cls.__name__}: expected a mapping of fields, got {_shown(data)}")
+    hints = _field_types(cls)
+    for key in data:
+        if key not in hints:
+            raise ConfigError(unknown_key_message(str(key), hints, path or cls.__name__))
     values = {}
     for name, value in data.items():
-        nested = _dataclass_of(cls, name)
+        where = f"{path}.{name}" if path else name
+        nested = _dataclass_in(hints[name])
         if nested is not None and isinstance(value, dict):
-            value = from_dict(nested, value)
-        elif isinstance(value, list):
-            value = tuple(value)
+            value = from_dict(nested, value, where)
+        else:
+            value = _coerce(value, hints[name])
         values[name] = value
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as error:
+        raise ConfigError(f"{path}.{error}" if path else str(error)) from error
+    except ValueError as error:
+        raise ConfigError(f"{path}: {error}" if path else str(error)) from error
 
 
-def _dataclass_of(cls: type, name: str) -> type | None:
-    default = next(f for f in dataclasses.fields(cls) if f.name == name)
-    if default.default_factory is not dataclasses.MISSING:
-        sample = default.default_factory()
-        if dataclasses.is_dataclass(sample):
-            return type(sample)
-    return None
+def check_fields(config: Any) -> None:
+    """Refuse a field whose value does not have its annotated type, or a number that is not finite.
+
+    Example:
+        >>> from dinosae.config import AETrainConfig
+        >>> AETrainConfig(lr=float("inf"))
+        Traceback (most recent call last):
+        ...
+        dinosae.config.base.ConfigError: lr: expected a finite number, got inf
+    """
+    for name, kind in _field_types(type(config)).items():
+        problem = _mismatch(getattr(config, name), kind)
+        if problem:
+            raise ConfigError(f"{name}: {problem}")
 
 
-def merge(config: T, overrides: dict[str, Any]) -> T:
+def check_at_least(config: Any, minimum: int, *names: str) -> None:
+    """Refuse integer fields below ``minimum`` (cadences, counts), naming each."""
+    for name in names:
+        if getattr(config, name) < minimum:
+            raise ConfigError(f"{name}: must be at least {minimum}, got {getattr(config, name)}")
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _options(kind: Any) -> tuple[Any, ...]:
+    """The alternatives of a union annotation (``float | None`` -> ``(float, NoneType)``), else ``(kind,)``."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return typing.get_args(kind)
+    return (kind,)
+
+
+def _dataclass_in(kind: Any) -> type | None:
+    return next((k for k in _options(kind) if dataclasses.is_dataclass(k)), None)
+
+
+def _coerce(value: Any, kind: Any) -> Any:
+    options = _options(kind)
+    if isinstance(value, list) and any(typing.get_origin(k) is tuple for k in options):
+        return tuple(value)
+    if isinstance(value, str) and float in options and str not in options:
+        try:
+            return float(value)
+        except ValueError:
+            return value  # check_fields names it
+    return value
+
+
+def _mismatch(value: Any, kind: Any) -> str | None:
+    """Why ``value`` is not of type ``kind`` (None when it is)."""
+    options = _options(kind)
+    problems = [_mismatch_one(value, option) for option in options]
+    if any(problem is None for problem in problems):
+        return None
+    named = [problem for option, problem in zip(options, problems) if option is not type(None)]
+    return named[0] if len(named) == 1 else f"expected {_describe(kind)}, got {_shown(value)}"
+
+
+def _mismatch_one(value: Any, kind: Any) -> str | None:
+    if kind is type(None):
+        return None if value is None else "expected None"
+    if kind is bool:
+        return None if isinstance(value, bool) else f"expected true or false, got {_shown(value)}"
+    if kind is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else \
+            f"expected an integer, got {_shown(value)}"
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"expected a number, got {_shown(value)}"
+        return None if math.isfinite(value) else f"expected a finite number, got {value}"
+    if kind is str:
+        return None if isinstance(value, str) else f"expected a string, got {_shown(value)}"
+    if dataclasses.is_dataclass(kind):
+        return None if isinstance(value, kind) else f"expected a {kind.__name__}, got {_shown(value)}"
+    if typing.get_origin(kind) is tuple:
+        if not isinstance(value, (tuple, list)):
+            return f"expected a list, got {_shown(value)}"
+        args = typing.get_args(kind)
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(items) != len(value):
+            return f"expected {len(items)} values, got {len(value)}"
+        for index, (item, item_kind) in enumerate(zip(value, items)):
+            problem = _mismatch(item, item_kind)
+            if problem:
+                return f"item {index}: {problem}"
+        return None
+    return None  # annotations this module does not check (Any, dicts)
+
+
+def _describe(kind: Any) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    return " or ".join(names.get(k, getattr(k, "__name__", str(k))) for k in _options(kind))
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def merge(config: T, overrides: dict[str, Any], path: str = "") -> T:
     """``config`` with fields replaced by ``overrides`` (nested dicts merge into nested configs)."""
     data = to_dict(config)
     _deep_update(data, overrides)
-    return from_dict(type(config), data)
+    return from_dict(type(config), data, path)
 
 
 def _deep_update(target: dict[str, Any], updates: dict[str, Any]) -> None:
@@ -63,18 +209,41 @@ def _deep_update(target: dict[str, Any], updates: dict[str, Any]) -> None:
             target[key] = value
 
 
+# The sections of a config file: what each overrides.
+SECTIONS = ("model", "train")
+
+
 def read_overrides(path: str | Path) -> dict[str, Any]:
-    """Overrides from a ``.json`` or ``.yaml``/``.yml`` file."""
+    """Overrides from a ``.json`` or ``.yaml``/``.yml`` file: a mapping with ``model`` and ``train`` sections.
+
+    A missing file is a ``FileNotFoundError``; unreadable syntax, another top-level key or a section
+    that is not a mapping is a ``ConfigError`` naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-    text = path.read_text()
+    data = _parse(path)
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping with sections {', '.join(SECTIONS)}")
+    for key, value in data.items():
+        if key not in SECTIONS:
+            raise ConfigError(f"config file {str(path)!r}: {unknown_key_message(str(key), SECTIONS, 'the file')}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"config file {str(path)!r}: {key} must be a mapping of fields, got {_shown(value)}")
+    return data
+
+
+def _parse(path: Path) -> Any:
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
-        data = yaml.safe_load(text)
+        syntax, errors = "YAML", (yaml.YAMLError, UnicodeDecodeError)
+        load = yaml.safe_load
     else:
-        data = json.loads(text)
-    if not isinstance(data, dict):
-        raise ValueError(f"config file {str(path)!r} must hold a mapping of fields")
-    return data
+        syntax, errors, load = "JSON", (ValueError,), json.loads
+    try:
+        return load(path.read_text())
+    except errors as error:
+        reason = " ".join(str(error).split())
+        raise ConfigError(f"config file {str(path)!r} is not valid {syntax}: {reason}") from error

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dinosae.config.base import check_fields
+
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
 MANIFOLDS = ("sphere", "euclidean")
@@ -47,6 +49,7 @@ class DiTConfig:
     project_output: bool = True
 
     def __post_init__(self) -> None:
+        check_fields(self)
         for name in ("hidden_size", "depth", "num_heads", "in_dim", "grid_size", "num_classes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

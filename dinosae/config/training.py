@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
+
+from dinosae.config.base import check_at_least, check_fields
 
 # The official release's README: stage -> learning rate (batch 256).
 STAGE_LR = {1: 1e-5, 2: 1e-4, 3: 1e-4, 4: 5.4e-5}
@@ -21,9 +24,10 @@ NOISES = ("tangent", "gaussian")
 NOISE_DRAWS = ("sample", "batch")
 
 
-def _check_run_length(steps: int, batch_size: int) -> None:
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps and batch size must be positive, got {steps} and {batch_size}")
+def _check_counts(config: AETrainConfig | DiTTrainConfig) -> None:
+    """Run lengths and cadences are at least 1 (a cadence of 0 would divide by zero after a step)."""
+    check_at_least(config, 1, "steps", "batch_size", "log_every", "ckpt_every", "keep_last")
+    check_at_least(config, 0, "num_workers")
 
 
 @dataclass
@@ -96,7 +100,12 @@ class AETrainConfig:
     compile: bool = False
     grad_checkpoint: bool = False
 
+    # Settings of the machine, not of the run: a resume follows the new value without comparing it.
+    RUNTIME: ClassVar[tuple[str, ...]] = ("log_every", "image_every", "ckpt_every", "keep_last", "num_workers",
+                                          "compile", "grad_checkpoint")
+
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {sorted(STAGES)}, got {self.stage}")
         if self.lr is None:
@@ -120,11 +129,17 @@ class AETrainConfig:
         if self.noise_max < 0 or self.noise_ramp_steps < 0:
             raise ValueError(f"noise_max and noise_ramp_steps must be >= 0, got {self.noise_max} and "
                              f"{self.noise_ramp_steps}")
-        _check_run_length(self.steps, self.batch_size)
+        _check_counts(self)
+        check_at_least(self, 1, "image_every")
+        check_at_least(self, 0, "warmup_steps", "gan_start", "disc_start")
 
     @property
     def trains_stem(self) -> bool:
         return bool(self.train_stem)
+
+    def schedule_depends_on_steps(self) -> bool:
+        """Whether the learning rate of a step depends on the run's length (a cosine decays to its end)."""
+        return self.lr_schedule == "cosine"
 
     def lr_at(self, step: int, base: float | None = None) -> float:
         """The learning rate of (0-based) ``step`` for a base rate (default ``lr``).
@@ -205,7 +220,10 @@ class DiTTrainConfig:
     num_workers: int = 4
     compile: bool = False
 
+    RUNTIME: ClassVar[tuple[str, ...]] = ("log_every", "ckpt_every", "keep_last", "num_workers", "compile")
+
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.path not in PATHS:
             raise ValueError(f"path must be one of {PATHS}, got {self.path!r}")
         if self.time_sampler not in TIME_SAMPLERS:
@@ -214,7 +232,10 @@ class DiTTrainConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not self.radius > 0 or self.radial_weight < 0:
             raise ValueError(f"radius must be > 0 and radial_weight >= 0, got {self.radius} and {self.radial_weight}")
-        _check_run_length(self.steps, self.batch_size)
+        _check_counts(self)
+
+    def schedule_depends_on_steps(self) -> bool:
+        return False  # a constant learning rate
 
     def resolved_shift(self, tokens: int, dim: int) -> float:
         return dimension_shift(tokens * dim) if self.shift is None else float(self.shift)

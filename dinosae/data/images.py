@@ -12,6 +12,7 @@ because of one truncated JPEG.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -121,10 +122,19 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __init__(self, root: str | os.PathLike, image_size: int) -> None:
         self.records, self.classes = list_images(root)
+        self.root = Path(root)
         self.image_size = image_size
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def identity(self) -> dict[str, object]:
+        """What the folder holds, to recognise it again: its path, image count and a hash of its
+        listing (relative paths and labels), which stays the same when the folder is copied elsewhere."""
+        digest = hashlib.sha256()
+        for record in self.records:
+            digest.update(f"{record.path.relative_to(self.root).as_posix()}\t{record.label}\n".encode())
+        return {"path": str(self.root.resolve()), "count": len(self.records), "listing": digest.hexdigest()[:16]}
 
     def __getitem__(self, key: tuple[int, bool]) -> tuple[torch.Tensor | None, int, str]:
         index, flip = key

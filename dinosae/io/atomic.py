@@ -8,9 +8,44 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+
+# Names of files and directories being written: a crash leaves them behind, and only they start so.
+TEMP_PREFIX = ".tmp."
+
+
+def temporary_dir(parent: Path, name: str) -> Path:
+    """A fresh staging directory in ``parent`` for what will be renamed to ``name``."""
+    return Path(tempfile.mkdtemp(dir=parent, prefix=f"{TEMP_PREFIX}{name}."))
+
+
+def remove_leftovers(directory: str | os.PathLike) -> list[Path]:
+    """Delete what killed writers left in ``directory`` (temporary files and staging directories);
+    returns what was removed. Call it only while holding the directory's lock: a live writer's
+    temporary files look the same.
+
+    Example:
+        >>> root = Path(tempfile.mkdtemp())
+        >>> _ = temporary_dir(root, "step_00000001")
+        >>> [p.name.split(".")[2] for p in remove_leftovers(root)], list(root.iterdir())
+        (['step_00000001'], [])
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for path in directory.iterdir():
+        if path.name.startswith(TEMP_PREFIX):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def fsync_dir(path: Path) -> None:
@@ -39,7 +74,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=path.suffix)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -1,25 +1,36 @@
-"""Checkpoints that survive a crash at any moment: write aside, then rename.
+"""Checkpoints that survive a crash at any moment and load without running code.
 
 Layout of a run directory::
 
     RUN/checkpoints/step_00001000/model.safetensors   weights (the modules that define the model)
                                   ema.safetensors     EMA of the trainable weights, if any
-                                  state.pt            optimizers, scalers, step, RNG states
+                                  state.safetensors   tensors of the training state (optimizers, ...)
+                                  state.json          the rest of it: step counters, skipped files, ...
                                   meta.json           step, kind, config
     RUN/checkpoints/latest                            name of the newest complete checkpoint
 
 A checkpoint directory is assembled under a temporary name and renamed into
 place only when every file is written and flushed; ``latest`` is replaced the
 same way, and older checkpoints are removed only after that. Whatever moment a
-run dies at, ``latest`` names a complete checkpoint.
+run dies at, ``latest`` names a complete checkpoint; if it was damaged anyway
+(a copy, a hand edit), the newest complete checkpoint is used, with a warning.
+
+Nothing is unpickled: weights and state are safetensors, the rest JSON
+(``dinosae.io.state``). Checkpoints of earlier versions keep their state in
+``state.pt``, read with ``weights_only=True``, which refuses any code. Tensors
+are memory-mapped rather than read (``mmap=True``): the ranks of a node then
+share one copy in the page cache, and a write (an optimizer step) copies only
+the pages it touches.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import shutil
-import tempfile
+import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +39,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from dinosae.io.atomic import fsync_dir, fsync_file, write_text
+from dinosae.io.atomic import fsync_dir, fsync_file, remove_leftovers, temporary_dir, write_text
+from dinosae.io.state import load_state, save_state
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
+MODEL, EMA_FILE, META = "model.safetensors", "ema.safetensors", "meta.json"
+STATE_TENSORS, STATE_JSON, LEGACY_STATE = "state.safetensors", "state.json", "state.pt"
 
 
 class CheckpointError(ValueError):
@@ -58,31 +72,40 @@ class Checkpoint:
     path: Path | None = None
 
 
+def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
+    """A ``FloatingPointError`` naming the first tensor of ``tensors`` that holds a NaN or an infinity."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise FloatingPointError(f"{what} {name!r} holds NaN or infinite values; not saved")
+
+
 def save_checkpoint(run_dir: str | os.PathLike, checkpoint: Checkpoint, keep_last: int = 2) -> Path:
     """Write ``checkpoint`` as ``RUN/checkpoints/step_XXXXXXXX`` atomically; returns its path.
 
-    Keeps the ``keep_last`` newest checkpoints (the new one included).
+    Keeps the ``keep_last`` newest checkpoints (the new one included). Non-finite weights or EMA
+    values are refused: a checkpoint is never worse than the one before it.
     """
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     name = f"step_{checkpoint.step:08d}"
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
+    files = {MODEL: checkpoint.model}
+    if checkpoint.ema is not None:
+        files[EMA_FILE] = checkpoint.ema
+    staging = temporary_dir(root, name)
     try:
-        files = {"model.safetensors": checkpoint.model}
-        if checkpoint.ema is not None:
-            files["ema.safetensors"] = checkpoint.ema
         for filename, tensors in files.items():
             contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+            check_finite(contiguous, "weight" if filename == MODEL else "EMA weight")
             save_file(contiguous, staging / filename)
-        torch.save(checkpoint.state, staging / "state.pt")
+        save_state(checkpoint.state, staging / STATE_TENSORS, staging / STATE_JSON)
         meta = dict(checkpoint.meta, step=checkpoint.step)
-        (staging / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        (staging / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
         for path in staging.iterdir():
             fsync_file(path)
         final = root / name
         if final.exists():
             # A step saved twice (a rerun of the same step): replace it only once the new copy is whole.
-            stale = Path(tempfile.mkdtemp(dir=root, prefix=f".old.{name}."))
+            stale = temporary_dir(root, f"old.{name}")
             os.replace(final, stale / name)
             os.replace(staging, final)
             shutil.rmtree(stale)
@@ -98,10 +121,41 @@ def save_checkpoint(run_dir: str | os.PathLike, checkpoint: Checkpoint, keep_las
 
 
 def _prune(root: Path, keep_last: int, keep: str) -> None:
-    steps = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
-    for path in steps[:-keep_last] if keep_last > 0 else []:
+    for path in _complete_checkpoints(root)[:-keep_last] if keep_last > 0 else []:
         if path.name != keep:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _complete_checkpoints(root: Path) -> list[Path]:
+    """The checkpoint directories under ``root``, oldest first."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and _is_complete(p))
+
+
+def _is_complete(directory: Path) -> bool:
+    return (directory / MODEL).is_file() and (directory / META).is_file()
+
+
+def remove_checkpoint_leftovers(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete the staging directories and temporary files that killed saves left in a run (call it
+    under the run's lock); returns what was removed."""
+    run_dir = Path(run_dir)
+    removed = remove_leftovers(run_dir) + remove_leftovers(run_dir / CHECKPOINTS)
+    root = run_dir / CHECKPOINTS
+    if root.is_dir():
+        # Staging names of earlier versions: ".step_XXXXXXXX.*" and ".old.step_XXXXXXXX.*".
+        for path in root.iterdir():
+            if path.is_dir() and path.name.startswith((".step_", ".old.step_")):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
+
+
+def has_checkpoint(run_dir: str | os.PathLike) -> bool:
+    """Whether ``run_dir`` holds a checkpoint to resume from (``latest`` may be damaged)."""
+    root = Path(run_dir) / CHECKPOINTS
+    return (root / LATEST).is_file() or bool(_complete_checkpoints(root))
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -114,32 +168,99 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    if path.is_file():
-        return path
-    if (path / "model.safetensors").is_file():
+    if path.is_file() or (path / MODEL).is_file():
         return path
     for root in (path / CHECKPOINTS, path):
         latest = root / LATEST
         if latest.is_file():
-            target = root / latest.read_text().strip()
-            if (target / "model.safetensors").is_file():
+            try:
+                target = root / latest.read_text().strip()
+            except (OSError, UnicodeDecodeError):
+                target = root / "unreadable"
+            if target.parent == root and _is_complete(target):
                 return target
-            raise CheckpointError(f"{str(latest)!r} names {target.name!r}, which is incomplete or missing")
+            complete = _complete_checkpoints(root)
+            if not complete:
+                raise CheckpointError(f"{str(latest)!r} names {target.name!r}, which is incomplete or missing, "
+                                      "and no other checkpoint is complete")
+            warnings.warn(f"{str(latest)!r} names {target.name!r}, which is incomplete or missing; using the "
+                          f"newest complete checkpoint, {complete[-1].name}", stacklevel=2)
+            return complete[-1]
     raise CheckpointError(f"{str(path)!r} is neither a run directory with checkpoints nor a checkpoint")
 
 
-def load_checkpoint(path: str | os.PathLike, with_state: bool = True) -> Checkpoint:
-    """Load a checkpoint written by ``save_checkpoint`` (see ``resolve_checkpoint`` for ``path``)."""
+def load_checkpoint(path: str | os.PathLike, with_state: bool = True, mmap: bool = True) -> Checkpoint:
+    """Load a checkpoint written by ``save_checkpoint`` (see ``resolve_checkpoint`` for ``path``).
+
+    With ``mmap`` the tensors map the files instead of being read into private memory.
+    """
     directory = resolve_checkpoint(path)
     if directory.is_file():
         raise CheckpointError(f"{str(directory)!r} is a weights file, not a checkpoint directory "
                               "(pass it to a loader that accepts external weights)")
+    read = read_safetensors if mmap else load_file
     try:
-        model = load_file(directory / "model.safetensors")
-        ema_path = directory / "ema.safetensors"
-        ema = load_file(ema_path) if ema_path.is_file() else None
-        meta = json.loads((directory / "meta.json").read_text())
-        state = torch.load(directory / "state.pt", map_location="cpu", weights_only=False) if with_state else {}
-    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as error:
-        raise CheckpointError(f"checkpoint {str(directory)!r} is unreadable: {error}") from error
-    return Checkpoint(step=int(meta["step"]), model=model, ema=ema, state=state, meta=meta, path=directory)
+        model = read(directory / MODEL)
+        ema = read(directory / EMA_FILE) if (directory / EMA_FILE).is_file() else None
+        meta = json.loads((directory / META).read_text())
+        state = _read_state(directory) if with_state else {}
+        step = int(meta["step"])
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise CheckpointError(f"checkpoint {str(directory)!r} is unreadable: {reason}") from error
+    return Checkpoint(step=step, model=model, ema=ema, state=state, meta=meta, path=directory)
+
+
+def _read_state(directory: Path) -> dict[str, Any]:
+    if (directory / STATE_JSON).is_file():
+        return load_state(directory / STATE_TENSORS, directory / STATE_JSON)
+    if (directory / LEGACY_STATE).is_file():
+        try:
+            return torch.load(directory / LEGACY_STATE, map_location="cpu", weights_only=True)
+        except Exception as error:  # weights_only's refusal of a pickled object is a generic UnpicklingError
+            raise ValueError(f"{LEGACY_STATE} holds more than tensors and plain data, and is not loaded "
+                             f"(a pickle can run code): {' '.join(str(error).split())[:200]}") from error
+    raise ValueError(f"it has no training state ({STATE_JSON})")
+
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, mapped copy-on-write from it rather than read.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "w.safetensors"
+        >>> save_file({"w": torch.arange(4.0)}, path)
+        >>> read_safetensors(path)["w"]
+        tensor([0., 1., 2., 3.])
+    """
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size < 8:
+            raise ValueError(f"{str(path)!r} is too short to be a safetensors file")
+        (header_size,) = struct.unpack("<Q", handle.read(8))
+        if header_size > size - 8:
+            raise ValueError(f"{str(path)!r} is truncated (its header claims {header_size} bytes)")
+        header = json.loads(handle.read(header_size))
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY) if size > 8 + header_size else b""
+    start = 8 + header_size
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        if info["dtype"] not in _DTYPES or start + end > size:
+            raise ValueError(f"{str(path)!r}: tensor {name!r} is truncated or of an unknown dtype")
+        dtype, shape = _DTYPES[info["dtype"]], info["shape"]
+        if end == begin:
+            tensors[name] = torch.empty(shape, dtype=dtype)
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "non-writable buffer": ACCESS_COPY is writable
+            flat = torch.frombuffer(mapped, dtype=dtype, offset=start + begin, count=(end - begin) // dtype.itemsize)
+        tensors[name] = flat.view(shape)
+    return tensors

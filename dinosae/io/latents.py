@@ -16,6 +16,7 @@ last: a cache without it is incomplete.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import itertools
 import json
 import os
@@ -94,6 +95,12 @@ class LatentCache(torch.utils.data.Dataset):
     @property
     def num_classes(self) -> int:
         return max(1, len(self.classes))
+
+    def identity(self) -> dict[str, object]:
+        """What the cache holds, to recognise it again: its path, latent count and a hash of its
+        ``meta.json`` (the same wherever the cache is copied)."""
+        digest = hashlib.sha256(json.dumps(self.meta, sort_keys=True).encode()).hexdigest()[:16]
+        return {"path": str(self.directory.resolve()), "count": self.num, "listing": digest}
 
     def __len__(self) -> int:
         return self.num

@@ -12,23 +12,27 @@ import math
 import os
 from dataclasses import asdict
 from pathlib import Path
+from typing import Collection
 
 import torch
 from torch import nn
 
 import sphere_ops
-from dinosae.config import AEConfig, AETrainConfig, from_dict, to_dict
+from dinosae.config import AEConfig, AETrainConfig, to_dict
 from dinosae.data.batches import ResumableBatches
 from dinosae.data.images import ImageBatch, ImageDataset, collate_images
-from dinosae.io.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from dinosae.io.checkpoint import (Checkpoint, CheckpointError, load_checkpoint, remove_checkpoint_leftovers,
+                                   resolve_checkpoint)
 from dinosae.io.loading import (AUTOENCODER, DISCRIMINATOR, autoencoder_weights, load_autoencoder, load_weights,
                                 split_weights)
 from dinosae.models.autoencoder import SphericalAutoencoder
 from dinosae.models.discriminator import DinoDiscriminator
+from dinosae.pipelines.exclusive import exclusive
 from dinosae.runtime import DistEnv, autocast, init_distributed, shutdown
 from dinosae.train.ema import EMA
 from dinosae.train.loop import (TrainState, batch_loader, checkpoint_to_resume, fit, optimizer_step, warn_skipped,
                                 wrap_ddp)
+from dinosae.train.resume import Continuation
 from dinosae.train.losses import (adaptive_gan_weight, alignment_loss, hinge_discriminator_loss, hinge_generator_loss,
                                   l1_loss)
 
@@ -106,60 +110,77 @@ def _load_init(init: str | os.PathLike, model: SphericalAutoencoder,
         discriminator.load_state_dict(heads)
 
 
-def train_autoencoder(run_dir: str | os.PathLike, data_dir: str | os.PathLike, ae_config: AEConfig,
-                      config: AETrainConfig, *, init: str | os.PathLike | None = None, resume: bool = False,
+def train_autoencoder(run_dir: str | os.PathLike, data_dir: str | os.PathLike, ae_config: AEConfig | None,
+                      config: AETrainConfig | None, *, init: str | os.PathLike | None = None,
+                      resume: bool | str = False, override: bool = False,
+                      explicit: dict[str, Collection[str]] | None = None,
                       teacher_weights: str | os.PathLike | None = None, device: str | None = None) -> Path:
     """Train one stage; returns the path of the final checkpoint.
 
     ``init`` is the previous stage's run or checkpoint (its EMA weights and
     discriminator heads), or an official release file, whose configuration then
-    replaces ``ae_config``. With ``resume``, the configuration stored in the
-    run's checkpoint wins over ``ae_config`` and ``config``, except for
-    ``config.steps`` (to extend a run).
+    replaces ``ae_config``. ``resume`` is ``True``, ``"auto"`` (resume if the
+    run has a checkpoint, else start) or ``False``. A resumed run keeps its own
+    configs and data (``dinosae.train.resume``): the fields of ``ae_config``
+    and ``config`` named in ``explicit`` (``{"model": ..., "train": ...}``;
+    every field when None; nothing of a config passed as None) must equal the
+    run's, unless ``override``.
     """
     run_dir = Path(run_dir)
     env = init_distributed(device)
     try:
-        previous = checkpoint_to_resume(run_dir, resume, AUTOENCODER)
-        if previous is not None:
-            ae_config = from_dict(AEConfig, previous.meta["ae_config"])
-            config = from_dict(AETrainConfig, dict(previous.meta["train_config"], steps=config.steps))
-            teacher_weights = teacher_weights or previous.meta.get("teacher_weights")
-        torch.manual_seed(config.seed)
-        official = init is not None and previous is None and resolve_checkpoint(init).is_file()
-        if official:
-            # Fine-tuning the release's model: its own configuration wins over the preset's.
-            model = load_autoencoder(init, teacher_weights=teacher_weights)
-            ae_config = model.config
-        else:
-            model = SphericalAutoencoder(ae_config, teacher_weights)
-        if previous is not None:
-            model.encoder.teacher_missing = previous.meta.get("teacher_missing")
-        dataset = ImageDataset(data_dir, ae_config.image_size)
-        discriminator = DinoDiscriminator(model.latent_dim, ae_config.disc_depths) if config.gan_weight > 0 else None
-        if init is not None and previous is None and not official:
-            _load_init(init, model, discriminator)
-        if config.trains_stem and config.align_weight > 0:
-            model.encoder.require_teacher("the alignment loss")
-        if discriminator is not None:
-            model.encoder.require_teacher("the DINO discriminator")
-        state = _initial_state(model, discriminator, config, env.device)
-        if previous is not None:
-            state.restore(previous)
-        step = AutoencoderStep(state, config, env, ae_config.image_size)
-        meta = {"kind": AUTOENCODER, "stage": config.stage, "ae_config": to_dict(ae_config),
-                "train_config": asdict(config),
-                "teacher_weights": None if teacher_weights is None else str(teacher_weights),
-                "teacher_missing": model.encoder.teacher_missing,
-                "classes": dataset.classes, "init": None if init is None else str(init)}
-        sampler = ResumableBatches(len(dataset), config.batch_size, config.seed, state.step, env.rank,
-                                   env.world_size)
-        batches = batch_loader(dataset, sampler, collate_images, config.num_workers, config.seed, env.device)
-        return fit(run_dir, state, step, batches, config=config, env=env, meta=meta,
-                   image_every=config.image_every, preview=step.preview,
-                   log_extra=lambda: {"lr": config.lr_at(state.step - 1)})
+        with exclusive(run_dir, "run", env, remove_checkpoint_leftovers):
+            previous = checkpoint_to_resume(run_dir, resume, AUTOENCODER)
+            run = Continuation.of(previous, explicit)
+            ae_config = run.config(AEConfig, "ae_config", ae_config, "model")
+            config = run.config(AETrainConfig, "train_config", config, "train")
+            dataset = ImageDataset(data_dir, ae_config.image_size)
+            resumes = run.settle(dataset.identity(), override, str(run_dir))
+            if previous is not None:
+                teacher_weights = teacher_weights or previous.meta.get("teacher_weights")
+            return _train(run_dir, dataset, ae_config, config, env, previous, init, teacher_weights, resumes)
     finally:
         shutdown(env)
+
+
+def _train(run_dir: Path, dataset: ImageDataset, ae_config: AEConfig, config: AETrainConfig, env: DistEnv,
+           previous: Checkpoint | None, init: str | os.PathLike | None,
+           teacher_weights: str | os.PathLike | None, resumes: list[dict]) -> Path:
+    torch.manual_seed(config.seed)
+    official = init is not None and previous is None and resolve_checkpoint(init).is_file()
+    if official:
+        # Fine-tuning the release's model: its own configuration wins over the preset's.
+        model = load_autoencoder(init, teacher_weights=teacher_weights)
+        ae_config = model.config
+    else:
+        model = SphericalAutoencoder(ae_config, teacher_weights)
+    if previous is not None:
+        model.encoder.teacher_missing = previous.meta.get("teacher_missing")
+    dataset.image_size = ae_config.image_size  # an official file's own size
+    discriminator = DinoDiscriminator(model.latent_dim, ae_config.disc_depths) if config.gan_weight > 0 else None
+    if init is not None and previous is None and not official:
+        _load_init(init, model, discriminator)
+    if config.trains_stem and config.align_weight > 0:
+        model.encoder.require_teacher("the alignment loss")
+    if discriminator is not None:
+        model.encoder.require_teacher("the DINO discriminator")
+    state = _initial_state(model, discriminator, config, env.device)
+    if previous is not None:
+        state.restore(previous)
+    step = AutoencoderStep(state, config, env, ae_config.image_size)
+    meta = {"kind": AUTOENCODER, "stage": config.stage, "ae_config": to_dict(ae_config),
+            "train_config": asdict(config),
+            "teacher_weights": None if teacher_weights is None else str(teacher_weights),
+            "teacher_missing": model.encoder.teacher_missing,
+            "classes": dataset.classes, "data": dataset.identity(), "resumes": resumes,
+            "init": None if init is None else str(init)}
+    sampler = ResumableBatches(len(dataset), config.batch_size, config.seed, state.step, env.rank,
+                               env.world_size)
+    batches = batch_loader(dataset, sampler, collate_images, config.num_workers, config.seed, env.device)
+    return fit(run_dir, state, step, batches, config=config, env=env, meta=meta,
+               image_every=config.image_every, preview=step.preview,
+               log_extra=lambda: {"lr": config.lr_at(state.step - 1)},
+               count_items=lambda batch: batch.images.shape[0], data_size=len(dataset))
 
 
 def _initial_state(model: SphericalAutoencoder, discriminator: DinoDiscriminator | None, config: AETrainConfig,

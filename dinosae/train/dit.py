@@ -11,71 +11,88 @@ import math
 import os
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any, Collection
 
 import torch
 
-from dinosae.config import DIT_PRESETS, DiTConfig, DiTTrainConfig, from_dict
+from dinosae.config import DiTConfig, DiTTrainConfig, ResolvedRun, resolve_dit_run
 from dinosae.data.batches import ResumableBatches
 from dinosae.generation.rfm import Objective, TimeSampler, euclidean_fm_loss, make_time_sampler, rfm_loss
 from dinosae.io.latents import LatentCache, check_cache_fits, collate_latents, warn_if_unflipped
+from dinosae.io.checkpoint import Checkpoint, remove_checkpoint_leftovers
 from dinosae.io.loading import DIT
 from dinosae.models.dit import DiT
+from dinosae.pipelines.exclusive import exclusive
 from dinosae.runtime import DistEnv, autocast, init_distributed, shutdown
 from dinosae.train.ema import EMA
 from dinosae.train.loop import TrainState, batch_loader, checkpoint_to_resume, fit, optimizer_step, wrap_ddp
+from dinosae.train.resume import Continuation
 
 
-def dit_config_for(cache: LatentCache, preset: str, **overrides: object) -> DiTConfig:
-    """The DiT of a named size for a cache's latent grid, width and classes."""
-    if preset not in DIT_PRESETS:
-        raise ValueError(f"unknown DiT preset {preset!r}; choose one of {list(DIT_PRESETS)}")
+def resolve_for_cache(cache: LatentCache, preset: str | None = None, **options: Any) -> ResolvedRun:
+    """The DiT and training configs for a cache's latent grid, width and classes
+    (``dinosae.config.resolve_dit_run``'s ``options``: recipe, lightning, file, model, train)."""
     grid = math.isqrt(cache.tokens)
     if grid * grid != cache.tokens:
         raise ValueError(f"latent cache tokens {cache.tokens} do not form a square grid")
-    return replace(DIT_PRESETS[preset], in_dim=cache.dim, grid_size=grid, num_classes=cache.num_classes,
-                   **overrides)
+    return resolve_dit_run(preset, dim=cache.dim, grid_size=grid, num_classes=cache.num_classes, **options)
+
+
+def dit_config_for(cache: LatentCache, preset: str, **overrides: Any) -> DiTConfig:
+    """The DiT of a named size for a cache's latent grid, width and classes, with fields overridden."""
+    return resolve_for_cache(cache, preset, model=overrides).model
 
 
 def train_dit(run_dir: str | os.PathLike, latents: str | os.PathLike, model_config: DiTConfig | None,
-              config: DiTTrainConfig, *, resume: bool = False, device: str | None = None) -> Path:
+              config: DiTTrainConfig | None, *, resume: bool | str = False, override: bool = False,
+              explicit: dict[str, Collection[str]] | None = None, device: str | None = None) -> Path:
     """Train the DiT; returns the final checkpoint's path.
 
-    ``model_config`` is ignored when resuming (the run's own wins); otherwise
-    its ``manifold`` is set from ``config.path``.
+    The model's ``manifold`` is set from ``config.path``. ``resume``,
+    ``override`` and ``explicit`` are as for
+    ``dinosae.train.autoencoder.train_autoencoder``: a resumed run keeps its
+    own configs and latent cache unless told otherwise.
     """
+    run_dir = Path(run_dir)
     env = init_distributed(device)
     try:
-        run_dir = Path(run_dir)
-        previous = checkpoint_to_resume(run_dir, resume, DIT)
-        if previous is not None:
-            model_config = from_dict(DiTConfig, previous.meta["dit_config"])
-            config = from_dict(DiTTrainConfig, dict(previous.meta["train_config"], steps=config.steps))
-        if model_config is None:
-            raise ValueError("a new DiT run needs a model config")
-        cache = LatentCache(latents)
-        model_config = replace(model_config, manifold="sphere" if config.path == "rfm" else "euclidean")
-        check_cache_fits(cache, model_config.num_tokens, model_config.in_dim)
-        if cache.num_classes > model_config.num_classes:
-            raise ValueError(f"the latent cache has {cache.num_classes} classes, the model {model_config.num_classes}")
-        warn_if_unflipped(cache, config.flip)
-        torch.manual_seed(config.seed)
-        model = DiT(model_config).to(env.device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
-                                      weight_decay=config.weight_decay)
-        state = TrainState({"model": model}, {"optimizer": optimizer}, EMA(model, config.ema_decay))
-        if previous is not None:
-            state.restore(previous)
-        objective = rfm_loss if config.path == "rfm" else euclidean_fm_loss
-        time_sampler = make_time_sampler(config.time_sampler, config.resolved_shift(cache.tokens, cache.dim))
-        step = DiTStep(state, config, env, objective, time_sampler)
-        meta = {"kind": DIT, "dit_config": asdict(model_config), "train_config": asdict(config),
-                "latents": str(latents), "classes": cache.classes, "latent_meta": cache.meta}
-        sampler = ResumableBatches(len(cache), config.batch_size, config.seed, state.step, env.rank, env.world_size,
-                                   flip=config.flip and cache.has_flip)
-        batches = batch_loader(cache, sampler, collate_latents, config.num_workers, config.seed, env.device)
-        return fit(run_dir, state, step, batches, config=config, env=env, meta=meta, log_extra=step.loss_by_time)
+        with exclusive(run_dir, "run", env, remove_checkpoint_leftovers):
+            previous = checkpoint_to_resume(run_dir, resume, DIT)
+            run = Continuation.of(previous, explicit)
+            config = run.config(DiTTrainConfig, "train_config", config, "train")
+            if model_config is not None:
+                model_config = replace(model_config, manifold="sphere" if config.path == "rfm" else "euclidean")
+            model_config = run.config(DiTConfig, "dit_config", model_config, "model")
+            cache = LatentCache(latents)
+            resumes = run.settle(cache.identity(), override, str(run_dir), what="latents")
+            return _train(run_dir, cache, model_config, config, env, previous, resumes)
     finally:
         shutdown(env)
+
+
+def _train(run_dir: Path, cache: LatentCache, model_config: DiTConfig, config: DiTTrainConfig, env: DistEnv,
+           previous: Checkpoint | None, resumes: list[dict]) -> Path:
+    check_cache_fits(cache, model_config.num_tokens, model_config.in_dim)
+    if cache.num_classes > model_config.num_classes:
+        raise ValueError(f"the latent cache has {cache.num_classes} classes, the model {model_config.num_classes}")
+    warn_if_unflipped(cache, config.flip)
+    torch.manual_seed(config.seed)
+    model = DiT(model_config).to(env.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
+                                  weight_decay=config.weight_decay)
+    state = TrainState({"model": model}, {"optimizer": optimizer}, EMA(model, config.ema_decay))
+    if previous is not None:
+        state.restore(previous)
+    objective = rfm_loss if config.path == "rfm" else euclidean_fm_loss
+    time_sampler = make_time_sampler(config.time_sampler, config.resolved_shift(cache.tokens, cache.dim))
+    step = DiTStep(state, config, env, objective, time_sampler)
+    meta = {"kind": DIT, "dit_config": asdict(model_config), "train_config": asdict(config),
+            "latents": str(cache.directory), "classes": cache.classes, "latent_meta": cache.meta,
+            "data": cache.identity(), "resumes": resumes}
+    sampler = ResumableBatches(len(cache), config.batch_size, config.seed, state.step, env.rank, env.world_size,
+                               flip=config.flip and cache.has_flip)
+    batches = batch_loader(cache, sampler, collate_latents, config.num_workers, config.seed, env.device)
+    return fit(run_dir, state, step, batches, config=config, env=env, meta=meta, log_extra=step.loss_by_time)
 
 
 class DiTStep:

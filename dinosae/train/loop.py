@@ -27,8 +27,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from dinosae.data.images import DataError
 from dinosae.io.atomic import write_json
-from dinosae.io.checkpoint import CHECKPOINTS, Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from dinosae.io.checkpoint import Checkpoint, CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
 from dinosae.io.images import save_pairs
 from dinosae.io.loading import load_weights, saved_weights, split_weights
 from dinosae.runtime import DistEnv, barrier, mean_across_ranks
@@ -102,16 +103,28 @@ class TrainState:
         self.step = checkpoint.step
 
 
-def checkpoint_to_resume(run_dir: Path, resume: bool, kind: str) -> Checkpoint | None:
-    """The run's latest checkpoint when resuming; refuses to overwrite an existing run otherwise."""
-    has_checkpoints = (run_dir / CHECKPOINTS / "latest").is_file()
+RESUME_MODES = (False, True, "auto")
+
+
+def checkpoint_to_resume(run_dir: Path, resume: bool | str, kind: str) -> Checkpoint | None:
+    """The run's latest checkpoint when resuming, None for a fresh start.
+
+    ``resume=True`` needs a checkpoint; ``"auto"`` resumes when there is one and starts fresh otherwise
+    (one command for a job's first start and every requeue); ``False`` refuses to overwrite a run.
+    """
+    if resume not in RESUME_MODES:
+        raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
+    found = has_checkpoint(run_dir)
     if not resume:
-        if has_checkpoints:
+        if found:
             raise CheckpointError(f"{str(run_dir)!r} already holds checkpoints; pass --resume to continue "
-                                  "it, or choose another --out")
+                                  "it (--resume auto in a requeued job), or choose another --out")
         return None
-    if not has_checkpoints:
-        raise CheckpointError(f"--resume: {str(run_dir)!r} has no checkpoint to resume from")
+    if not found:
+        if resume == "auto":
+            return None
+        raise CheckpointError(f"--resume: {str(run_dir)!r} has no checkpoint to resume from "
+                              "(--resume auto starts a new run there)")
     checkpoint = load_checkpoint(run_dir)
     if checkpoint.meta.get("kind") != kind:
         raise CheckpointError(f"--resume: {str(run_dir)!r} is a {checkpoint.meta.get('kind')!r} run, not {kind!r}")
@@ -176,13 +189,25 @@ class FiniteGuard:
         return None if value == self.NONE else value
 
 
+def all_finite(modules: Iterable[nn.Module]) -> Tensor:
+    """Whether every trainable weight of ``modules`` is finite, as a device bool (no sync)."""
+    params = [p.detach() for module in modules for p in module.parameters() if p.requires_grad]
+    if not params:
+        return torch.ones((), dtype=torch.bool)
+    return torch.stack([torch.isfinite(p).all() for p in params]).all()
+
+
+# The unreadable-data check judges a run once it has tried this many items (or the whole data set).
+MIN_ATTEMPTS = 256
+
 StepFn = Callable[[TrainState, Any, torch.Generator], dict[str, Tensor]]
 Preview = Callable[[], tuple[Tensor, Tensor]]
 
 
 def fit(run_dir: str | os.PathLike, state: TrainState, step_fn: StepFn, batches: Iterator, *, config: Schedule,
         env: DistEnv, meta: dict[str, Any], image_every: int | None = None, preview: Preview | None = None,
-        log_extra: Callable[[], dict[str, float]] | None = None) -> Path:
+        log_extra: Callable[[], dict[str, float]] | None = None,
+        count_items: Callable[[Any], int] | None = None, data_size: int = 0) -> Path:
     """Train from ``state.step`` to ``config.steps``; returns the last checkpoint's path (or ``run_dir``).
 
     ``step_fn(state, batch, generator)`` runs one step on this rank's
@@ -193,23 +218,32 @@ def fit(run_dir: str | os.PathLike, state: TrainState, step_fn: StepFn, batches:
     ``image_every`` steps ``preview()``'s originals and reconstructions are
     saved as a grid; every ``config.ckpt_every`` steps and at the end a
     checkpoint with ``meta`` is written.
+
+    Before logging or saving, the run stops with ``NonFiniteLossError`` if a
+    step's scalars or the weights are not finite, and with ``DataError`` if
+    ``count_items(batch)`` has counted nothing usable on any rank since the run
+    (re)started, once it has tried ``min(data_size, MIN_ATTEMPTS)`` items or
+    reached its end (a folder whose images all fail to decode trains on nothing).
     """
     run_dir = Path(run_dir)
     if env.is_main:
         write_json(run_dir / "config.json", meta)
     guard = FiniteGuard(env.device)
-    last_path, last_logged = None, state.step
+    first_step, last_path, last_logged, items = state.step, None, state.step, 0
     with RunLogger(run_dir, config.steps, state.step, enabled=env.is_main) as log:
         while state.step < config.steps:
             step = state.step
-            scalars = step_fn(state, next(batches), step_generator(config.seed, step, env.rank, env.device))
+            batch = next(batches)
+            items += count_items(batch) if count_items is not None else 1
+            scalars = step_fn(state, batch, step_generator(config.seed, step, env.rank, env.device))
             guard.record(scalars, step)
             state.step = done = step + 1
             last = done == config.steps
             log_now = done % config.log_every == 0 or last
             save_now = done % config.ckpt_every == 0 or last
             if log_now or save_now:
-                _stop_if_not_finite(guard, env)
+                enough = last or config.batch_size * (done - first_step) >= min(data_size, MIN_ATTEMPTS)
+                _check_steps(guard, env, state, items if enough else None, (first_step, done))
             if log_now:
                 values = {k: float(v.detach()) for k, v in scalars.items()}
                 if log_extra is not None:
@@ -223,11 +257,25 @@ def fit(run_dir: str | os.PathLike, state: TrainState, step_fn: StepFn, batches:
     return last_path if last_path is not None else run_dir
 
 
-def _stop_if_not_finite(guard: FiniteGuard, env: DistEnv) -> None:
+def _check_steps(guard: FiniteGuard, env: DistEnv, state: TrainState, items: int | None,
+                 steps: tuple[int, int]) -> None:
+    """Stop before logging or saving what steps ``steps[0] + 1 .. steps[1]`` produced, if it is unusable;
+    ``items`` is this rank's count of usable items in those steps (None: too few tried to judge)."""
     first = guard.first_bad_step(env)
     if first is not None:
         raise NonFiniteLossError(f"non-finite loss at step {first + 1} (a NaN in the batch or a diverging run); "
                                  "stopped before saving it: the last checkpoint is intact")
+    status = torch.stack([(~all_finite(state.modules.values())).to(env.device, torch.int64),
+                          torch.tensor(1 if items is None else items, device=env.device)])
+    if env.distributed:
+        dist.all_reduce(status)
+    weights_bad, items = status.tolist()
+    if weights_bad:
+        raise NonFiniteLossError(f"the weights became non-finite by step {steps[1]} (an infinite learning rate "
+                                 "or an overflow); stopped before saving them: the last checkpoint is intact")
+    if items == 0:
+        raise DataError(f"steps {steps[0] + 1}..{steps[1]} had no readable image on any rank: the data's images "
+                        "fail to decode (see the warnings naming them)")
 
 
 def _save(run_dir: Path, state: TrainState, meta: dict[str, Any], keep_last: int, env: DistEnv) -> Path | None:

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from dinosae.io.atomic import write_text
+
 
 class RunLogger:
     """Logs of the main process; other ranks get a logger that does nothing.
@@ -39,6 +41,7 @@ class RunLogger:
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        _drop_records_after(self.run_dir / "metrics.jsonl", start_step)
         self._metrics = open(self.run_dir / "metrics.jsonl", "a")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -90,6 +93,24 @@ class RunLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _drop_records_after(path: Path, step: int) -> None:
+    """Keep only the records up to ``step``: a resumed run logs the later steps again, and a killed
+    run's last line may be cut short."""
+    if not path.is_file():
+        return
+    kept, changed = [], False
+    for line in path.read_text().splitlines():
+        try:
+            keep = int(json.loads(line)["step"]) <= step
+        except (ValueError, KeyError, TypeError):
+            keep = False
+        changed |= not keep
+        if keep:
+            kept.append(line + "\n")
+    if changed:
+        write_text(path, "".join(kept))
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:

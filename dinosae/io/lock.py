@@ -1,0 +1,214 @@
+"""One writer per directory: an exclusive lock file that also works on a shared filesystem.
+
+A run directory, a latent cache or a sample folder is written by one job at a
+time; a second writer gets a one-line error naming the holder. The lock is a
+file ``DIR/.dinosae.lock`` created with ``O_CREAT | O_EXCL`` (atomic on local
+filesystems, NFSv3+ and Lustre, where ``flock`` may not reach other hosts). It
+records the holder (host, boot, pid, SLURM job and restart count, command) and
+its modification time is a heartbeat, refreshed by a daemon thread while held.
+
+A lock is stale, and is taken over, when its holder is gone:
+
+- on this host (same boot) its process no longer exists;
+- it is an earlier incarnation of this SLURM job (same job id, lower restart
+  count: a requeued job finds the lock its preempted self never released);
+- otherwise its heartbeat is older than ``stale_after`` seconds (a dead host).
+
+Taking over renames the stale file aside under a name that carries the holder
+judged stale, then checks that the renamed file is that holder's; if a live
+writer had replaced it meanwhile, its lock is put back (``os.link`` fails
+rather than overwrite), so two writers can never both hold the directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+LOCK_NAME = ".dinosae.lock"
+HEARTBEAT_S = 30.0
+STALE_AFTER_S = 180.0
+
+
+class DirectoryLockedError(FileExistsError):
+    """Another live process writes the directory."""
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def _holder_record(token: str) -> dict[str, Any]:
+    return {"token": token, "host": socket.gethostname(), "boot_id": _boot_id(), "pid": os.getpid(),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "slurm_restart": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
+            "command": " ".join(sys.argv)[:300], "started": time.time()}
+
+
+class DirectoryLock:
+    """An exclusive lock on ``directory``, held from :meth:`acquire` (or ``with``) to :meth:`release`.
+
+    Example:
+        >>> import tempfile
+        >>> root = tempfile.mkdtemp()
+        >>> with DirectoryLock(root, "a run"):
+        ...     try:
+        ...         DirectoryLock(root, "a run").acquire()
+        ...     except DirectoryLockedError as error:
+        ...         print(str(error).split(" by ")[0])  # doctest: +ELLIPSIS
+        a run ... is being written
+        >>> DirectoryLock(root, "a run").acquire().release()  # free again
+    """
+
+    def __init__(self, directory: str | os.PathLike, what: str = "directory", *,
+                 stale_after: float | None = None, heartbeat: float = HEARTBEAT_S) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / LOCK_NAME
+        self.what = what
+        self.stale_after = stale_after if stale_after is not None else float(
+            os.environ.get("DINOSAE_LOCK_STALE_S", STALE_AFTER_S))
+        self.heartbeat = heartbeat
+        self.token = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.took_over: dict[str, Any] | None = None
+
+    def acquire(self) -> DirectoryLock:
+        """Take the lock, or raise ``DirectoryLockedError`` naming the live holder."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        record = json.dumps(_holder_record(self.token))
+        for _ in range(8):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._read_holder()
+                if holder is None:
+                    continue  # released between our open and our read
+                reason = self._stale_reason(holder)
+                if reason is None:
+                    raise DirectoryLockedError(self._locked_message(holder)) from None
+                if self._remove_stale(holder):
+                    self.took_over = dict(holder, reason=reason)
+                continue
+            try:
+                os.write(fd, record.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._start_heartbeat()
+            return self
+        raise DirectoryLockedError(f"{self.what} {str(self.directory)!r}: could not take its lock "
+                                   f"{str(self.path)!r} (other processes keep racing for it)")
+
+    def release(self) -> None:
+        """Give the lock back (only if it is still ours)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        holder = self._read_holder()
+        if holder is not None and holder.get("token") == self.token:
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> DirectoryLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def _read_holder(self) -> dict[str, Any] | None:
+        """The holder's record; ``{}`` for a file that is not one (a holder that died while writing it)."""
+        try:
+            text = self.path.read_text()
+            mtime = self.path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        try:
+            holder = json.loads(text)
+        except ValueError:
+            holder = {}
+        if not isinstance(holder, dict):
+            holder = {}
+        return dict(holder, heartbeat_age=time.time() - mtime)
+
+    def _stale_reason(self, holder: dict[str, Any]) -> str | None:
+        mine = _holder_record(self.token)
+        if holder.get("host") == mine["host"] and holder.get("boot_id") == mine["boot_id"] \
+                and isinstance(holder.get("pid"), int):
+            if holder["pid"] == mine["pid"]:
+                return None  # this process holds it already: a second writer here is a bug, not stale
+            if not _alive(holder["pid"]):
+                return f"its process {holder['pid']} on this host has ended"
+            return None
+        job = holder.get("slurm_job_id")
+        if job is not None and job == mine["slurm_job_id"] and \
+                int(holder.get("slurm_restart") or 0) < mine["slurm_restart"]:
+            return f"it belongs to SLURM job {job} before its requeue"
+        if holder["heartbeat_age"] > self.stale_after:
+            return f"its holder's last heartbeat was {holder['heartbeat_age']:.0f} s ago"
+        return None
+
+    def _remove_stale(self, holder: dict[str, Any]) -> bool:
+        """Move the stale lock aside; True if the file moved was the one judged stale."""
+        aside = self.path.with_name(f"{LOCK_NAME}.stale.{self.token}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return False  # another process took it over first
+        try:
+            moved = json.loads(aside.read_text())
+        except ValueError:
+            moved = {}
+        if moved.get("token") == holder.get("token"):
+            aside.unlink(missing_ok=True)
+            return True
+        try:
+            os.link(aside, self.path)  # a live writer's lock: put it back, unless yet another took its place
+        except FileExistsError:
+            pass
+        aside.unlink(missing_ok=True)
+        return False
+
+    def _locked_message(self, holder: dict[str, Any]) -> str:
+        if not holder.get("token"):
+            return (f"{self.what} {str(self.directory)!r} is being written by a process that is starting "
+                    f"(lock {str(self.path)!r}); if none is, delete that file")
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(holder.get("started", 0)))
+        job = f", SLURM job {holder['slurm_job_id']}" if holder.get("slurm_job_id") else ""
+        return (f"{self.what} {str(self.directory)!r} is being written by pid {holder.get('pid')} on "
+                f"{holder.get('host')}{job} since {started} ({holder.get('command', '')!r}); wait for it or "
+                f"choose another output (a dead holder's lock is taken over {self.stale_after:.0f} s after its "
+                "last heartbeat)")
+
+    def _start_heartbeat(self) -> None:
+        self._stop.clear()
+
+        def beat() -> None:
+            while not self._stop.wait(self.heartbeat):
+                try:
+                    os.utime(self.path)
+                except OSError:
+                    pass  # a full or vanished filesystem: the run itself reports it at its next write
+
+        self._thread = threading.Thread(target=beat, name=f"lock {self.path}", daemon=True)
+        self._thread.start()
