@@ -16,7 +16,8 @@ from dinosae.cli.options import (FINITE_FLOAT, ckpt_option, config_option, devic
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
 @preset_option("ae", "B")
 @click.option("--stage", type=click.IntRange(1, 4), default=1, show_default=True)
-@click.option("--steps", type=click.IntRange(1), default=None, help="Default: the training config's (resumed: the run's).")
+@click.option("--steps", type=click.IntRange(1), default=None,
+              help="Default: the training config's (resumed: the run's).")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Global batch size.")
 @click.option("--image-size", type=click.IntRange(16), default=None, help="Multiple of 16.")
 @click.option("--lr", type=FINITE_FLOAT, default=None, help="Default: the official rate of the stage.")

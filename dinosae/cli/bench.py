@@ -16,13 +16,13 @@ def bench() -> None:
     """Microbenchmarks, timed side by side against the alternatives."""
 
 
-INTEGERS, NAMES = comma_separated(int, "integers"), comma_separated(str)
+POSITIVE, NAMES = comma_separated(int, "integers", minimum=1), comma_separated(str)
 
 
 @bench.command("kernels")
 @click.option("--op", callback=NAMES, help="Comma-separated ops (default: all).")
-@click.option("--rows", default="16384", callback=INTEGERS, show_default=True, help="Comma-separated row counts.")
-@click.option("--dim", default="768", callback=INTEGERS, show_default=True, help="Comma-separated D.")
+@click.option("--rows", default="16384", callback=POSITIVE, show_default=True, help="Comma-separated row counts.")
+@click.option("--dim", default="768", callback=POSITIVE, show_default=True, help="Comma-separated D.")
 @click.option("--dtype", default="float32", callback=NAMES, show_default=True, help="float32,bfloat16,float16")
 @click.option("--mode", default="fwd,fwd+bwd", callback=NAMES, show_default=True)
 @click.option("--impl", callback=NAMES, help="Only these implementations (names as printed).")
@@ -36,6 +36,7 @@ def bench_kernels(op, rows, dim, dtype, mode, impl, device, repeats, out, as_jso
     import torch
 
     from dinosae.bench import kernels
+    from dinosae.bench.sphere_impls import implementations
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
@@ -49,6 +50,11 @@ def bench_kernels(op, rows, dim, dtype, mode, impl, device, repeats, out, as_jso
     bad_modes = [m for m in mode if m not in kernels.MODES]
     if bad_modes:
         raise click.BadParameter(f"unknown mode {', '.join(bad_modes)}; choose fwd or fwd+bwd", param_hint="--mode")
+    known = {name for one in op or kernels.OPS for name in implementations(one, torch.device(device))}
+    unknown_impls = sorted(set(impl or ()) - known)
+    if unknown_impls:
+        raise click.BadParameter(f"unknown implementation {', '.join(unknown_impls)}; choose from "
+                                 f"{', '.join(sorted(known))}", param_hint="--impl")
     config = kernels.Config(tuple(op or kernels.OPS), tuple(rows), tuple(dim), tuple(dtype), tuple(mode), impl, device, repeats)
 
     def progress(cases):

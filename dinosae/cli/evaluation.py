@@ -10,8 +10,9 @@ from pathlib import Path
 
 import click
 
-from dinosae.cli.options import (FINITE_FLOAT, FiniteFloat, ckpt_option, comma_separated, device_option, emit, folder_options, json_option,
-                                 metrics_out_option, one_line_errors, teacher_weights_option, workers_option)
+from dinosae.cli.options import (FiniteFloat, ckpt_option, comma_separated, device_option, emit, folder_options,
+                                 json_option, metrics_out_option, one_line_errors, teacher_weights_option,
+                                 workers_option)
 
 
 @click.command("recon")

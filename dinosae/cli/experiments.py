@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from dinosae.cli.options import (FINITE_FLOAT, FiniteFloat, comma_separated, device_option, json_option, one_line_errors, preset_option, report,
-                                 teacher_weights_option)
+from dinosae.cli.options import (FiniteFloat, comma_separated, device_option, json_option, one_line_errors,
+                                 preset_option, report, teacher_weights_option)
 from dinosae.config import preset_names
 
 

@@ -31,7 +31,8 @@ def _floats(ctx: click.Context, param: click.Parameter, value: str | None):
 @click.option("--path", "path_", type=click.Choice(PATHS), default="rfm", show_default=True,
               help="Riemannian flow matching on the spheres, or the Euclidean baseline.")
 @click.option("--lightning", is_flag=True, help="LightningDiT blocks: RMSNorm, SwiGLU, 2-D RoPE, QK-norm.")
-@click.option("--steps", type=click.IntRange(1), default=None, help="Default: the training config's (resumed: the run's).")
+@click.option("--steps", type=click.IntRange(1), default=None,
+              help="Default: the training config's (resumed: the run's).")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Global batch size.")
 @click.option("--lr", type=FINITE_FLOAT, default=None)
 @click.option("--time-sampler", type=click.Choice(TIME_SAMPLERS), default=None)

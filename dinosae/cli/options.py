@@ -6,11 +6,13 @@ Nothing here imports torch: ``dinosae --help`` and option errors stay fast.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import math
 import os
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,17 +21,48 @@ import click
 from dinosae.config import preset_names
 from dinosae.config.recipes import RECIPES
 
-# Failures of input (missing files, wrong shapes or values, bad data, a NaN in a run): one line, exit
-# code 1. Anything else (out of memory, a bug) keeps its traceback.
+# Failures of input or of the machine's storage (missing or corrupt files, wrong shapes or values, bad
+# data, a NaN in a run, a full or read-only disk, another writer): one line, exit code 1. Anything else
+# (out of memory, a bug) keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FloatingPointError)
+    ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,
+    FloatingPointError, zipfile.BadZipFile, EOFError)
+# What storage says when it cannot take a write: full, over quota, read-only, name too long.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.EACCES, errno.EPERM})
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    # Asking for a sphere_ops backend this machine lacks is a user error too; its class is looked up
-    # only once sphere_ops is loaded, so that the command line starts without torch.
+    # Classes of libraries that the command line does not import itself (so that it starts without
+    # torch): a sphere_ops backend this machine lacks, a corrupt safetensors file.
+    extra = []
     backends = sys.modules.get("sphere_ops.backends")
-    return USER_ERRORS + ((backends.BackendUnavailable,) if backends is not None else ())
+    if backends is not None:
+        extra.append(backends.BackendUnavailable)
+    safetensors = sys.modules.get("safetensors")
+    if safetensors is not None:
+        extra.append(safetensors.SafetensorError)
+    return USER_ERRORS + tuple(extra)
+
+
+def is_user_error(error: BaseException) -> bool:
+    """Whether ``error`` is the input's or the storage's fault, so one line tells the user all they need.
+
+    Example:
+        >>> is_user_error(OSError(errno.ENOSPC, "No space left on device", "run/model.safetensors"))
+        True
+        >>> is_user_error(RuntimeError("CUDA out of memory"))
+        False
+    """
+    return isinstance(error, _user_errors()) or (isinstance(error, OSError) and error.errno in STORAGE_ERRNOS)
+
+
+def describe(error: BaseException) -> str:
+    """One line for the user: the error's first line, with the file an ``OSError`` names."""
+    if isinstance(error, OSError) and error.errno is not None and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror}{where}"
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def one_line_errors(command: Callable) -> Callable:
@@ -45,10 +78,9 @@ def one_line_errors(command: Callable) -> Callable:
         except click.ClickException:
             raise
         except Exception as error:
-            if not isinstance(error, _user_errors()) or os.environ.get("DINOSAE_DEBUG"):
+            if not is_user_error(error) or os.environ.get("DINOSAE_DEBUG"):
                 raise
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise click.ClickException(message) from error
+            raise click.ClickException(describe(error)) from error
 
     return wrapper
 
@@ -103,8 +135,9 @@ class FiniteFloat(click.FloatRange):
 FINITE_FLOAT = FiniteFloat()
 
 
-def comma_separated(kind: Callable[[str], Any], what: str = "values") -> Callable:
-    """An option callback reading ``"a,b,c"`` as ``[kind("a"), kind("b"), kind("c")]`` (None stays None).
+def comma_separated(kind: Callable[[str], Any], what: str = "values", minimum: float | None = None) -> Callable:
+    """An option callback reading ``"a,b,c"`` as ``[kind("a"), kind("b"), kind("c")]`` (None stays None);
+    numbers must be finite and at least ``minimum``.
 
     Example:
         >>> comma_separated(int, "integers")(None, None, "1, 2,")
@@ -120,6 +153,8 @@ def comma_separated(kind: Callable[[str], Any], what: str = "values") -> Callabl
             raise click.BadParameter(f"expected comma-separated {what}, got {value!r}") from error
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):
             raise click.BadParameter(f"expected finite {what}, got {value!r}")
+        if minimum is not None and any(v < minimum for v in values):
+            raise click.BadParameter(f"expected {what} of at least {minimum}, got {value!r}")
         return values
 
     return parse

@@ -133,8 +133,13 @@ def _dataclass_in(kind: Any) -> type | None:
 
 def _coerce(value: Any, kind: Any) -> Any:
     options = _options(kind)
-    if isinstance(value, list) and any(typing.get_origin(k) is tuple for k in options):
-        return tuple(value)
+    sequence = next((k for k in options if typing.get_origin(k) is tuple), None)
+    if isinstance(value, (list, tuple)) and sequence is not None:
+        args = typing.get_args(sequence)
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(items) != len(value):
+            return tuple(value)  # check_fields names the count
+        return tuple(_coerce(item, item_kind) for item, item_kind in zip(value, items))
     if isinstance(value, str) and float in options and str not in options:
         try:
             return float(value)

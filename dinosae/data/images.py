@@ -99,8 +99,8 @@ def load_image(path: str | os.PathLike, size: int) -> torch.Tensor | None:
             top = (resized[1] - size) // 2
             image = image.crop((left, top, left + size, top + size))
             array = np.asarray(image, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
-        return None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None  # DecompressionBombError: an image of more pixels than PIL's limit (a zip bomb, or corrupt)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
 

@@ -20,13 +20,14 @@ import torch
 
 from dinosae.metrics import FeatureStats, ImageSource, frechet_distance, inception_score, precision_recall
 from dinosae.metrics.fid import compute_stats
+from dinosae.metrics.folder import open_npz
 from dinosae.pipelines.sample import read_protocol
 
 
 def _is_stats(path: Path) -> bool:
     if path.suffix != ".npz" or not path.is_file():
         return False
-    with np.load(path) as stored:
+    with open_npz(path) as stored:
         return "mu" in stored.files and "sigma" in stored.files
 
 
@@ -72,7 +73,7 @@ def generation_metrics(real: str | os.PathLike, fake: str | os.PathLike, *, devi
         mu_real, sigma_real = real_stats.compute()
         pr = precision_recall(real_features, fake_features)
         result.update(precision=pr.precision, recall=pr.recall, num_real=float(real_features.shape[0]))
-    result["fid"] = frechet_distance(mu_real, sigma_real, mu_fake, sigma_fake)
+    result["fid"] = frechet_distance(mu_real, sigma_real, mu_fake, sigma_fake, names=STATS_NAMES)
     if getattr(extractor, "has_logits", False):
         splits = min(10, fake_features.shape[0])
         result["inception_score"], result["inception_score_std"] = inception_score(
@@ -82,6 +83,8 @@ def generation_metrics(real: str | os.PathLike, fake: str | os.PathLike, *, devi
 
 # An ADM reference batch (VIRTUAL_imagenet256_labeled.npz) holds these; any subset that covers FID works.
 POOL_STATS = ("mu", "sigma")
+# How errors name the statistics compared: the reference's first, the samples' second.
+STATS_NAMES = ("the reference's mu", "the reference's sigma", "the samples' mu", "the samples' sigma")
 SPATIAL_STATS = ("mu_s", "sigma_s")
 
 
@@ -138,12 +141,13 @@ def evaluate_samples(samples: str | os.PathLike, reference: str | os.PathLike, *
     result: dict = {"samples": str(samples), "reference": str(reference), "num_samples": fake.count,
                     "num_reference_images": real.count if real is not None else None,
                     "protocol": read_protocol(samples), "unavailable": {}}
-    with np.load(reference) as ref:
+    with open_npz(reference) as ref:
         pool = (ref["mu"], ref["sigma"]) if set(POOL_STATS) <= stored else real.pool.compute()
         spatial = (ref["mu_s"], ref["sigma_s"]) if set(SPATIAL_STATS) <= stored else (
             real.spatial.compute() if real is not None else None)
-    result["fid"] = frechet_distance(*pool, *fake.pool.compute())
-    result["sfid"] = frechet_distance(*spatial, *fake.spatial.compute()) if spatial is not None else None
+    result["fid"] = frechet_distance(*pool, *fake.pool.compute(), names=STATS_NAMES)
+    result["sfid"] = (frechet_distance(*spatial, *fake.spatial.compute(), names=STATS_NAMES)
+                      if spatial is not None else None)
     if spatial is None:
         result["unavailable"]["sfid"] = "the reference has neither mu_s/sigma_s nor images"
     if real is not None:
@@ -187,5 +191,5 @@ def _features(source: ImageSource, extractor: torch.nn.Module, device: torch.dev
 def _reference_keys(path: Path) -> set[str]:
     if path.suffix != ".npz" or not path.is_file():
         raise ValueError(f"reference {str(path)!r} must be an existing .npz (an ADM reference batch)")
-    with np.load(path) as stored:
+    with open_npz(path) as stored:
         return set(stored.files)

@@ -8,6 +8,7 @@ are those of one process, whatever the number of ranks.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torchvision.utils import save_image
 
-from dinosae.data.images import FolderBatches, ImageDataset
+from dinosae.data.images import DataError, FolderBatches, ImageDataset
 from dinosae.io.atomic import write_json
 from dinosae.io.images import save_pairs
 from dinosae.io.loading import load_autoencoder
@@ -70,13 +71,20 @@ def reconstruction_metrics(model: SphericalAutoencoder, data_dir: str | os.PathL
                 save_image(image, out / "reconstructions" / f"{index:06d}.png")
     rows, skipped = _gather(rows, batches.skipped, env)
     if not rows:
-        raise ValueError(f"no readable images in {str(data_dir)!r}")
+        raise DataError(f"no readable images in {str(data_dir)!r}")
     totals = dict(zip(_COLUMNS, (sum(column) for column in zip(*(values for _, values in rows)))))
-    stripe_rows, stripe_cols = totals["rows"] / totals["rows_original"], totals["cols"] / totals["cols_original"]
+    stripe_rows, stripe_cols = _ratio(totals["rows"], totals["rows_original"]), _ratio(totals["cols"],
+                                                                                      totals["cols_original"])
     metrics = {name: totals[name] / len(rows) for name in ("psnr", "ssim", "lpips")}
-    metrics.update(stripe_score=stripe_rows / stripe_cols, stripe_rows=stripe_rows, stripe_cols=stripe_cols,
+    metrics.update(stripe_score=_ratio(stripe_rows, stripe_cols), stripe_rows=stripe_rows, stripe_cols=stripe_cols,
                    images=len(rows), skipped=len(skipped))
     return metrics
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``, NaN when the denominator is 0 (originals without variation in a
+    direction, such as solid images, say nothing of stripes)."""
+    return numerator / denominator if denominator != 0 else math.nan
 
 
 def _gather(rows: list[tuple[int, list[float]]], skipped: list[str], env: DistEnv | None

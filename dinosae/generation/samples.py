@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 import sphere_ops
 from dinosae.generation.sampling import sample_euclidean, sample_sphere
 from dinosae.io.atomic import write_atomic
+from dinosae.io.names import safe_name
 from dinosae.models.autoencoder import SphericalAutoencoder
 from dinosae.models.dit import DiT
 
@@ -119,6 +120,9 @@ def generate_images(ae: SphericalAutoencoder, dit: DiT, labels: torch.Tensor, *,
         latents = generate_latents(dit, batch, noise=noise, **sampler)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             decoded = ae.decode(latents)
+        if not bool(torch.isfinite(latents).all()) or not bool(torch.isfinite(decoded).all()):
+            raise FloatingPointError(f"samples {indices[start]}..{indices[start + batch.shape[0] - 1]} are not "
+                                     "finite (a DiT or autoencoder with NaN weights?); no image of them was written")
         pixels = (decoded.float().clamp(0, 1) * 255).round().to(torch.uint8)
         images.append(pixels.permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(images)
@@ -126,11 +130,11 @@ def generate_images(ae: SphericalAutoencoder, dit: DiT, labels: torch.Tensor, *,
 
 def write_pngs(folder: str | os.PathLike, images: np.ndarray, labels: Sequence[int], indices: Sequence[int],
                class_names: Sequence[str] = ()) -> Path:
-    """One PNG per image, named by its sample index and class."""
+    """One PNG per image, named by its sample index and class (made safe: class names come from files)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for image, label, index in zip(images, labels, indices):
-        name = class_names[label] if label < len(class_names) else str(label)
+        name = safe_name(class_names[label]) if label < len(class_names) else str(label)
         Image.fromarray(image).save(folder / f"{index:06d}_{name}.png")
     return folder
 

@@ -6,12 +6,16 @@ the complete new one, never a truncated one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+from safetensors import SafetensorError
 
 
 # Names of files and directories being written: a crash leaves them behind, and only they start so.
@@ -48,6 +52,31 @@ def remove_leftovers(directory: str | os.PathLike) -> list[Path]:
     return removed
 
 
+@contextlib.contextmanager
+def naming(path: str | os.PathLike) -> Iterator[None]:
+    """Make an ``OSError`` raised while writing ``path`` name it, and a safetensors I/O error an
+    ``OSError``: "No space left on device: RUN/checkpoints/.../model.safetensors", not a bare errno.
+
+    Example:
+        >>> with naming("out/a.bin"):
+        ...     raise OSError(28, "No space left on device")
+        Traceback (most recent call last):
+        ...
+        OSError: [Errno 28] No space left on device: 'out/a.bin'
+    """
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None or error.errno is None:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from error
+    except SafetensorError as error:
+        code = re.search(r"os error (\d+)", str(error))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from error
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename inside ``path`` durable."""
     fd = os.open(path, os.O_RDONLY)
@@ -78,9 +107,10 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        write(tmp)
-        fsync_file(tmp)
-        os.replace(tmp, path)
+        with naming(path):
+            write(tmp)
+            fsync_file(tmp)
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

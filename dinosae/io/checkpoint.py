@@ -39,7 +39,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from dinosae.io.atomic import fsync_dir, fsync_file, remove_leftovers, temporary_dir, write_text
+from dinosae.io.atomic import fsync_dir, fsync_file, naming, remove_leftovers, temporary_dir, write_text
 from dinosae.io.state import load_state, save_state
 
 CHECKPOINTS = "checkpoints"
@@ -96,12 +96,15 @@ def save_checkpoint(run_dir: str | os.PathLike, checkpoint: Checkpoint, keep_las
         for filename, tensors in files.items():
             contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
             check_finite(contiguous, "weight" if filename == MODEL else "EMA weight")
-            save_file(contiguous, staging / filename)
-        save_state(checkpoint.state, staging / STATE_TENSORS, staging / STATE_JSON)
+            with naming(root / name / filename):
+                save_file(contiguous, staging / filename)
+        with naming(root / name / STATE_TENSORS):
+            save_state(checkpoint.state, staging / STATE_TENSORS, staging / STATE_JSON)
         meta = dict(checkpoint.meta, step=checkpoint.step)
-        (staging / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        for path in staging.iterdir():
-            fsync_file(path)
+        with naming(root / name / META):
+            (staging / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+            for path in staging.iterdir():
+                fsync_file(path)
         final = root / name
         if final.exists():
             # A step saved twice (a rerun of the same step): replace it only once the new copy is whole.

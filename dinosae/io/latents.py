@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import json
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -55,6 +56,43 @@ def write_meta(directory: Path, meta: dict) -> None:
     write_json(directory / META, meta)
 
 
+def shard_problem(path: Path, tokens: int, dim: int, flip: bool) -> str | None:
+    """Why the shard at ``path`` cannot be trusted (None when it can): unreadable, truncated, or of
+    other shapes. Reads the header and file size only, not the latents.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> path = write_shard(root, 0, sphere_ops.random_uniform((3, 4), 8), torch.arange(3))
+        >>> shard_problem(path, 4, 8, flip=False) is None, shard_problem(path, 4, 8, flip=True)
+        (True, 'it lacks latents_flip')
+        >>> _ = path.write_bytes(path.read_bytes()[:-5])
+        >>> shard_problem(path, 4, 8, flip=False)
+        'it is truncated'
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            (header_size,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(header_size)) if header_size <= size - 8 else None
+    except (OSError, ValueError, struct.error) as error:
+        return f"it is unreadable ({error})"
+    if header is None or not isinstance(header, dict):
+        return "it is truncated"
+    ends = [info["data_offsets"][1] for name, info in header.items() if name != "__metadata__"]
+    if 8 + header_size + max(ends, default=0) != size:
+        return "it is truncated"
+    names = ["latents", "labels"] + (["latents_flip"] if flip else [])
+    missing = [name for name in names if name not in header]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    rows = header["labels"]["shape"][0]
+    for name in names[:1] + names[2:]:
+        if header[name]["shape"] != [rows, tokens, dim]:
+            return f"its {name} have shape {header[name]['shape']}, not [{rows}, {tokens}, {dim}]"
+    return None
+
+
 class LatentCache(torch.utils.data.Dataset):
     """A finished latent cache, indexed by ``(index, flip)`` like ``dinosae.data.images.ImageDataset``.
 
@@ -81,15 +119,23 @@ class LatentCache(torch.utils.data.Dataset):
         if not meta_path.is_file():
             raise LatentCacheError(f"{str(self.directory)!r} is not a finished latent cache (no {META}); "
                                    "run or resume `dinosae encode`")
-        self.meta = json.loads(meta_path.read_text())
-        self.num, self.tokens, self.dim = self.meta["num"], self.meta["tokens"], self.meta["dim"]
-        self.offsets = list(itertools.accumulate(self.meta["shard_counts"], initial=0))
-        self.has_flip = bool(self.meta["flip"])
-        self.classes = list(self.meta.get("classes", []))
+        try:
+            self.meta = json.loads(meta_path.read_text())
+            self.num, self.tokens, self.dim = self.meta["num"], self.meta["tokens"], self.meta["dim"]
+            self.offsets = list(itertools.accumulate(self.meta["shard_counts"], initial=0))
+            self.has_flip = bool(self.meta["flip"])
+            self.classes = list(self.meta.get("classes", []))
+        except (ValueError, KeyError, TypeError) as error:
+            raise LatentCacheError(f"{str(meta_path)!r} is not a latent cache's meta.json: {error!r}") from error
         missing = [shard_name(i) for i in range(self.meta["num_shards"])
                    if not (self.directory / shard_name(i)).is_file()]
         if missing:
             raise LatentCacheError(f"latent cache {str(self.directory)!r} lacks {missing[:3]}")
+        for index in range(self.meta["num_shards"]):
+            problem = shard_problem(self.directory / shard_name(index), self.tokens, self.dim, self.has_flip)
+            if problem is not None:
+                raise LatentCacheError(f"latent cache {str(self.directory)!r}: {shard_name(index)} cannot be used "
+                                       f"({problem}); rerun `dinosae encode` with the same settings to redo it")
         self._handles: dict[int, object] = {}
 
     @property

@@ -32,6 +32,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from dinosae.io.atomic import naming
+
 LOCK_NAME = ".dinosae.lock"
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 180.0
@@ -111,10 +113,14 @@ class DirectoryLock:
                     self.took_over = dict(holder, reason=reason)
                 continue
             try:
-                os.write(fd, record.encode())
-                os.fsync(fd)
-            finally:
+                with naming(self.path):
+                    os.write(fd, record.encode())
+                    os.fsync(fd)
+            except BaseException:
                 os.close(fd)
+                self.path.unlink(missing_ok=True)  # an empty lock would read as a holder that is starting
+                raise
+            os.close(fd)
             self._start_heartbeat()
             return self
         raise DirectoryLockedError(f"{self.what} {str(self.directory)!r}: could not take its lock "

@@ -16,14 +16,17 @@ import torch
 from torch import Tensor
 
 from ._checks import check_features
-from .folder import ImageSource
+from .folder import ImageSource, open_npz
 
 # A covariance may have eigenvalues below zero by rounding only: relative to its largest.
 PSD_TOLERANCE = 1e-6
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
+                     names: tuple[str, str, str, str] = ("mu1", "sigma1", "mu2", "sigma2")) -> float:
     """Fréchet distance between Gaussians N(mu1, sigma1) and N(mu2, sigma2), in float64.
+
+    ``names`` are what errors call the four arguments (``"the reference's mu"``, ...).
 
     ``|mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr sqrt(sigma1 sigma2)``, where
     ``tr sqrt(sigma1 sigma2)`` is computed as the sum of the square roots of the
@@ -40,13 +43,13 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         >>> round(frechet_distance(mu, sigma, mu + 1, 4 * sigma), 9)
         17.0
     """
-    mu1, mu2 = _vector(mu1, "mu1"), _vector(mu2, "mu2")
-    sigma1, sigma2 = _square(sigma1, "sigma1", len(mu1)), _square(sigma2, "sigma2", len(mu2))
+    mu1, mu2 = _vector(mu1, names[0]), _vector(mu2, names[2])
+    sigma1, sigma2 = _square(sigma1, names[1], len(mu1)), _square(sigma2, names[3], len(mu2))
     if len(mu1) != len(mu2):
         raise ValueError(f"the two statistics differ in dimension: {len(mu1)} vs {len(mu2)}")
-    root1 = _psd_sqrt(sigma1, "sigma1")
+    root1 = _psd_sqrt(sigma1, names[1])
     sigma2_t = torch.from_numpy(sigma2)
-    _check_psd(torch.linalg.eigvalsh(sigma2_t), "sigma2")
+    _check_psd(torch.linalg.eigvalsh(sigma2_t), names[3])
     middle = root1 @ sigma2_t @ root1
     eigenvalues = torch.linalg.eigvalsh((middle + middle.T) / 2)
     trace_sqrt = float(eigenvalues.clamp_min(0.0).sqrt().sum())
@@ -173,7 +176,7 @@ def compute_stats(source: str | os.PathLike, extractor: Callable[[Tensor], Tenso
     """
     path = Path(source)
     if path.suffix == ".npz":
-        with np.load(path) as stored:
+        with open_npz(path) as stored:
             if "mu" in stored.files and "sigma" in stored.files:
                 return _vector(stored["mu"], f"{path}: mu"), _square(stored["sigma"], f"{path}: sigma", stored["mu"].shape[-1])
     images = ImageSource(path)

@@ -103,8 +103,26 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from error
+
+
+def open_npz(path: str | os.PathLike) -> np.lib.npyio.NpzFile:
+    """``np.load`` of an ``.npz`` archive (arrays only, never pickles), with a ValueError naming the file
+    when it is not one (numpy would report a text file as "pickled data").
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "a.npz"
+        >>> _ = path.write_text("not numbers")
+        >>> open_npz(path)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: ... is not an .npz archive (a zip of .npy arrays)
+    """
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{str(path)!r} is not an .npz archive (a zip of .npy arrays)")
+    return np.load(path, allow_pickle=False)
 
 
 def _to_tensor(images: np.ndarray) -> Tensor:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,10 +33,11 @@ from tqdm.auto import tqdm
 
 from dinosae.config import DiTTrainConfig, from_dict
 from dinosae.generation.samples import check_pair, class_labels, generate_images, save_grid, write_pngs
-from dinosae.io.atomic import write_atomic, write_json
+from dinosae.io.atomic import remove_leftovers, write_atomic, write_json
 from dinosae.io.checkpoint import load_checkpoint
 from dinosae.io.loading import dit_from_checkpoint, load_autoencoder
-from dinosae.runtime import barrier, init_distributed, shutdown
+from dinosae.pipelines.exclusive import exclusive
+from dinosae.runtime import DistEnv, barrier, init_distributed, on_main, shutdown
 
 SHARDS = "shards"
 PROTOCOL = "protocol.json"
@@ -85,45 +87,71 @@ def sample_to_folder(out: str | os.PathLike, protocol: SampleProtocol, *,
     out = Path(out)
     env = init_distributed(device)
     try:
-        shards_dir = out / SHARDS
-        if env.is_main:
-            _claim(shards_dir, protocol)
-        barrier(env)
-        ae = load_autoencoder(protocol.ae, teacher_weights=teacher_weights, device=env.device)
-        checkpoint = load_checkpoint(protocol.dit, with_state=False)
-        dit = dit_from_checkpoint(checkpoint).to(env.device)
-        if protocol.decode_scale is not None:
-            ae.config.decode_scale = protocol.decode_scale
-        check_pair(ae, dit)
-        shift = protocol.shift
-        if shift is None:
-            shift = from_dict(DiTTrainConfig, checkpoint.meta["train_config"]).resolved_shift(
-                dit.config.num_tokens, dit.config.in_dim)
-        labels = class_labels(protocol.num, dit.config.num_classes, protocol.classes, protocol.labels, protocol.seed)
-        class_names = checkpoint.meta.get("classes", [])
-        ranges = protocol.shard_ranges()
-        mine = [i for i in range(len(ranges)) if i % env.world_size == env.rank
-                and not (shards_dir / _shard_name(i)).is_file()]
-        sampler = dict(steps=protocol.steps, cfg=protocol.cfg, method=protocol.method,
-                       guidance_interval=protocol.guidance_interval, shift=shift)
-        for shard in tqdm(mine, unit="shard", disable=not (progress and env.is_main)):
-            indices = ranges[shard]
-            images = generate_images(ae, dit, labels[indices.start:indices.stop], indices=indices,
-                                     batch_size=protocol.batch_size, seed=protocol.seed, progress=False, **sampler)
-            shard_labels = labels[indices.start:indices.stop].numpy()
-            if png:
-                write_pngs(out / "images", images, shard_labels.tolist(), indices, class_names)
-            write_atomic(shards_dir / _shard_name(shard), lambda tmp: np.savez(
-                tmp, images=images, labels=shard_labels, indices=np.arange(indices.start, indices.stop)))
-        barrier(env)
-        # Only the main rank merges; the others need not wait for it.
-        return merge_shards(out, protocol) if env.is_main else {}
+        with exclusive(out, "sample folder", env, _remove_leftovers):
+            return _sample(out, protocol, env, teacher_weights, png, progress)
     finally:
         shutdown(env)
 
 
+def _remove_leftovers(out: Path) -> list[Path]:
+    return remove_leftovers(out) + remove_leftovers(out / SHARDS) + remove_leftovers(out / "images")
+
+
+def _sample(out: Path, protocol: SampleProtocol, env: DistEnv, teacher_weights: str | os.PathLike | None,
+            png: bool, progress: bool) -> dict[str, Path]:
+    shards_dir = out / SHARDS
+    on_main(env, lambda: _claim(shards_dir, protocol))
+    ae = load_autoencoder(protocol.ae, teacher_weights=teacher_weights, device=env.device)
+    checkpoint = load_checkpoint(protocol.dit, with_state=False)
+    dit = dit_from_checkpoint(checkpoint).to(env.device)
+    if protocol.decode_scale is not None:
+        ae.config.decode_scale = protocol.decode_scale
+    check_pair(ae, dit)
+    shift = protocol.shift
+    if shift is None:
+        shift = from_dict(DiTTrainConfig, checkpoint.meta["train_config"]).resolved_shift(
+            dit.config.num_tokens, dit.config.in_dim)
+    labels = class_labels(protocol.num, dit.config.num_classes, protocol.classes, protocol.labels, protocol.seed)
+    class_names = checkpoint.meta.get("classes", [])
+    ranges = protocol.shard_ranges()
+    mine = [i for i in range(len(ranges)) if i % env.world_size == env.rank
+            and not _trusted(shards_dir / _shard_name(i), ranges[i])]
+    sampler = dict(steps=protocol.steps, cfg=protocol.cfg, method=protocol.method,
+                   guidance_interval=protocol.guidance_interval, shift=shift)
+    for shard in tqdm(mine, unit="shard", disable=not (progress and env.is_main)):
+        indices = ranges[shard]
+        images = generate_images(ae, dit, labels[indices.start:indices.stop], indices=indices,
+                                 batch_size=protocol.batch_size, seed=protocol.seed, progress=False, **sampler)
+        shard_labels = labels[indices.start:indices.stop].numpy()
+        if png:
+            write_pngs(out / "images", images, shard_labels.tolist(), indices, class_names)
+        write_atomic(shards_dir / _shard_name(shard), lambda tmp: np.savez(
+            tmp, images=images, labels=shard_labels, indices=np.arange(indices.start, indices.stop)))
+    barrier(env)
+    # Only the main rank merges; the others need not wait for it.
+    return merge_shards(out, protocol) if env.is_main else {}
+
+
 def _shard_name(index: int) -> str:
     return f"shard_{index:05d}.npz"
+
+
+def _trusted(path: Path, expected: range) -> bool:
+    """Whether a shard left by an earlier run can be kept: readable, and of the samples it should hold
+    (its zip directory and array headers are read, not its images)."""
+    if not path.is_file():
+        return False
+    try:
+        with np.load(path) as shard:
+            fine = np.array_equal(shard["indices"], np.arange(expected.start, expected.stop)) and \
+                shard["labels"].shape == (len(expected),)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        fine, reason = False, f"it is unreadable ({error})"
+    else:
+        reason = "it holds other samples"
+    if not fine:
+        warnings.warn(f"drawing {path.name} again: {reason}", stacklevel=2)
+    return fine
 
 
 def _claim(shards_dir: Path, protocol: SampleProtocol) -> None:

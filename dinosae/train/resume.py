@@ -65,8 +65,10 @@ class Continuation:
     Example:
         >>> from dinosae.config import AETrainConfig, to_dict
         >>> fresh = Continuation(None)
-        >>> fresh.config(AETrainConfig, "train_config", AETrainConfig(lr=1e-4), "train").lr, fresh.settle({}, False, "run")
-        (0.0001, [])
+        >>> fresh.config(AETrainConfig, "train_config", AETrainConfig(lr=1e-4), "train").lr
+        0.0001
+        >>> fresh.settle({}, False, "run")
+        []
         >>> stored = {"train_config": to_dict(AETrainConfig(lr=1e-5)), "data": {"count": 3, "listing": "x"}}
         >>> resumed = Continuation(stored, step=7, explicit={"train": {"lr"}})
         >>> resumed.config(AETrainConfig, "train_config", AETrainConfig(lr=1e-4), "train").lr

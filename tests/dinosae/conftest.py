@@ -71,3 +71,35 @@ def models(tmp_path_factory) -> Path:
         "kind": "dit", "dit_config": to_dict(dit.config), "train_config": to_dict(DiTTrainConfig()),
         "classes": ["a", "b", "c"]}))
     return root
+
+
+def _mount_tmpfs(path: Path, options: str) -> bool:
+    import subprocess
+
+    path.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+@pytest.fixture(params=["full", "read-only"])
+def unwritable(request, tmp_path_factory):
+    """A real filesystem that refuses writes: a full tmpfs (ENOSPC) or a read-only one (EROFS).
+
+    Mounting needs root; elsewhere the tests that use it are skipped (others simulate the errors).
+    """
+    import subprocess
+
+    root = tmp_path_factory.mktemp("unwritable") / "mnt"
+    options = "size=256k" if request.param == "full" else "ro,size=256k"
+    if not _mount_tmpfs(root, options):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        if request.param == "full":
+            with open(root / "filler", "wb") as filler:
+                try:
+                    filler.write(b"\0" * (1 << 20))
+                except OSError:
+                    pass
+        yield root, "No space left on device" if request.param == "full" else "Read-only file system"
+    finally:
+        subprocess.run(["umount", str(root)], capture_output=True)

@@ -46,7 +46,7 @@ def pipeline(tmp_path_factory, photos):
 
 
 def _lpips_off(root):
-    path = root / "fast.yaml"
+    path = root / "fast.yaml"  # LPIPS's VGG16 is most of a CPU step
     path.write_text("train:\n  lpips_weight: 0.0\n  image_every: 1000\n")
     return path
 
@@ -114,14 +114,73 @@ BAD_INPUTS = {
                        "--preset", "XXL"),
     "missing teacher weights": ("are missing", "reconstruct", "--ckpt", "{pipeline}/s2", "--data", "{heldout}",
                                 "--out", "{tmp}/o", "--teacher-weights", "{tmp}/missing.pth"),
+    # What a careless or hostile user tried (issue "Reliability and security"); the files are made below.
+    "infinite lr in a config": ("train.lr: expected a finite number, got inf", "train", "ae", "--data", "{heldout}",
+                                "--out", "{tmp}/r", "--preset", "tiny", "--config", "{tmp}/inf.yaml"),
+    "misspelt config key": ("unknown key 'lrr' in train (did you mean 'lr'?)", "train", "ae", "--data",
+                            "{heldout}", "--out", "{tmp}/r", "--config", "{tmp}/typo.yaml"),
+    "misspelt config section": ("did you mean 'train'?", "train", "dit", "--latents", "{pipeline}/latents",
+                                "--out", "{tmp}/d", "--config", "{tmp}/section.yaml"),
+    "a string for a number": ("train.batch_size: expected an integer, got 'big'", "train", "ae", "--data",
+                              "{heldout}", "--out", "{tmp}/r", "--config", "{tmp}/string.yaml"),
+    "a cadence of zero": ("train.ckpt_every: must be at least 1, got 0", "train", "ae", "--data", "{heldout}",
+                          "--out", "{tmp}/r", "--config", "{tmp}/zero.yaml"),
+    "malformed yaml": ("is not valid YAML", "train", "ae", "--data", "{heldout}", "--out", "{tmp}/r",
+                       "--config", "{tmp}/broken.yaml"),
+    "nan learning rate flag": ("'nan' is not a finite number", "train", "ae", "--data", "{heldout}", "--out",
+                               "{tmp}/r", "--lr", "nan"),
+    "nan guidance": ("'nan' is not a finite number", "sample", "--ae", "{pipeline}/s2", "--dit", "{pipeline}/dit",
+                     "--out", "{tmp}/s", "--cfg", "nan"),
+    "negative bench rows": ("expected integers of at least 1", "bench", "kernels", "--rows", "-5"),
+    "zero bench width": ("expected integers of at least 1", "bench", "kernels", "--dim", "0"),
+    "unknown bench implementation": ("unknown implementation nope", "bench", "kernels", "--op", "dist", "--impl",
+                                     "nope"),
+    "a text file as npz": ("is not an .npz", "eval", "gen", "--samples", "{tmp}/text.npz", "--ref",
+                           "{tmp}/text.npz"),
+    "nothing decodes": ("no readable image on any rank", "train", "ae", "--data", "{tmp}/corrupt", "--out",
+                        "{tmp}/r", "--preset", "tiny", "--steps", "2", "--batch-size", "2", "--num-workers", "0",
+                        "--device", "cpu", "--config", "{pipeline}/fast.yaml"),
+    "nothing decodes to encode": ("could be decoded", "encode", "--ckpt", "{pipeline}/s2", "--data",
+                                  "{tmp}/corrupt", "--out", "{tmp}/lat", "--num-workers", "0"),
+    "resume with another lr": ("train.lr: 0.0001 -> 0.5", "train", "ae", "--data", "{heldout}", "--out",
+                               "{tmp}/s2", "--resume", "--lr", "0.5", "--device", "cpu"),
+    "resume on other data": ("(another listing)", "train", "ae", "--data", "{tmp}/other", "--out", "{tmp}/s2",
+                             "--resume", "--device", "cpu"),
+    "corrupt training state": ("is unreadable", "train", "ae", "--data", "{heldout}", "--out", "{tmp}/broken_run",
+                               "--resume", "--device", "cpu"),
+    "truncated latent shard": ("cannot be used (it is truncated)", "train", "dit", "--latents", "{tmp}/cut_latents",
+                               "--out", "{tmp}/d"),
 }
+
+
+def _bad_files(tmp_path, pipeline, heldout):
+    """The files the bad-input cases name."""
+    (tmp_path / "empty").mkdir()
+    for name, text in {"inf.yaml": "train:\n  lr: .inf\n", "typo.yaml": "train:\n  lrr: 0.1\n",
+                       "section.yaml": "trian:\n  lr: 0.1\n", "string.yaml": "train:\n  batch_size: big\n",
+                       "zero.yaml": "train:\n  ckpt_every: 0\n", "broken.yaml": "train: [lr: 1\n",
+                       "text.npz": "not an archive"}.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "corrupt").mkdir()
+    for i in range(3):
+        (tmp_path / "corrupt" / f"{i}.jpg").write_bytes(b"\xff\xd8 truncated")
+    shutil.copytree(pipeline / "s2", tmp_path / "s2")
+    shutil.copytree(heldout, tmp_path / "other", ignore=shutil.ignore_patterns("00000.png"))
+    shutil.copytree(pipeline / "s2", tmp_path / "broken_run")
+    latest = (tmp_path / "broken_run" / "checkpoints" / "latest").read_text().strip()
+    (tmp_path / "broken_run" / "checkpoints" / latest / "state.json").write_text("{")
+    shutil.copytree(pipeline / "latents", tmp_path / "cut_latents")
+    shard = tmp_path / "cut_latents" / "shard_00000.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-100])
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_exits_with_one_line(case, pipeline, photos, tmp_path):
-    (tmp_path / "empty").mkdir()
+    _bad_files(tmp_path, pipeline, photos["heldout"])
     reason, *args = BAD_INPUTS[case]
     _fails_with(reason, *(a.format(tmp=tmp_path, pipeline=pipeline, heldout=photos["heldout"]) for a in args))
+
+
 
 
 def test_samples_of_another_latent_shape_are_refused(pipeline, tmp_path):

@@ -100,3 +100,11 @@ def test_ranks_split_the_global_batch():
 def test_batch_must_divide_over_ranks():
     with pytest.raises(ValueError, match="not divisible"):
         ResumableBatches(10, global_batch=5, seed=0, world_size=2)
+
+
+def test_a_decompression_bomb_is_skipped_as_unreadable(tmp_path, monkeypatch):
+    _image(tmp_path / "bomb.png", size=(64, 64))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 is over twice this: PIL refuses it
+    assert load_image(tmp_path / "bomb.png", 16) is None
+    batch = collate_images([ImageDataset(tmp_path, 16)[(0, False)]])
+    assert batch.images.shape[0] == 0 and batch.skipped == [str(tmp_path / "bomb.png")]

@@ -70,7 +70,13 @@ def test_bad_inputs_are_one_clear_error(files, tmp_path):
     root, _, _ = files
     np.savez(tmp_path / "labels_only.npz", labels=np.zeros(3))
     np.savez(tmp_path / "big.npz", arr_0=_images(2, n=4, size=32))
+    with np.load(root / "stats_only.npz") as stats:
+        np.savez(tmp_path / "nan_mu.npz", mu=np.where(np.arange(stats["mu"].size) == 1, np.nan, stats["mu"]),
+                 sigma=stats["sigma"])
+    (tmp_path / "text.npz").write_text("mu sigma")
     cases = [
+        (dict(reference=tmp_path / "nan_mu.npz"), "the reference's mu contains NaN"),
+        (dict(reference=tmp_path / "text.npz"), "is not an .npz archive"),
         (dict(reference=tmp_path / "labels_only.npz"), "holds neither mu/sigma nor images"),
         (dict(reference=tmp_path / "big.npz"), "samples are 16x16 px, the reference images 32x32"),
         (dict(num_samples=50_000), "holds 24 samples, fewer than the 50000 asked for"),

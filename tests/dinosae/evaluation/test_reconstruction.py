@@ -43,3 +43,18 @@ def test_stripes_raise_the_stripe_score():
     score = (recon[0] / original[0]) / (recon[1] / original[1])
     assert score > 1.5
     torch.testing.assert_close(directional_variation(images.transpose(2, 3)), directional_variation(images).flip(1))
+
+
+def test_solid_images_give_an_undefined_stripe_score_not_a_crash(models, tmp_path):
+    import math
+
+    from PIL import Image
+
+    from dinosae.evaluation.reconstruction import reconstruction_metrics
+    from dinosae.io.loading import load_autoencoder
+
+    for i, size in enumerate([(1, 1), (64, 64)]):
+        Image.new("RGB", size, (30 * i, 120, 200)).save(tmp_path / f"{i}.png")
+    metrics = reconstruction_metrics(load_autoencoder(models / "ae"), tmp_path, num_workers=0, progress=False)
+    assert metrics["images"] == 2 and math.isfinite(metrics["psnr"])
+    assert math.isnan(metrics["stripe_score"]) and math.isnan(metrics["stripe_rows"])

@@ -71,3 +71,29 @@ def test_cache_shape_mismatch_is_a_clear_error(tmp_path):
     os.remove(tmp_path / shard_name(0))
     with pytest.raises(LatentCacheError, match="lacks"):
         LatentCache(tmp_path)
+
+
+def test_a_rerun_with_other_settings_is_refused_and_leaves_the_cache_as_it_was(tmp_path, photos, autoencoder_run):
+    out = tmp_path / "lat"
+    encode_folder(autoencoder_run, photos["heldout"], out, shard_size=8, num_workers=0, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    for changed in ({"shard_size": 10}, {"flip": True}):
+        with pytest.raises(LatentCacheError, match=f"other settings \\({next(iter(changed))}\\)"):
+            encode_folder(autoencoder_run, photos["heldout"], out, num_workers=0, progress=False,
+                          **{"shard_size": 8, **changed})
+    with pytest.raises(LatentCacheError, match=r"other settings \(data\)"):
+        encode_folder(autoencoder_run, photos["train"], out, shard_size=8, num_workers=0, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_a_truncated_shard_is_refused_when_read_and_encoded_again_on_a_rerun(tmp_path, photos, autoencoder_run):
+    out = tmp_path / "lat"
+    cache = encode_folder(autoencoder_run, photos["heldout"], out, shard_size=8, num_workers=0, progress=False)
+    expected = cache[(9, False)][0]
+    cut = out / shard_name(1)
+    cut.write_bytes(cut.read_bytes()[:-64])
+    with pytest.raises(LatentCacheError, match="shard_00001.safetensors cannot be used \\(it is truncated\\)"):
+        LatentCache(out)
+    with pytest.warns(UserWarning, match="encoding shard_00001.safetensors again: it is truncated"):
+        cache = encode_folder(autoencoder_run, photos["heldout"], out, shard_size=8, num_workers=0, progress=False)
+    assert torch.equal(cache[(9, False)][0], expected)

@@ -98,3 +98,52 @@ def test_a_failing_rank_stops_the_run_and_leaves_nothing_half_written(models, tm
     _one_process(*_sample_args(models, out, "--shard-size", "2"))  # the rerun finishes what is missing
     _one_process(*_sample_args(models, tmp_path / "clean", "--shard-size", "2"))
     assert np.array_equal(np.load(out / "samples.npz")["arr_0"], np.load(tmp_path / "clean" / "samples.npz")["arr_0"])
+
+
+def _nan_dit(models, tmp_path):
+    from dinosae.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+
+    source = load_checkpoint(models / "dit")
+    weights = {k: v.clone() for k, v in source.model.items()}
+    weights[next(k for k in weights if k.endswith("weight"))].fill_(float("nan"))
+    # save_checkpoint refuses non-finite weights; a file from elsewhere can still hold them
+    checkpoint = Checkpoint(step=1, model={k: torch.zeros_like(v) for k, v in weights.items()}, meta=source.meta)
+    path = save_checkpoint(tmp_path / "nan_dit", checkpoint)
+    from safetensors.torch import save_file
+
+    save_file(weights, path / "model.safetensors")
+    return tmp_path / "nan_dit"
+
+
+def test_a_dit_with_nan_weights_writes_no_sample(models, tmp_path):
+    from dinosae.pipelines.sample import sample_command
+
+    with pytest.raises(FloatingPointError, match="are not finite"):
+        sample_command(models / "ae", _nan_dit(models, tmp_path), tmp_path / "out", num=4, steps=1, batch_size=2,
+                       device="cpu", progress=False)
+    assert not list((tmp_path / "out").rglob("*.npz")) and not list((tmp_path / "out").rglob("*.png"))
+
+
+def test_class_names_from_files_never_leave_the_output_folder(models, tmp_path):
+    from dinosae.io.checkpoint import load_checkpoint, save_checkpoint
+    from dinosae.pipelines.sample import sample_command
+
+    crafted = load_checkpoint(models / "dit", with_state=False)
+    crafted.meta["classes"] = ["../../escaped", "/etc/cron.d/x", ".."]
+    save_checkpoint(tmp_path / "dit", crafted)
+    out = tmp_path / "deep" / "out"
+    sample_command(models / "ae", tmp_path / "dit", out, num=3, steps=1, batch_size=3, device="cpu", progress=False)
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.png"))
+    assert len([p for p in written if p.parts[:3] == ("deep", "out", "images")]) == 3
+    assert all(p.parts[:2] == ("deep", "out") for p in written), written
+
+
+def test_a_damaged_shard_is_drawn_again(models, tmp_path):
+    out = tmp_path / "run"
+    _one_process(*_sample_args(models, out))
+    first = np.load(out / "samples.npz")["arr_0"]
+    shard = out / "shards" / "shard_00001.npz"
+    shard.write_bytes(shard.read_bytes()[:100])
+    (out / "samples.npz").unlink()
+    _one_process(*_sample_args(models, out))
+    assert np.array_equal(np.load(out / "samples.npz")["arr_0"], first)
