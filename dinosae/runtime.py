@@ -6,12 +6,12 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
 
-from dinosae.config.training import PRECISIONS
+from dinosae.config.training import PRECISIONS, SAMPLING_PRECISIONS
 
 T = TypeVar("T")
 
@@ -58,6 +58,40 @@ def autocast(device: torch.device, precision: str = "auto") -> contextlib.Abstra
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     return contextlib.nullcontext()
+
+
+def use_tf32(device: torch.device, enabled: bool = True) -> None:
+    """Let float32 matmuls and convolutions on CUDA use TF32 (10-bit mantissa products, float32 sums),
+    as DiT, LightningDiT and RAE train; nothing changes on the CPU."""
+    if device.type == "cuda":
+        precision = "tf32" if enabled else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = precision
+        torch.backends.cudnn.fp32_precision = precision
+
+
+@contextlib.contextmanager
+def sampling_precision(device: torch.device, precision: str = "auto") -> Iterator[None]:
+    """Inference in ``"bf16"`` autocast, float32 with TF32 matmuls (``"tf32"``) or exact float32
+    (``"fp32"``); ``"auto"`` is bf16 on CUDA and float32 on the CPU. TF32 settings are restored after.
+
+    Example:
+        >>> with sampling_precision(torch.device("cpu"), "bf16"):
+        ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+        torch.bfloat16
+    """
+    if precision not in SAMPLING_PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {SAMPLING_PRECISIONS}")
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+        return
+    before = torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.fp32_precision
+    use_tf32(device, precision == "tf32")
+    try:
+        yield
+    finally:
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.fp32_precision = before
 
 
 def init_distributed(device: str | None = None) -> DistEnv:

@@ -58,3 +58,24 @@ def tolerance(dtype: torch.dtype) -> float:
 
 
 PI = math.pi
+
+
+def dinosae_command(*args: object, ranks: int = 1) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of ``dinosae ARGS`` in a fresh process, under ``torchrun`` on
+    ``ranks`` CPU processes when more than one: one thread each, the Triton interpreter on."""
+    import os
+    import sys
+
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)] if ranks > 1 else []
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    return [sys.executable, *launcher, "-m", "dinosae", *map(str, args)], env
+
+
+def run_dinosae(*args: object, ranks: int = 1, timeout: float = 300):
+    """Run ``dinosae ARGS`` (see :func:`dinosae_command`) to its end; asserts it succeeded."""
+    import subprocess
+
+    command, env = dinosae_command(*args, ranks=ranks)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result

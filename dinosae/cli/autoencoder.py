@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from dinosae.cli.options import (FINITE_FLOAT, ckpt_option, config_option, device_option, emit, folder_options, given,
-                                 json_option, one_line_errors, override_option, preset_option, recipe_option,
-                                 resume_mode, resume_option, teacher_weights_option)
+                                 grad_accum_option, json_option, one_line_errors, override_option, preset_option,
+                                 recipe_option, resume_mode, resume_option, teacher_weights_option, tf32_option)
 
 
 @click.command("ae")
@@ -30,6 +30,8 @@ from dinosae.cli.options import (FINITE_FLOAT, ckpt_option, config_option, devic
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the training step.")
 @click.option("--grad-checkpoint", is_flag=True, default=None,
               help="Recompute the decoder's stages and LPIPS in the backward pass: less memory, more time.")
+@grad_accum_option
+@tf32_option
 @click.option("--num-workers", type=click.IntRange(0), default=None)
 @click.option("--seed", type=int, default=None)
 @recipe_option
@@ -38,8 +40,8 @@ from dinosae.cli.options import (FINITE_FLOAT, ckpt_option, config_option, devic
 @one_line_errors
 @click.pass_context
 def train_ae(ctx, data, out, preset, stage, steps, batch_size, image_size, lr, init, resume, override,
-             teacher_weights, align, stem, compile_, grad_checkpoint, num_workers, seed, recipe, config_file,
-             device) -> None:
+             teacher_weights, align, stem, compile_, grad_checkpoint, grad_accum, tf32, num_workers, seed, recipe,
+             config_file, device) -> None:
     """Train one stage of the autoencoder (1: stem + decoder; 2: + GAN; 3: decoder; 4: + latent noise)."""
     from dinosae.config import read_overrides, resolve_ae_run
     from dinosae.train.autoencoder import train_autoencoder
@@ -54,8 +56,8 @@ def train_ae(ctx, data, out, preset, stage, steps, batch_size, image_size, lr, i
                          file=read_overrides(config_file) if config_file else None,
                          model={"image_size": image_size, "stem": stem},
                          train={"steps": steps, "batch_size": batch_size, "lr": lr, "align": align, "seed": seed,
-                                "num_workers": num_workers, "compile": compile_,
-                                "grad_checkpoint": grad_checkpoint})
+                                "num_workers": num_workers, "compile": compile_, "grad_checkpoint": grad_checkpoint,
+                                "grad_accum": grad_accum, "tf32": tf32})
     final = train_autoencoder(out, data, run.model, run.train, init=init, resume=resume_mode(resume),
                               override=override, explicit=run.explicit, teacher_weights=teacher_weights,
                               device=device)

@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from dinosae.cli.options import (FINITE_FLOAT, FiniteFloat, comma_separated, config_option, device_option, given,
-                                 one_line_errors, override_option, preset_option, recipe_option, resume_mode,
-                                 resume_option, teacher_weights_option)
-from dinosae.config.training import PATHS, PRECISIONS, TIME_SAMPLERS
+                                 grad_accum_option, one_line_errors, override_option, preset_option, recipe_option,
+                                 resume_mode, resume_option, teacher_weights_option, tf32_option)
+from dinosae.config.training import PATHS, PRECISIONS, SAMPLING_PRECISIONS, TIME_SAMPLERS
 
 
 def _floats(ctx: click.Context, param: click.Parameter, value: str | None):
@@ -41,6 +41,10 @@ def _floats(ctx: click.Context, param: click.Parameter, value: str | None):
 @resume_option
 @override_option
 @click.option("--compile", "compile_", is_flag=True, default=None)
+@click.option("--grad-checkpoint", is_flag=True, default=None,
+              help="Recompute each DiT block in the backward pass: less memory, about a third more compute.")
+@grad_accum_option
+@tf32_option
 @click.option("--num-workers", type=click.IntRange(0), default=None)
 @click.option("--seed", type=int, default=None)
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
@@ -51,7 +55,8 @@ def _floats(ctx: click.Context, param: click.Parameter, value: str | None):
 @one_line_errors
 @click.pass_context
 def train_dit(ctx, latents, out, preset, path_, lightning, steps, batch_size, lr, time_sampler, shift, resume,
-              override, compile_, num_workers, seed, precision, recipe, config_file, device) -> None:
+              override, compile_, grad_checkpoint, grad_accum, tf32, num_workers, seed, precision, recipe, config_file,
+              device) -> None:
     """Train a class-conditional DiT on a latent cache."""
     from dinosae.config import read_overrides
     from dinosae.io.latents import LatentCache
@@ -63,7 +68,8 @@ def train_dit(ctx, latents, out, preset, path_, lightning, steps, batch_size, lr
                                  file=read_overrides(config_file) if config_file else None,
                                  train={"path": named["path_"], "steps": steps, "batch_size": batch_size, "lr": lr,
                                         "time_sampler": time_sampler, "shift": shift, "num_workers": num_workers,
-                                        "seed": seed, "compile": compile_, "precision": precision})
+                                        "seed": seed, "compile": compile_, "precision": precision,
+                                        "grad_checkpoint": grad_checkpoint, "grad_accum": grad_accum, "tf32": tf32})
     final = run(out, latents, resolved.model, resolved.train, resume=resume_mode(resume), override=override,
                 explicit=resolved.explicit, device=device)
     click.echo(f"DiT training done: {final}")
@@ -93,12 +99,15 @@ def train_dit(ctx, latents, out, preset, path_, lightning, steps, batch_size, lr
 @click.option("--decode-scale", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Token norm at which to decode the samples (the HAE paper's s_vae, 14); default: the "
                    "autoencoder's own.")
+@click.option("--precision", "sample_precision", type=click.Choice(SAMPLING_PRECISIONS), default="auto",
+              show_default=True, help="The DiT's and decoder's arithmetic: auto is bf16 autocast on CUDA, float32 on "
+                                      "the CPU; tf32 is float32 with TF32 matmuls.")
 @click.option("--png/--no-png", default=True, show_default=True, help="Also write one PNG per sample.")
 @teacher_weights_option
 @device_option
 @one_line_errors
 def sample(ae_ckpt, dit_ckpt, out, num, label_mode, classes, steps, method, cfg, guidance_interval, shift, seed,
-           batch_size, shard_size, decode_scale, png, teacher_weights, device) -> None:
+           batch_size, shard_size, decode_scale, sample_precision, png, teacher_weights, device) -> None:
     """Generate images: samples.npz for FID evaluators, a grid, PNGs. Under torchrun the ranks share the work
     and the result is the same as one process's; a rerun resumes."""
     from dinosae.pipelines.sample import sample_command
@@ -106,6 +115,6 @@ def sample(ae_ckpt, dit_ckpt, out, num, label_mode, classes, steps, method, cfg,
     paths = sample_command(ae_ckpt, dit_ckpt, out, num=num, labels=label_mode, classes=classes, seed=seed,
                            steps=steps, method=method, cfg=cfg, guidance_interval=guidance_interval, shift=shift,
                            decode_scale=decode_scale, shard_size=shard_size, batch_size=batch_size,
-                           teacher_weights=teacher_weights, device=device, png=png)
+                           precision=sample_precision, teacher_weights=teacher_weights, device=device, png=png)
     if paths:
         click.echo(f"{num} samples in {paths['npz']} (protocol {paths['protocol']}); grid {paths['grid']}")

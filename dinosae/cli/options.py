@@ -66,7 +66,8 @@ def describe(error: BaseException) -> str:
 
 
 def one_line_errors(command: Callable) -> Callable:
-    """Turn the library's input errors into click's ``Error: <reason>`` and a non-zero exit.
+    """Turn the library's input errors into click's ``Error: <reason>`` and a non-zero exit, and a preempted
+    run into its message and exit code 75 (``dinosae.train.preemption``).
 
     ``DINOSAE_DEBUG=1`` lets the original exception and its traceback through.
     """
@@ -78,6 +79,10 @@ def one_line_errors(command: Callable) -> Callable:
         except click.ClickException:
             raise
         except Exception as error:
+            preemption = sys.modules.get("dinosae.train.preemption")
+            if preemption is not None and isinstance(error, preemption.RunPreempted):
+                click.echo(str(error), err=True)
+                sys.exit(preemption.PREEMPTED_EXIT_CODE)
             if not is_user_error(error) or os.environ.get("DINOSAE_DEBUG"):
                 raise
             raise click.ClickException(describe(error)) from error
@@ -205,6 +210,11 @@ resume_option = click.option(
     "--resume", type=click.Choice(["latest", "auto"]), is_flag=False, flag_value="latest", default=None,
     help="Continue the run in --out from its latest complete checkpoint. 'auto': continue if it has one, else "
          "start it (one command for a job's first start and every requeue).")
+grad_accum_option = click.option(
+    "--grad-accum", type=click.IntRange(1), default=None,
+    help="Micro-batches per step: --batch-size stays the global batch, memory is that of one micro-batch.")
+tf32_option = click.option("--tf32/--no-tf32", default=None,
+                           help="TF32 matmuls and convolutions on CUDA (default: on).")
 override_option = click.option(
     "--override", is_flag=True,
     help="With --resume: continue with flags or data that differ from the run's (otherwise refused, listing them).")

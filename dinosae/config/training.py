@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from dinosae.config.base import check_at_least, check_fields
+from dinosae.config.base import ConfigError, check_at_least, check_fields
 
 # The official release's README: stage -> learning rate (batch 256).
 STAGE_LR = {1: 1e-5, 2: 1e-4, 3: 1e-4, 4: 5.4e-5}
@@ -20,14 +20,17 @@ PATHS = ("rfm", "euclidean")
 TIME_SAMPLERS = ("uniform", "logit-normal")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "bf16", "fp32")  # auto: bf16 autocast on CUDA, float32 on the CPU
+SAMPLING_PRECISIONS = ("auto", "bf16", "tf32", "fp32")  # tf32: float32 with TF32 matmuls
 NOISES = ("tangent", "gaussian")
 NOISE_DRAWS = ("sample", "batch")
 
 
 def _check_counts(config: AETrainConfig | DiTTrainConfig) -> None:
     """Run lengths and cadences are at least 1 (a cadence of 0 would divide by zero after a step)."""
-    check_at_least(config, 1, "steps", "batch_size", "log_every", "ckpt_every", "keep_last")
+    check_at_least(config, 1, "steps", "batch_size", "log_every", "ckpt_every", "keep_last", "grad_accum")
     check_at_least(config, 0, "num_workers")
+    if config.batch_size % config.grad_accum:
+        raise ConfigError(f"batch_size {config.batch_size} is not a multiple of grad_accum {config.grad_accum}")
 
 
 @dataclass
@@ -55,6 +58,14 @@ class AETrainConfig:
     (the HAE paper's 0.8 -> 1.2). ``grad_checkpoint`` recomputes the decoder's
     stages and LPIPS's VGG in the backward pass instead of storing them.
 
+    ``batch_size`` is the global batch; ``grad_accum`` splits each rank's share
+    into that many micro-batches whose gradients add up before the one
+    optimizer step (memory of one micro-batch, the result of the whole batch).
+    ``ema_warmup`` ramps the EMA decay as ``min(decay, (1 + n) / (10 + n))``
+    over the first updates (see ``dinosae.train.ema.EMA``), which a stage
+    started from another stage's weights needs; ``tf32`` lets CUDA matmuls and
+    convolutions use TF32.
+
     Example:
         >>> config = AETrainConfig(stage=2)
         >>> config.lr, config.gan_weight, config.trains_stem, config.latent_noise
@@ -75,6 +86,7 @@ class AETrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
+    ema_warmup: bool = True
     align: str = "cosine"
     align_weight: float = 0.5
     l1_weight: float = 1.0
@@ -99,10 +111,12 @@ class AETrainConfig:
     num_workers: int = 4
     compile: bool = False
     grad_checkpoint: bool = False
+    grad_accum: int = 1
+    tf32: bool = True
 
     # Settings of the machine, not of the run: a resume follows the new value without comparing it.
     RUNTIME: ClassVar[tuple[str, ...]] = ("log_every", "image_every", "ckpt_every", "keep_last", "num_workers",
-                                          "compile", "grad_checkpoint")
+                                          "compile", "grad_checkpoint", "grad_accum", "tf32")
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -193,6 +207,9 @@ class DiTTrainConfig:
     ``shift=1`` turns shifting off. ``radius`` and ``radial_weight`` are the
     RFM loss's (``dinosae.generation.rfm.rfm_loss``: the HAE paper's 32 and
     0.1). ``precision`` is the autocast of the forward pass (``PRECISIONS``).
+    ``grad_checkpoint`` recomputes each DiT block in the backward pass;
+    ``grad_accum``, ``ema_warmup`` (off, as in DiT: a constant decay) and
+    ``tf32`` are as for ``AETrainConfig``.
 
     Example:
         >>> round(DiTTrainConfig().resolved_shift(tokens=256, dim=768), 3)
@@ -207,6 +224,7 @@ class DiTTrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
+    ema_warmup: bool = False
     time_sampler: str = "logit-normal"
     shift: float | None = None
     radius: float = 1.0
@@ -219,8 +237,12 @@ class DiTTrainConfig:
     keep_last: int = 2
     num_workers: int = 4
     compile: bool = False
+    grad_checkpoint: bool = False
+    grad_accum: int = 1
+    tf32: bool = True
 
-    RUNTIME: ClassVar[tuple[str, ...]] = ("log_every", "ckpt_every", "keep_last", "num_workers", "compile")
+    RUNTIME: ClassVar[tuple[str, ...]] = ("log_every", "ckpt_every", "keep_last", "num_workers", "compile",
+                                          "grad_checkpoint", "grad_accum", "tf32")
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -152,8 +152,10 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print) -> dict:
 
     say(f"DiT ({config.dit_preset}) with Riemannian flow matching: {config.dit_steps} steps")
     dit_config = dit_config_for(cache, config.dit_preset)
+    # A short run: the EMA must warm up, or it would stay near the initial weights.
     dit_train = DiTTrainConfig(steps=config.dit_steps, batch_size=config.dit_batch, lr=config.dit_lr, num_workers=0,
-                               log_every=max(1, config.dit_steps // 50), ckpt_every=config.dit_steps, seed=config.seed)
+                               log_every=max(1, config.dit_steps // 50), ckpt_every=config.dit_steps, seed=config.seed,
+                               ema_warmup=True)
     train_dit(out / "dit", out / "latents", dit_config, dit_train, device=device)
     lap("dit")
 

@@ -198,11 +198,13 @@ def rfm_loss(
     check_data: bool = True,
     radius: float = 1.0,
     radial_weight: float = 1.0,
+    draws: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Riemannian flow-matching loss of ``model`` on data ``x1`` (B, ..., D) with unit tokens.
 
     Draws t (``time_sampler``, uniform by default) and then x0 uniform on each
-    sphere, both from ``generator``. Returns the loss, a scalar that
+    sphere, both from ``generator`` (:func:`draw_times_and_noise`), unless
+    given as ``draws = (t, x0)``. Returns the loss, a scalar that
     backpropagates, and ``aux``: the detached per-sample losses (``"loss"``, (B,))
     and their times (``"t"``, (B,)), for logging the loss over time.
 
@@ -229,8 +231,7 @@ def rfm_loss(
         torch.Size([8])
     """
     _check_data(x1, y, unit=check_data)
-    t = (time_sampler or UniformTime())(x1.shape[0], generator=generator, device=x1.device, dtype=_time_dtype(x1))
-    x0 = sphere_ops.random_uniform(x1.shape[:-1], x1.shape[-1], generator=generator, dtype=x1.dtype, device=x1.device)
+    t, x0 = draws if draws is not None else draw_times_and_noise(x1, "sphere", time_sampler, generator)
     xt, ut = sphere_ops.geodesic_velocity(x0, x1, _per_token(t, x1))
     v = model(xt, t, y)
     if radial_weight == 1.0:
@@ -255,6 +256,7 @@ def euclidean_fm_loss(
     generator: torch.Generator | None = None,
     scale: float | None = None,
     check_data: bool = True,
+    draws: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Euclidean flow-matching loss (linear path, Gaussian x0) on data ``x1 * scale`` (B, ..., D).
 
@@ -273,12 +275,33 @@ def euclidean_fm_loss(
     """
     _check_data(x1, y, unit=False)
     scale = math.sqrt(x1.shape[-1]) if scale is None else float(scale)
-    t = (time_sampler or UniformTime())(x1.shape[0], generator=generator, device=x1.device, dtype=_time_dtype(x1))
-    x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device=x1.device)
+    t, x0 = draws if draws is not None else draw_times_and_noise(x1, "euclidean", time_sampler, generator)
     data = scale * x1
     tt = _per_token(t, x1).to(x1.dtype)
     xt = (1 - tt) * x0 + tt * data
     return _squared_error(model(xt, t, y), data - x0, t)
+
+
+def draw_times_and_noise(x1: Tensor, manifold: str, time_sampler: TimeSampler | None = None,
+                         generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """The times t (B,) and starting points x0 (shaped as ``x1``) of a flow-matching batch, drawn in this
+    order from ``generator``: x0 uniform on each sphere (``"sphere"``) or standard normal (``"euclidean"``).
+
+    A training step with micro-batches draws them for its whole batch and slices them, so that its
+    result does not depend on how it is split.
+
+    Example:
+        >>> t, x0 = draw_times_and_noise(sphere_ops.random_uniform((4, 3), 8), "sphere")
+        >>> t.shape, x0.shape, bool(torch.allclose(x0.norm(dim=-1), torch.ones(4, 3)))
+        (torch.Size([4]), torch.Size([4, 3, 8]), True)
+    """
+    t = (time_sampler or UniformTime())(x1.shape[0], generator=generator, device=x1.device, dtype=_time_dtype(x1))
+    if manifold == "sphere":
+        x0 = sphere_ops.random_uniform(x1.shape[:-1], x1.shape[-1], generator=generator, dtype=x1.dtype,
+                                       device=x1.device)
+    else:
+        x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device=x1.device)
+    return t, x0
 
 
 def _check_output(v: Tensor, target: Tensor) -> None:

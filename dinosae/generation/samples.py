@@ -28,6 +28,7 @@ from dinosae.io.atomic import write_atomic
 from dinosae.io.names import safe_name
 from dinosae.models.autoencoder import SphericalAutoencoder
 from dinosae.models.dit import DiT
+from dinosae.runtime import sampling_precision
 
 LABEL_MODES = ("equal", "random")
 # Streams of one sample's randomness.
@@ -108,8 +109,10 @@ def check_pair(ae: SphericalAutoencoder, dit: DiT) -> None:
 
 @torch.no_grad()
 def generate_images(ae: SphericalAutoencoder, dit: DiT, labels: torch.Tensor, *, indices: Sequence[int] | None = None,
-                    batch_size: int = 32, seed: int = 0, progress: bool = True, **sampler: object) -> np.ndarray:
-    """uint8 images (N, H, W, 3) for ``labels``: sample ``indices[j]`` (default ``j``) for ``labels[j]``."""
+                    batch_size: int = 32, seed: int = 0, progress: bool = True, precision: str = "auto",
+                    **sampler: object) -> np.ndarray:
+    """uint8 images (N, H, W, 3) for ``labels``: sample ``indices[j]`` (default ``j``) for ``labels[j]``, the DiT
+    and the decoder run at ``precision`` (``dinosae.runtime.sampling_precision``; the ODE's state stays float32)."""
     check_pair(ae, dit)
     device = next(dit.parameters()).device
     indices = list(range(labels.shape[0])) if indices is None else list(indices)
@@ -117,8 +120,8 @@ def generate_images(ae: SphericalAutoencoder, dit: DiT, labels: torch.Tensor, *,
     for start in tqdm(range(0, labels.shape[0], batch_size), unit="batch", disable=not progress):
         batch = labels[start:start + batch_size].to(device)
         noise = starting_noise(dit, indices[start:start + batch_size], seed)
-        latents = generate_latents(dit, batch, noise=noise, **sampler)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with sampling_precision(device, precision):
+            latents = generate_latents(dit, batch, noise=noise, **sampler)
             decoded = ae.decode(latents)
         if not bool(torch.isfinite(latents).all()) or not bool(torch.isfinite(decoded).all()):
             raise FloatingPointError(f"samples {indices[start]}..{indices[start + batch.shape[0] - 1]} are not "

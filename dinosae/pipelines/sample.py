@@ -70,6 +70,7 @@ class SampleProtocol:
     decode_scale: float | None = None
     shard_size: int = 1024
     batch_size: int = 32
+    precision: str = "auto"
 
     def shard_ranges(self, shard_size: int | None = None) -> list[range]:
         size = shard_size or self.shard_size
@@ -117,7 +118,7 @@ def _sample(out: Path, protocol: SampleProtocol, env: DistEnv, teacher_weights: 
     mine = [i for i in range(len(ranges)) if i % env.world_size == env.rank
             and not _trusted(shards_dir / _shard_name(i), ranges[i])]
     sampler = dict(steps=protocol.steps, cfg=protocol.cfg, method=protocol.method,
-                   guidance_interval=protocol.guidance_interval, shift=shift)
+                   guidance_interval=protocol.guidance_interval, shift=shift, precision=protocol.precision)
     for shard in tqdm(mine, unit="shard", disable=not (progress and env.is_main)):
         indices = ranges[shard]
         images = generate_images(ae, dit, labels[indices.start:indices.stop], indices=indices,
@@ -158,7 +159,8 @@ def _claim(shards_dir: Path, protocol: SampleProtocol) -> None:
     """Record the protocol, or refuse a folder whose shards were drawn with another."""
     path = shards_dir / PROTOCOL
     if path.is_file():
-        recorded = json.loads(path.read_text())
+        # Fields added since the folder was written had their defaults then.
+        recorded = {**SampleProtocol(ae="", dit="", num=0).to_json(), **json.loads(path.read_text())}
         if recorded != protocol.to_json():
             changed = sorted(k for k in set(recorded) | set(protocol.to_json())
                              if recorded.get(k) != protocol.to_json().get(k))
@@ -217,13 +219,13 @@ def sample_command(ae: str | os.PathLike, dit: str | os.PathLike, out: str | os.
                    labels: str = "equal", classes: Sequence[int] | None = None, seed: int = 0, steps: int = 50,
                    method: str = "euler", cfg: float = 1.0, guidance_interval: tuple[float, float] | None = None,
                    shift: float | None = None, decode_scale: float | None = None, shard_size: int | None = None,
-                   batch_size: int = 32, **options: object) -> dict[str, Path]:
+                   batch_size: int = 32, precision: str = "auto", **options: object) -> dict[str, Path]:
     """``sample_to_folder`` with the protocol built from arguments; the default shard is 32 batches."""
     protocol = SampleProtocol(ae=str(ae), dit=str(dit), num=num, labels=labels,
                               classes=None if not classes else tuple(classes), seed=seed, steps=steps,
                               method=method, cfg=cfg, guidance_interval=guidance_interval, shift=shift,
                               decode_scale=decode_scale, shard_size=shard_size or 32 * batch_size,
-                              batch_size=batch_size)
+                              batch_size=batch_size, precision=precision)
     return sample_to_folder(out, protocol, **options)
 
 

@@ -28,10 +28,10 @@ from dinosae.io.loading import (AUTOENCODER, DISCRIMINATOR, autoencoder_weights,
 from dinosae.models.autoencoder import SphericalAutoencoder
 from dinosae.models.discriminator import DinoDiscriminator
 from dinosae.pipelines.exclusive import exclusive
-from dinosae.runtime import DistEnv, autocast, init_distributed, shutdown
+from dinosae.runtime import DistEnv, autocast, init_distributed, shutdown, use_tf32
 from dinosae.train.ema import EMA
-from dinosae.train.loop import (TrainState, batch_loader, checkpoint_to_resume, fit, optimizer_step, warn_skipped,
-                                wrap_ddp)
+from dinosae.train.loop import (TrainState, adamw, batch_loader, checkpoint_to_resume, fit, micro_batches,
+                                optimizer_step, sync_gradients, warn_skipped, wrap_ddp)
 from dinosae.train.resume import Continuation
 from dinosae.train.losses import (adaptive_gan_weight, alignment_loss, hinge_discriminator_loss, hinge_generator_loss,
                                   l1_loss)
@@ -41,9 +41,9 @@ class TrainForward(nn.Module):
     """The differentiable part of a step, as one module so that DDP can wrap it.
 
     Returns the reconstruction in [0, 1] and the encoder's tokens (for the
-    alignment loss). ``noise_level`` > 0 perturbs the decoder's input (see
-    :func:`noise_decoder_input`); the encoder runs without gradients when the
-    stem is frozen.
+    alignment loss). ``noise`` (from :func:`draw_latent_noise`) perturbs the
+    decoder's input (see :func:`noise_decoder_input`); the encoder runs
+    without gradients when the stem is frozen.
     """
 
     def __init__(self, model: SphericalAutoencoder, config: AETrainConfig) -> None:
@@ -51,42 +51,50 @@ class TrainForward(nn.Module):
         self.model = model
         self.config = config
 
-    def forward(self, images: torch.Tensor, generator: torch.Generator,
-                noise_level: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor,
+                noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.set_grad_enabled(self.config.trains_stem and torch.is_grad_enabled()):
             tokens = self.model.encoder.student_tokens(images)
         inputs = self.model.decoder_input(tokens)
-        if noise_level > 0:
-            inputs = noise_decoder_input(inputs, self.config.noise, noise_level, self.config.noise_per, generator)
+        if noise is not None:
+            inputs = noise_decoder_input(inputs, self.config.noise, *noise)
         return self.model.to_pixels(self.model.decoder(inputs)), tokens
 
 
-def noise_decoder_input(inputs: torch.Tensor, kind: str, level: float, per: str,
-                        generator: torch.Generator) -> torch.Tensor:
+def draw_latent_noise(count: int, tokens: int, dim: int, level: float, per: str, generator: torch.Generator,
+                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The latent noise of ``count`` images, float32: sizes ~ U(0, ``level``), (count, 1, 1) per ``"sample"``
+    or (1, 1, 1) per ``"batch"``, and standard normal directions (count, tokens, dim).
+
+    A step draws them for all its images at once, so that splitting the step into micro-batches
+    (``grad_accum``) changes nothing.
+    """
+    size = level * torch.rand(count if per == "sample" else 1, 1, 1, generator=generator, device=device)
+    return size, torch.randn(count, tokens, dim, generator=generator, device=device)
+
+
+def noise_decoder_input(inputs: torch.Tensor, kind: str, size: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """The latent noise of training (B, N, D): a decoder that has seen it decodes imperfect latents well.
 
     ``"tangent"`` (stage 4 here) turns every token's direction by a random
-    tangent step of angle ~ U(0, level) and keeps its norm: isotropic in each
-    token's tangent space, and an angle, so it means the same at every width
-    D. ``"gaussian"`` (the HAE paper's latent smoothing, after RAE) adds
-    ``sigma * N(0, I)`` with sigma ~ U(0, level), in the decoder input's own
-    units. ``per`` draws the level once per ``"sample"`` or once per ``"batch"``.
+    tangent step of angle ``size`` (~ U(0, level)) and keeps its norm:
+    isotropic in each token's tangent space, and an angle, so it means the
+    same at every width D. ``"gaussian"`` (the HAE paper's latent smoothing,
+    after RAE) adds ``size * noise``, in the decoder input's own units.
 
     Example:
         >>> z = sphere_ops.random_uniform((2, 4), 8) * 3.0
-        >>> noisy = noise_decoder_input(z, "tangent", 0.3, "sample", torch.Generator().manual_seed(0))
+        >>> size, noise = draw_latent_noise(2, 4, 8, 0.3, "sample", torch.Generator().manual_seed(0), z.device)
+        >>> noisy = noise_decoder_input(z, "tangent", size, noise)
         >>> bool((sphere_ops.dist(z, noisy) <= 0.3 * 1.5).all()), bool(torch.allclose(noisy.norm(dim=-1), z.norm(dim=-1)))
         (True, True)
     """
-    batch, _, dim = inputs.shape
-    draws = batch if per == "sample" else 1
-    size = level * torch.rand(draws, 1, 1, generator=generator, device=inputs.device, dtype=inputs.dtype)
-    noise = torch.randn(inputs.shape, generator=generator, device=inputs.device, dtype=inputs.dtype)
+    size, noise = size.to(inputs.dtype), noise.to(inputs.dtype)
     if kind == "gaussian":
         return inputs + size * noise
     norms = inputs.norm(dim=-1, keepdim=True)
     directions = sphere_ops.normalize(inputs)
-    step = sphere_ops.proju(directions, noise) / math.sqrt(dim - 1)
+    step = sphere_ops.proju(directions, noise) / math.sqrt(inputs.shape[-1] - 1)
     return norms * sphere_ops.expmap(directions, step * size)
 
 
@@ -147,6 +155,7 @@ def _train(run_dir: Path, dataset: ImageDataset, ae_config: AEConfig, config: AE
            previous: Checkpoint | None, init: str | os.PathLike | None,
            teacher_weights: str | os.PathLike | None, resumes: list[dict]) -> Path:
     torch.manual_seed(config.seed)
+    use_tf32(env.device, config.tf32)
     official = init is not None and previous is None and resolve_checkpoint(init).is_file()
     if official:
         # Fine-tuning the release's model: its own configuration wins over the preset's.
@@ -188,13 +197,12 @@ def _initial_state(model: SphericalAutoencoder, discriminator: DinoDiscriminator
     params = set_trainable(model, config)
     model.to(device)
     modules: dict[str, nn.Module] = {"model": model}
-    optimizers = {"optimizer": torch.optim.AdamW(params, lr=config.lr, betas=config.betas,
-                                                 weight_decay=config.weight_decay)}
+    optimizers = {"optimizer": adamw(params, config.lr, config.betas, config.weight_decay, device)}
     if discriminator is not None:
         modules[DISCRIMINATOR] = discriminator.to(device)
-        optimizers["disc_optimizer"] = torch.optim.AdamW(discriminator.parameters(), lr=config.disc_lr,
-                                                         betas=config.betas, weight_decay=config.weight_decay)
-    return TrainState(modules, optimizers, EMA(model, config.ema_decay), extra={"skipped": []})
+        optimizers["disc_optimizer"] = adamw(discriminator.parameters(), config.disc_lr, config.betas,
+                                             config.weight_decay, device)
+    return TrainState(modules, optimizers, EMA(model, config.ema_decay, config.ema_warmup), extra={"skipped": []})
 
 
 class AutoencoderStep:
@@ -204,6 +212,10 @@ class AutoencoderStep:
     images, so that unreadable images change neither the gradient's scale nor
     (under DDP) the balance between ranks. A rank left with no readable image
     still takes part in DDP's all-reduce, with a zero-weight stand-in batch.
+    With ``grad_accum`` the rank's images go through in that many micro-batches,
+    each weighted by its share, and DDP all-reduces only on the last: the
+    gradient of the whole batch, at the memory of one micro-batch. (The
+    adaptive GAN weight, a ratio of gradient norms, is taken per micro-batch.)
     """
 
     def __init__(self, state: TrainState, config: AETrainConfig, env: DistEnv, image_size: int) -> None:
@@ -221,46 +233,99 @@ class AutoencoderStep:
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __call__(self, state: TrainState, batch: ImageBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        config, device = self.config, self.env.device
+        config, device, step = self.config, self.env.device, state.step
         warn_skipped(state, batch.skipped)
-        images = batch.images
-        weight = images.shape[0] * self.env.world_size / config.batch_size
-        if images.shape[0] == 0:
-            images = torch.zeros(1, 3, self.image_size, self.image_size)
-        images = images.to(device, non_blocking=True)
+        images = batch.images.to(device, non_blocking=True)
         self.model.train()
-        gan_now = self.discriminator is not None and state.step >= config.gan_start
-        disc_now = self.discriminator is not None and state.step >= config.disc_start
-        with autocast(device):
-            losses, reconstruction = generator_losses(self.forward, self.model, images, generator, config,
-                                                      self.lpips, self.discriminator if gan_now else None,
-                                                      state.step)
-        _weighted(losses["loss"], weight).backward()
-        lr = config.lr_at(state.step)
-        _set_lr(state.optimizers["optimizer"], lr)
+        discriminator = self.discriminator if self.discriminator is not None and step >= config.gan_start else None
+        level = config.noise_bound(step)
+        noise = None if level == 0 else draw_latent_noise(
+            images.shape[0], self.model.encoder.grid_size() ** 2, self.model.latent_dim, level, config.noise_per,
+            generator, device)
+        parts = [self._micro_batch(images, noise, part) for part in micro_batches(images.shape[0], config.grad_accum)]
+        logged = _WeightedMean()
+        reconstructions = []
+        for index, (micro, micro_noise, weight) in enumerate(parts):
+            with sync_gradients(self.forward, index == len(parts) - 1):
+                with autocast(device):
+                    losses, reconstruction = generator_losses(self.forward, self.model, micro, config, self.lpips,
+                                                              discriminator, step, micro_noise)
+                _weighted(losses["loss"], weight).backward()
+            logged.add(losses, weight)
+            reconstructions.append(reconstruction.detach())
+        losses = logged.mean()
+        _set_lr(state.optimizers["optimizer"], config.lr_at(step))
         losses["grad_norm"] = optimizer_step(state.optimizers["optimizer"], self.params, config.grad_clip)
         state.ema.update(self.model)
-        if disc_now:
-            with autocast(device):
-                # One forward for both halves: DDP expects one forward per backward.
-                logits = self.disc_forward(torch.cat([images, reconstruction.detach().to(images.dtype)]),
-                                           self.model.encoder.vit)
-                real, fake = logits.chunk(2)
-                losses["gan_d"] = hinge_discriminator_loss(real, fake)
-            # Whether the discriminator learns anything: the share of each half it classifies right.
-            losses["disc_acc_real"] = (real.detach() > 0).float().mean()
-            losses["disc_acc_fake"] = (fake.detach() < 0).float().mean()
-            _weighted(losses["gan_d"], weight).backward()
-            _set_lr(state.optimizers["disc_optimizer"], config.lr_at(state.step, config.disc_lr))
-            optimizer_step(state.optimizers["disc_optimizer"], self.discriminator.parameters(), config.grad_clip)
-        self._last = (images, reconstruction.detach())
+        if self.discriminator is not None and step >= config.disc_start:
+            losses.update(self._train_discriminator(state, parts, reconstructions))
+        self._last = (parts[-1][0], reconstructions[-1])
         return losses
 
+    def _micro_batch(self, images: torch.Tensor, noise: tuple[torch.Tensor, torch.Tensor] | None, part: slice
+                     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None, float]:
+        """The images and noise of one micro-batch and its weight: its share of the global batch (times
+        the ranks, whose gradients DDP averages); a zero-weight stand-in image if it has none."""
+        micro = images[part]
+        weight = micro.shape[0] * self.env.world_size / self.config.batch_size
+        if noise is not None:
+            size, directions = noise
+            noise = (size[part] if size.shape[0] > 1 else size, directions[part])
+        if micro.shape[0] == 0:
+            micro = images.new_zeros(1, 3, self.image_size, self.image_size)
+            if noise is not None:
+                noise = (noise[0][:1].new_zeros(1, 1, 1), noise[1].new_zeros(1, *noise[1].shape[1:]))
+        return micro, noise, weight
+
+    def _train_discriminator(self, state: TrainState, parts: list, reconstructions: list[torch.Tensor]
+                             ) -> dict[str, torch.Tensor]:
+        config, device = self.config, self.env.device
+        logged = _WeightedMean()
+        for index, ((micro, _, weight), reconstruction) in enumerate(zip(parts, reconstructions)):
+            with sync_gradients(self.disc_forward, index == len(parts) - 1):
+                with autocast(device):
+                    # One forward for both halves: DDP expects one forward per backward.
+                    logits = self.disc_forward(torch.cat([micro, reconstruction.to(micro.dtype)]),
+                                               self.model.encoder.vit)
+                    real, fake = logits.chunk(2)
+                    loss = hinge_discriminator_loss(real, fake)
+                _weighted(loss, weight).backward()
+            # Whether the discriminator learns anything: the share of each half it classifies right.
+            logged.add({"gan_d": loss, "disc_acc_real": (real.detach() > 0).float().mean(),
+                        "disc_acc_fake": (fake.detach() < 0).float().mean()}, weight)
+        _set_lr(state.optimizers["disc_optimizer"], config.lr_at(state.step, config.disc_lr))
+        optimizer_step(state.optimizers["disc_optimizer"], self.discriminator.parameters(), config.grad_clip)
+        return logged.mean()
+
     def preview(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The last step's images and their reconstructions."""
+        """The last step's (last micro-batch's) images and their reconstructions."""
         if self._last is None:
             raise RuntimeError("no step has run yet")
         return self._last
+
+
+class _WeightedMean:
+    """The mean of each logged scalar over micro-batches, weighted by their images (a stand-in counts
+    only when no micro-batch has any, so that a rank without images still logs finite numbers)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.total, self.count, self.plain = 0.0, 0, {}
+
+    def add(self, scalars: dict[str, torch.Tensor], weight: float) -> None:
+        for name, value in scalars.items():
+            value = torch.as_tensor(value).detach().float()
+            self.sums[name] = self.sums.get(name, 0.0) + value * weight
+            self.plain[name] = self.plain.get(name, 0.0) + value
+        self.total += weight
+        self.count += 1
+
+    def mean(self) -> dict[str, torch.Tensor]:
+        if self.count == 1:
+            return self.plain
+        if self.total > 0:
+            return {name: value / self.total for name, value in self.sums.items()}
+        return {name: value / self.count for name, value in self.plain.items()}
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -273,8 +338,8 @@ def _weighted(loss: torch.Tensor, weight: float) -> torch.Tensor:
 
 
 def generator_losses(step_forward: nn.Module, model: SphericalAutoencoder, images: torch.Tensor,
-                     generator: torch.Generator, config: AETrainConfig, lpips: nn.Module | None,
-                     discriminator: DinoDiscriminator | None, step: int = 0
+                     config: AETrainConfig, lpips: nn.Module | None, discriminator: DinoDiscriminator | None,
+                     step: int = 0, noise: tuple[torch.Tensor, torch.Tensor] | None = None
                      ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """The losses that train the stem and decoder on one batch: ``({name: value, "loss": total}, reconstruction)``.
 
@@ -282,7 +347,7 @@ def generator_losses(step_forward: nn.Module, model: SphericalAutoencoder, image
     discriminator, when given, is called unwrapped with its weights frozen: the
     generator's loss must not train it, and DDP must not see this call.
     """
-    reconstruction, tokens = step_forward(images, generator, config.noise_bound(step))
+    reconstruction, tokens = step_forward(images, noise)
     losses = {"l1": l1_loss(reconstruction, images)}
     if lpips is not None:
         losses["lpips"] = lpips(reconstruction, images).mean()

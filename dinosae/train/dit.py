@@ -17,15 +17,17 @@ import torch
 
 from dinosae.config import DiTConfig, DiTTrainConfig, ResolvedRun, resolve_dit_run
 from dinosae.data.batches import ResumableBatches
-from dinosae.generation.rfm import Objective, TimeSampler, euclidean_fm_loss, make_time_sampler, rfm_loss
+from dinosae.generation.rfm import (Objective, TimeSampler, draw_times_and_noise, euclidean_fm_loss, make_time_sampler,
+                                    rfm_loss)
 from dinosae.io.latents import LatentCache, check_cache_fits, collate_latents, warn_if_unflipped
 from dinosae.io.checkpoint import Checkpoint, remove_checkpoint_leftovers
 from dinosae.io.loading import DIT
 from dinosae.models.dit import DiT
 from dinosae.pipelines.exclusive import exclusive
-from dinosae.runtime import DistEnv, autocast, init_distributed, shutdown
+from dinosae.runtime import DistEnv, autocast, init_distributed, shutdown, use_tf32
 from dinosae.train.ema import EMA
-from dinosae.train.loop import TrainState, batch_loader, checkpoint_to_resume, fit, optimizer_step, wrap_ddp
+from dinosae.train.loop import (TrainState, adamw, batch_loader, checkpoint_to_resume, fit, micro_batches,
+                                optimizer_step, sync_gradients, wrap_ddp)
 from dinosae.train.resume import Continuation
 
 
@@ -77,10 +79,10 @@ def _train(run_dir: Path, cache: LatentCache, model_config: DiTConfig, config: D
         raise ValueError(f"the latent cache has {cache.num_classes} classes, the model {model_config.num_classes}")
     warn_if_unflipped(cache, config.flip)
     torch.manual_seed(config.seed)
+    use_tf32(env.device, config.tf32)
     model = DiT(model_config).to(env.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
-                                  weight_decay=config.weight_decay)
-    state = TrainState({"model": model}, {"optimizer": optimizer}, EMA(model, config.ema_decay))
+    optimizer = adamw(model.parameters(), config.lr, config.betas, config.weight_decay, env.device)
+    state = TrainState({"model": model}, {"optimizer": optimizer}, EMA(model, config.ema_decay, config.ema_warmup))
     if previous is not None:
         state.restore(previous)
     objective = rfm_loss if config.path == "rfm" else euclidean_fm_loss
@@ -98,14 +100,19 @@ def _train(run_dir: Path, cache: LatentCache, model_config: DiTConfig, config: D
 class DiTStep:
     """One flow-matching step: labels dropped for guidance, loss, update, EMA.
 
-    The cache serves every latent renormalized onto the spheres, so the
-    objective's unit-norm check of the data (a host read) is skipped here.
+    Label dropout, times and starting noise are drawn for the rank's whole
+    batch, then the batch goes through in ``grad_accum`` micro-batches whose
+    gradients add up (DDP all-reduces on the last): the result of one big
+    batch, at the memory of one micro-batch. The cache serves every latent
+    renormalized onto the spheres, so the objective's unit-norm check of the
+    data (a host read) is skipped here.
     """
 
     def __init__(self, state: TrainState, config: DiTTrainConfig, env: DistEnv, objective: Objective,
                  time_sampler: TimeSampler) -> None:
         self.config, self.env, self.objective, self.time_sampler = config, env, objective, time_sampler
         self.model: DiT = state.model
+        self.model.checkpointing = config.grad_checkpoint
         self.forward = wrap_ddp(torch.compile(self.model) if config.compile else self.model, env)
         self.loss_options = ({"radius": config.radius, "radial_weight": config.radial_weight}
                              if config.path == "rfm" else {})
@@ -117,13 +124,21 @@ class DiTStep:
         x1, y = (t.to(device, non_blocking=True) for t in batch)
         self.model.train()
         y = self.model.drop_labels(y, generator)
-        with autocast(device, self.config.precision):
-            loss, self._aux = self.objective(self.forward, x1, y, time_sampler=self.time_sampler,
-                                             generator=generator, check_data=False, **self.loss_options)
-        loss.backward()
+        t, x0 = draw_times_and_noise(x1, self.model.config.manifold, self.time_sampler, generator)
+        parts = micro_batches(x1.shape[0], self.config.grad_accum)
+        losses, auxes = [], []
+        for index, part in enumerate(parts):
+            with sync_gradients(self.forward, index == len(parts) - 1):
+                with autocast(device, self.config.precision):
+                    loss, aux = self.objective(self.forward, x1[part], y[part], draws=(t[part], x0[part]),
+                                               check_data=False, **self.loss_options)
+                (loss if len(parts) == 1 else loss * ((part.stop - part.start) / x1.shape[0])).backward()
+            losses.append(loss.detach())
+            auxes.append(aux)
         grad_norm = optimizer_step(state.optimizers["optimizer"], self.model.parameters(), self.config.grad_clip)
         state.ema.update(self.model)
-        return {"loss": loss.detach(), "grad_norm": grad_norm}
+        self._aux = {key: torch.cat([aux[key] for aux in auxes]) for key in auxes[0]}
+        return {"loss": self._aux["loss"].mean() if len(parts) > 1 else losses[0], "grad_norm": grad_norm}
 
     def loss_by_time(self) -> dict[str, float]:
         """Mean loss of the last step over the early (t < 0.5, near noise) and late halves: where a model

@@ -11,9 +11,10 @@ class EMA:
 
     Only parameters with ``requires_grad`` are tracked: frozen weights equal
     their own average, and copying them would double the memory of a frozen ViT.
-    The decay warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates,
-    so the average of a short run (a CPU test, the first steps of a stage) is
-    not stuck at the initialization.
+    With ``warmup`` the decay is ``min(decay, (1 + n) / (10 + n))`` after ``n``
+    updates, so the average of a short run (a CPU test, the first steps of a
+    stage) is not stuck at the initialization; without it the decay is
+    constant, as in DiT.
 
     Example:
         >>> layer = torch.nn.Linear(2, 2)
@@ -25,10 +26,10 @@ class EMA:
         True
     """
 
-    def __init__(self, module: nn.Module, decay: float = 0.9999) -> None:
+    def __init__(self, module: nn.Module, decay: float = 0.9999, warmup: bool = True) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
-        self.decay = decay
+        self.decay, self.warmup = decay, warmup
         self.updates = 0
         self.shadow = {name: p.detach().float().clone()
                        for name, p in module.named_parameters() if p.requires_grad}
@@ -39,7 +40,7 @@ class EMA:
         names = list(self.shadow)
         shadows = [self.shadow[n] for n in names]
         current = [params[n].detach().float() for n in names]
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.warmup else self.decay
         torch._foreach_lerp_(shadows, current, 1.0 - decay)
         self.updates += 1
 

@@ -15,6 +15,7 @@ checkpoint: the guard is read before every save, and the run stops there.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -34,6 +35,7 @@ from dinosae.io.images import save_pairs
 from dinosae.io.loading import load_weights, saved_weights, split_weights
 from dinosae.runtime import DistEnv, barrier, mean_across_ranks
 from dinosae.train.ema import EMA
+from dinosae.train.preemption import PreemptionWatch, RunPreempted, ignore_stop_signals
 from dinosae.train.rng import step_generator
 from dinosae.train.runlog import RunLogger
 
@@ -131,6 +133,12 @@ def checkpoint_to_resume(run_dir: Path, resume: bool | str, kind: str) -> Checkp
     return checkpoint
 
 
+def adamw(params: Iterable[nn.Parameter], lr: float, betas: tuple[float, float], weight_decay: float,
+          device: torch.device) -> torch.optim.AdamW:
+    """AdamW, fused into one kernel per step on CUDA (the same update, fewer launches)."""
+    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=device.type == "cuda")
+
+
 def optimizer_step(optimizer: torch.optim.Optimizer, params: Iterable[nn.Parameter], clip: float) -> Tensor:
     """Clip the gradient norm, step, zero the gradients; returns the norm before clipping.
 
@@ -143,10 +151,34 @@ def optimizer_step(optimizer: torch.optim.Optimizer, params: Iterable[nn.Paramet
 
 
 def wrap_ddp(module: nn.Module, env: DistEnv) -> nn.Module:
-    """``module`` under DDP in a distributed run, as it is otherwise."""
+    """``module`` under DDP in a distributed run, as it is otherwise.
+
+    Gradients live in DDP's buckets (no second copy), and buffers are synchronized before each forward
+    only where a layer updates them in training (batch norm's running statistics; our models have none).
+    """
     if not env.distributed:
         return module
-    return DistributedDataParallel(module, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+    running_stats = any(isinstance(m, nn.modules.batchnorm._NormBase) for m in module.modules())
+    return DistributedDataParallel(module, device_ids=[env.device.index] if env.device.type == "cuda" else None,
+                                   forward_sync_buffers=running_stats, gradient_as_bucket_view=True)
+
+
+def sync_gradients(module: nn.Module, now: bool) -> contextlib.AbstractContextManager:
+    """DDP's gradient all-reduce in this backward only if ``now`` (the last micro-batch of a step)."""
+    if now or not isinstance(module, DistributedDataParallel):
+        return contextlib.nullcontext()
+    return module.no_sync()
+
+
+def micro_batches(count: int, parts: int) -> list[slice]:
+    """``parts`` consecutive slices of ``count`` items, as even as they come (some may be empty).
+
+    Example:
+        >>> micro_batches(5, 2), micro_batches(1, 2)
+        ([slice(0, 3, None), slice(3, 5, None)], [slice(0, 1, None), slice(1, 1, None)])
+    """
+    bounds = [(count * i + parts - 1) // parts for i in range(parts + 1)]
+    return [slice(start, stop) for start, stop in zip(bounds, bounds[1:])]
 
 
 def batch_loader(dataset: torch.utils.data.Dataset, sampler: torch.utils.data.Sampler, collate: Callable,
@@ -154,6 +186,7 @@ def batch_loader(dataset: torch.utils.data.Dataset, sampler: torch.utils.data.Sa
     """An endless iterator over the batches of a (resumable) batch sampler."""
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
                                          pin_memory=device.type == "cuda", persistent_workers=num_workers > 0,
+                                         worker_init_fn=ignore_stop_signals if num_workers > 0 else None,
                                          generator=torch.Generator().manual_seed(seed))
     return iter(loader)
 
@@ -219,6 +252,9 @@ def fit(run_dir: str | os.PathLike, state: TrainState, step_fn: StepFn, batches:
     saved as a grid; every ``config.ckpt_every`` steps and at the end a
     checkpoint with ``meta`` is written.
 
+    On SIGTERM or SIGUSR1 (``dinosae.train.preemption``) the run saves a
+    checkpoint after the step and raises ``RunPreempted``.
+
     Before logging or saving, the run stops with ``NonFiniteLossError`` if a
     step's scalars or the weights are not finite, and with ``DataError`` if
     ``count_items(batch)`` has counted nothing usable on any rank since the run
@@ -230,7 +266,7 @@ def fit(run_dir: str | os.PathLike, state: TrainState, step_fn: StepFn, batches:
         write_json(run_dir / "config.json", meta)
     guard = FiniteGuard(env.device)
     first_step, last_path, last_logged, items = state.step, None, state.step, 0
-    with RunLogger(run_dir, config.steps, state.step, enabled=env.is_main) as log:
+    with RunLogger(run_dir, config.steps, state.step, enabled=env.is_main) as log, PreemptionWatch(env) as watch:
         while state.step < config.steps:
             step = state.step
             batch = next(batches)
@@ -238,7 +274,8 @@ def fit(run_dir: str | os.PathLike, state: TrainState, step_fn: StepFn, batches:
             scalars = step_fn(state, batch, step_generator(config.seed, step, env.rank, env.device))
             guard.record(scalars, step)
             state.step = done = step + 1
-            last = done == config.steps
+            stop = watch.should_stop()
+            last = done == config.steps or stop
             log_now = done % config.log_every == 0 or last
             save_now = done % config.ckpt_every == 0 or last
             if log_now or save_now:
@@ -254,6 +291,8 @@ def fit(run_dir: str | os.PathLike, state: TrainState, step_fn: StepFn, batches:
                 log.images("reconstruction", save_pairs(run_dir / "images" / f"recon_{done:08d}.png", *preview()), done)
             if save_now:
                 last_path = _save(run_dir, state, meta, config.keep_last, env)
+            if stop:
+                raise RunPreempted(done, last_path, watch.signal_name)
     return last_path if last_path is not None else run_dir
 
 

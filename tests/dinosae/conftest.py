@@ -36,6 +36,24 @@ def three_photos(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def vmf_latents(tmp_path_factory) -> Path:
+    """A vMF mixture on 4 tokens x 8 dims with 4 classes, stored as a latent cache (with flips)."""
+    from dinosae.data.toy import VMFMixture
+    from dinosae.io.latents import write_meta, write_shard
+
+    root = tmp_path_factory.mktemp("latents")
+    generator = torch.Generator().manual_seed(0)
+    mixture = VMFMixture.random(4, tokens=4, dim=8, kappa=40.0, generator=generator)
+    x, y = mixture.sample(512, generator)
+    flipped, _ = mixture.sample(512, generator)
+    write_shard(root, 0, x[:384], y[:384], flipped[:384])
+    write_shard(root, 1, x[384:], y[384:], flipped[384:])
+    write_meta(root, {"num": 512, "tokens": 4, "dim": 8, "shard_counts": [384, 128], "num_shards": 2, "flip": True,
+                      "classes": ["a", "b", "c", "d"]})
+    return root
+
+
 @pytest.fixture
 def tiny_config():
     return preset(AE_PRESETS, "tiny")

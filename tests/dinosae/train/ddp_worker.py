@@ -17,7 +17,6 @@ from dinosae.config import AE_PRESETS, AETrainConfig, preset  # noqa: E402
 from dinosae.models.autoencoder import SphericalAutoencoder  # noqa: E402
 from dinosae.runtime import init_distributed, shutdown  # noqa: E402
 from dinosae.train.autoencoder import TrainForward, generator_losses, set_trainable  # noqa: E402
-from dinosae.train.rng import step_generator  # noqa: E402
 
 GLOBAL_BATCH = 4
 
@@ -45,7 +44,7 @@ def main(out: str) -> None:
     share = GLOBAL_BATCH // env.world_size
     mine = images[env.rank * share:(env.rank + 1) * share]
     step = DistributedDataParallel(TrainForward(model, config))
-    losses, _ = generator_losses(step, model, mine, step_generator(0, 0, env.rank, env.device), config, None, None)
+    losses, _ = generator_losses(step, model, mine, config, None, None)
     losses["loss"].backward()
     if env.is_main:
         torch.save(gradients(model), out)

@@ -130,10 +130,8 @@ def test_ddp_gradients_equal_a_single_process_on_the_global_batch(tmp_path):
 
     model, config, images = ddp_worker.build()
     from dinosae.train.autoencoder import TrainForward, generator_losses
-    from dinosae.train.rng import step_generator
 
-    losses, _ = generator_losses(TrainForward(model, config), model, images,
-                                 step_generator(0, 0, 0, torch.device("cpu")), config, None, None)
+    losses, _ = generator_losses(TrainForward(model, config), model, images, config, None, None)
     losses["loss"].backward()
     single = ddp_worker.gradients(model)
     assert set(single) == set(distributed)
@@ -214,7 +212,6 @@ def test_gradient_checkpointing_keeps_the_gradients_and_stores_less(tiny_config)
     from dinosae.metrics.lpips import LPIPS
     from dinosae.models.autoencoder import SphericalAutoencoder
     from dinosae.train.autoencoder import TrainForward, generator_losses, set_trainable
-    from dinosae.train.rng import step_generator
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -234,8 +231,7 @@ def test_gradient_checkpointing_keeps_the_gradients_and_stores_less(tiny_config)
             return tensor
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            losses, _ = generator_losses(TrainForward(model, config), model, images,
-                                         step_generator(0, 0, 0, torch.device("cpu")), config, lpips, None)
+            losses, _ = generator_losses(TrainForward(model, config), model, images, config, lpips, None)
         losses["loss"].backward()
         stored.append(sum(saved))
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})

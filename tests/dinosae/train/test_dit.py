@@ -18,62 +18,47 @@ from dinosae.train.runlog import read_metrics
 FAST = dict(batch_size=64, lr=1e-3, num_workers=0, log_every=1, time_sampler="uniform", shift=1.0)
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    """A vMF mixture on 4 tokens x 8 dims with 4 classes, stored as a latent cache (with flips)."""
-    root = tmp_path_factory.mktemp("latents")
-    generator = torch.Generator().manual_seed(0)
-    mixture = VMFMixture.random(4, tokens=4, dim=8, kappa=40.0, generator=generator)
-    x, y = mixture.sample(512, generator)
-    flipped, _ = mixture.sample(512, generator)
-    write_shard(root, 0, x[:384], y[:384], flipped[:384])
-    write_shard(root, 1, x[384:], y[384:], flipped[384:])
-    write_meta(root, {"num": 512, "tokens": 4, "dim": 8, "shard_counts": [384, 128], "num_shards": 2, "flip": True,
-                      "classes": ["a", "b", "c", "d"]})
-    return root
-
-
-def _small(cache_dir):
-    return dit_config_for(LatentCache(cache_dir), "tiny")
+def _small(vmf_latents):
+    return dit_config_for(LatentCache(vmf_latents), "tiny")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_rfm_loss_goes_down(tmp_path, cache_dir):
-    train_dit(tmp_path / "run", cache_dir, _small(cache_dir), DiTTrainConfig(steps=150, **FAST), device="cpu")
+def test_rfm_loss_goes_down(tmp_path, vmf_latents):
+    train_dit(tmp_path / "run", vmf_latents, _small(vmf_latents), DiTTrainConfig(steps=150, **FAST), device="cpu")
     losses = [r["loss"] for r in read_metrics(tmp_path / "run")]
     print(f"RFM loss, mean of the first and last 25 steps: {np.mean(losses[:25]):.3f} -> {np.mean(losses[-25:]):.3f}")
     assert np.mean(losses[-25:]) < 0.7 * np.mean(losses[:25])
 
 
-def test_resumed_dit_run_is_exact(tmp_path, cache_dir):
-    config = _small(cache_dir)
-    train_dit(tmp_path / "a", cache_dir, config, DiTTrainConfig(steps=4, ckpt_every=2, **FAST), device="cpu")
-    train_dit(tmp_path / "b", cache_dir, config, DiTTrainConfig(steps=2, ckpt_every=2, **FAST), device="cpu")
-    train_dit(tmp_path / "b", cache_dir, None, DiTTrainConfig(steps=4, **FAST), resume=True, device="cpu")
+def test_resumed_dit_run_is_exact(tmp_path, vmf_latents):
+    config = _small(vmf_latents)
+    train_dit(tmp_path / "a", vmf_latents, config, DiTTrainConfig(steps=4, ckpt_every=2, **FAST), device="cpu")
+    train_dit(tmp_path / "b", vmf_latents, config, DiTTrainConfig(steps=2, ckpt_every=2, **FAST), device="cpu")
+    train_dit(tmp_path / "b", vmf_latents, None, DiTTrainConfig(steps=4, **FAST), resume=True, device="cpu")
     assert [r["loss"] for r in read_metrics(tmp_path / "a")] == [r["loss"] for r in read_metrics(tmp_path / "b")]
     a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
     assert all(torch.equal(v, b.model[k]) for k, v in a.model.items())
 
 
-def test_euclidean_baseline_trains_and_samples_on_the_spheres(tmp_path, cache_dir):
+def test_euclidean_baseline_trains_and_samples_on_the_spheres(tmp_path, vmf_latents):
     settings = dict(FAST, path="euclidean")
-    train_dit(tmp_path / "run", cache_dir, _small(cache_dir), DiTTrainConfig(steps=3, **settings), device="cpu")
+    train_dit(tmp_path / "run", vmf_latents, _small(vmf_latents), DiTTrainConfig(steps=3, **settings), device="cpu")
     model = load_dit(tmp_path / "run")
     assert model.config.manifold == "euclidean"
     latents = generate_latents(model, torch.tensor([0, 1]), steps=3)
     torch.testing.assert_close(latents.norm(dim=-1), torch.ones(2, 4), atol=1e-5, rtol=0)
 
 
-def test_cache_that_does_not_fit_the_model_is_refused(tmp_path, cache_dir):
+def test_cache_that_does_not_fit_the_model_is_refused(tmp_path, vmf_latents):
     config = DIT_PRESETS["tiny"]
     with pytest.raises(LatentCacheError, match="expects"):
-        train_dit(tmp_path / "run", cache_dir, config, DiTTrainConfig(steps=1, **FAST), device="cpu")
+        train_dit(tmp_path / "run", vmf_latents, config, DiTTrainConfig(steps=1, **FAST), device="cpu")
 
 
-def test_samples_are_seeded_and_written_for_fid_evaluators(tmp_path, cache_dir):
-    train_dit(tmp_path / "run", cache_dir, _small(cache_dir), DiTTrainConfig(steps=2, **FAST), device="cpu")
+def test_samples_are_seeded_and_written_for_fid_evaluators(tmp_path, vmf_latents):
+    train_dit(tmp_path / "run", vmf_latents, _small(vmf_latents), DiTTrainConfig(steps=2, **FAST), device="cpu")
     model = load_dit(tmp_path / "run")
     labels = class_labels(6, model.config.num_classes)
     first = generate_latents(model, labels, steps=4, cfg=2.0, generator=torch.Generator().manual_seed(3))

@@ -40,3 +40,13 @@ def test_state_round_trip_and_copy_to():
     other.copy_to(model)
     torch.testing.assert_close(model[1].bias.detach(), ema.shadow["1.bias"] + 1)
     assert other.updates == 1
+
+
+def test_without_warmup_the_decay_is_constant_as_in_dit():
+    layer = torch.nn.Linear(3, 1)
+    start = layer.weight.detach().clone()
+    ema = EMA(layer, decay=0.9, warmup=False)
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    ema.update(layer)
+    torch.testing.assert_close(ema.shadow["weight"], start + 0.1, rtol=0, atol=1e-6)
