@@ -24,8 +24,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 import sphere_ops
 from dinosae.bench.accounting import Labels, LiveBytes, SavedBytes, fake_modules, module_storages, storage_key
 from dinosae.config import AE_PRESETS, DIT_PRESETS, AETrainConfig, DiTTrainConfig, model_config
-from dinosae.config.recipes import RECIPES, ae_model_recipe, ae_train_recipe, dit_model_recipe, dit_train_recipe
-from dinosae.config.training import STAGES
+from dinosae.config.recipes import ae_model_recipe, ae_train_recipe, dit_model_recipe, dit_train_recipe
+from dinosae.config.training import PRECISIONS
 from dinosae.data.images import ImageBatch
 from dinosae.generation.rfm import make_time_sampler, rfm_loss
 from dinosae.models.autoencoder import SphericalAutoencoder
@@ -40,7 +40,6 @@ from dinosae.train.loop import TrainState
 from dinosae.train.rng import step_generator
 
 KINDS = ("ae", "dit")
-PRECISIONS = ("auto", "bf16", "fp32")
 # The DiT's latent width when not given: the autoencoder each recipe generates for (ViT-B's 768 for
 # DINO-SAE's release, ViT-L's 1024 for HAE).
 LATENT_DIMS = {"dino-sae": 768, "hae": 1024}
@@ -79,14 +78,13 @@ class MemoryCase:
         presets = AE_PRESETS if self.kind == "ae" else DIT_PRESETS
         if self.preset not in presets:
             raise ValueError(f"unknown {self.kind} preset {self.preset!r}; choose one of {list(presets)}")
-        if self.recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {RECIPES}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
-        if self.kind == "ae" and self.stage not in STAGES:
-            raise ValueError(f"stage must be one of {sorted(STAGES)}, got {self.stage}")
-        if self.kind == "ae" and self.recipe == "hae" and self.stage not in (1, 2):
-            raise ValueError(f"the HAE recipe has two autoencoder stages, not stage {self.stage}")
+        # the recipe's and the stage's own checks, before any model is built
+        if self.kind == "ae":
+            AETrainConfig(**{**ae_train_recipe(self.recipe, self.stage, _STEPS), "stage": self.stage})
+        else:
+            dit_train_recipe(self.recipe, 2)
         if self.batch < 1 or self.image_size < 16 or self.image_size % 16:
             raise ValueError(f"batch must be >= 1 and image size a multiple of 16, got {self.batch} and "
                              f"{self.image_size}")
@@ -98,7 +96,7 @@ class MemoryCase:
         if self.precision != "auto":
             return self.precision
         if self.kind == "dit":
-            return "fp32" if dit_train_recipe(self.recipe, 1).get("precision") == "fp32" else "bf16"
+            return "fp32" if dit_train_recipe(self.recipe, 2).get("precision") == "fp32" else "bf16"
         return "bf16"
 
     @property
