@@ -86,3 +86,47 @@ def bench_accuracy(pairs: int, dim: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"accuracy": accuracy.to_json(rows)}))
 
+
+
+from dinosae.cli.options import one_line_errors, recipe_option, report  # noqa: E402  (the memory command's own)
+
+
+@bench.command("memory")
+@click.option("--kind", type=click.Choice(["ae", "dit"]), default="ae", show_default=True,
+              help="The autoencoder or the DiT.")
+@click.option("--preset", default="B", show_default=True, help="ae: tiny, S, B, L; dit: tiny, S, B, L, XL.")
+@click.option("--stage", type=click.IntRange(1, 4), default=1, show_default=True,
+              help="Autoencoder stage: what trains and which losses run.")
+@recipe_option
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+              help="auto: the trainer's on a GPU (bf16 autocast; float32 for the HAE recipe's DiT).")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Images (or latents) per GPU.")
+@click.option("--grad-checkpoint", is_flag=True, help="Recompute the decoder's stages and LPIPS (ae) or the blocks (dit).")
+@click.option("--image-size", type=click.IntRange(16), default=256, show_default=True)
+@click.option("--latent-dim", type=click.IntRange(2), default=None,
+              help="The DiT's token width (default: 768 for dino-sae, 1024 for hae).")
+@click.option("--gpu-memory", type=click.FloatRange(min=0, min_open=True), default=80.0, show_default=True,
+              help="GiB per GPU, for the largest batch that fits.")
+@click.option("--reserve", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="GiB set aside for what no tensor shows: CUDA context, library workspaces, NCCL buffers.")
+@click.option("--ddp/--no-ddp", default=True, show_default=True, help="Count DDP's gradient buckets.")
+@json_option
+@one_line_errors
+def bench_memory(kind, preset, stage, recipe, precision, batch_size, grad_checkpoint, image_size, latent_dim,
+                 gpu_memory, reserve, ddp, as_json) -> None:
+    """Predict the memory of a training step per GPU: bytes saved for the backward by module, weights,
+    gradients, AdamW, EMA, activations and the largest batch that fits, from the trainer's own step
+    traced on fake CPU tensors (no GPU, no weights allocated). Predictions, not GPU measurements."""
+    from dinosae.config import preset_names
+
+    if preset not in preset_names(kind):
+        raise click.BadParameter(f"{kind} has no preset {preset!r}; choose one of {', '.join(preset_names(kind))}",
+                                 param_hint="--preset")
+    from dinosae.bench import memory
+
+    case = memory.MemoryCase(kind, preset, stage=stage, recipe=recipe, precision=precision, batch=batch_size,
+                             checkpointing=grad_checkpoint, image_size=image_size, latent_dim=latent_dim, ddp=ddp,
+                             reserve_gib=reserve)
+    click.echo(f"tracing {case.name} on fake CPU tensors ...", err=True)
+    prediction = memory.predict(case, gpu_memory_gib=gpu_memory)
+    report(memory.to_json(prediction), as_json, memory.format_prediction(prediction))

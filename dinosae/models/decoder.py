@@ -11,6 +11,7 @@ from torch.utils.checkpoint import checkpoint
 from dinosae.config import DecoderConfig
 from dinosae.models.decoder_blocks import EfficientViTBlock, ResBlock, Upsample, duplicate_channels
 from dinosae.models.layers import RMSNorm2d, activation
+from dinosae.models.recompute import conv_of
 
 
 class Decoder(nn.Module):
@@ -88,6 +89,8 @@ class Decoder(nn.Module):
         return self._run(self._head, x)
 
     def _head(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.conv_out, nn.Conv2d):
+            return conv_of(self.conv_out, self.act_out, self.norm_out(x))
         return self.conv_out(self.act_out(self.norm_out(x)))
 
     def _run(self, part: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from torch import nn
 
 from dinosae.config.autoencoder import SHORTCUTS
 from dinosae.models.layers import RMSNorm2d, activation
+from dinosae.models.recompute import NEAREST_X2, conv_of
 
 
 def _norm(channels: int, norm: str | None) -> nn.Module:
@@ -35,7 +36,7 @@ class ResBlock(nn.Module):
         self.norm = _norm(channels, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.norm(self.conv2(self.act(self.conv1(x))))
+        return x + self.norm(conv_of(self.conv2, self.act, self.conv1(x)))
 
 
 class LinearAttention(nn.Module):
@@ -103,7 +104,7 @@ class GLUConv(nn.Module):
         self.norm = _norm(channels, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        value, gate = self.depthwise(self.act(self.expand(x))).chunk(2, dim=1)
+        value, gate = conv_of(self.depthwise, self.act, self.expand(x)).chunk(2, dim=1)
         return self.norm(self.project(value * self.act(gate)))
 
 
@@ -190,7 +191,7 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "interpolate":
-            main = self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+            main = conv_of(self.conv, NEAREST_X2, x)
         else:
             main = F.pixel_shuffle(self.conv(x), 2)
         if self.shortcut == "duplicate":

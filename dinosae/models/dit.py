@@ -25,6 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 import sphere_ops
 from dinosae.config.dit import DiTConfig
@@ -327,6 +328,10 @@ class DiT(nn.Module):
     ``manifold="sphere"`` and ``project_output``. Built from a named size by
     ``dinosae.create_model("dit-XL", ...)``.
 
+    With ``checkpointing`` on, training keeps only each block's input and
+    recomputes the block in the backward pass: the blocks' activations are
+    nearly all of a step's memory (``dinosae bench memory --kind dit``).
+
     Example:
         >>> model = DiT(DiTConfig(hidden_size=32, depth=2, num_heads=2, in_dim=8, grid_size=2, num_classes=4))
         >>> x = sphere_ops.random_uniform((3, 4), 8)
@@ -337,6 +342,7 @@ class DiT(nn.Module):
     def __init__(self, config: DiTConfig) -> None:
         super().__init__()
         self.config = config
+        self.checkpointing = False
         self.x_embedder = nn.Linear(config.in_dim, config.hidden_size)
         self.t_embedder = TimestepEmbedder(config.hidden_size)
         self.y_embedder = LabelEmbedder(config.num_classes, config.hidden_size, config.class_dropout_prob)
@@ -384,8 +390,9 @@ class DiT(nn.Module):
         if self.rope is None:
             h = h + self.pos_embed
         c = self.t_embedder(t.expand(x.shape[0])) + self.y_embedder(y)
+        recompute = self.checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
-            h = block(h, c, self.rope)
+            h = checkpoint(block, h, c, self.rope, use_reentrant=False) if recompute else block(h, c, self.rope)
         out = self.final_layer(h, c).to(x.dtype)  # bf16 under autocast; proju takes x's dtype
         if config.output_scale != 1.0:
             out = out / config.output_scale

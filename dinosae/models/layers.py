@@ -8,6 +8,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from dinosae.models.norm import rms_norm_2d
+
 # DC-AE's activations by name (its gelu is the tanh approximation).
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "silu": nn.SiLU, "relu": nn.ReLU, "relu6": nn.ReLU6, "hswish": nn.Hardswish,
@@ -35,6 +37,8 @@ class RMSNorm2d(nn.Module):
     image, so neither on the crop size. ``over="image"`` takes one RMS over
     (C, H, W) per image with a weight and no bias, which is what the official
     release's code computes; its checkpoints need it to decode the same images.
+    The output has the input's dtype (bf16 under autocast), and the backward
+    keeps only the input and a float32 statistic (``rms_norm_2d``).
 
     Example:
         >>> norm = RMSNorm2d(8)
@@ -53,9 +57,4 @@ class RMSNorm2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels)) if over == "pixel" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dims = (1,) if self.over == "pixel" else (1, 2, 3)
-        scale = torch.rsqrt(x.float().pow(2).mean(dim=dims, keepdim=True) + self.eps)
-        y = (x.float() * scale).to(x.dtype) * self.weight.view(1, -1, 1, 1)
-        if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1)
-        return y
+        return rms_norm_2d(x, self.weight, self.bias, self.over, self.eps)

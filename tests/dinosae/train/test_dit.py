@@ -75,3 +75,13 @@ def test_samples_are_seeded_and_written_for_fid_evaluators(tmp_path, vmf_latents
 def test_class_labels_reject_unknown_classes():
     with pytest.raises(ValueError, match="outside"):
         class_labels(4, 3, [5])
+
+
+def test_block_checkpointing_trains_the_same_weights(tmp_path, vmf_latents):
+    for checkpointing in (False, True):
+        train_dit(tmp_path / str(checkpointing), vmf_latents, _small(vmf_latents),
+                  DiTTrainConfig(steps=2, grad_checkpoint=checkpointing, **FAST), device="cpu")
+    plain, recomputed = load_checkpoint(tmp_path / "False"), load_checkpoint(tmp_path / "True")
+    assert plain.meta["train_config"]["grad_checkpoint"] is False
+    for name, value in plain.model.items():
+        assert torch.equal(value, recomputed.model[name]), name
