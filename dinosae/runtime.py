@@ -94,8 +94,34 @@ def sampling_precision(device: torch.device, precision: str = "auto") -> Iterato
             torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.fp32_precision = before
 
 
+def adopt_slurm_step() -> None:
+    """Describe the process group as torchrun would when ``srun`` started one process per task.
+
+    Only the tasks of an ``srun`` step (``SLURM_STEP_NUM_TASKS`` > 1) count, not a batch script (its
+    environment names the job's task count too). Launched so, the tasks receive SLURM's signals
+    themselves (torchrun's workers do not: they run in sessions of their own). The rendezvous
+    needs ``MASTER_ADDR`` (the first node); ``MASTER_PORT`` defaults to 29500.
+
+    Example:
+        >>> adopt_slurm_step()  # outside an srun step: nothing changes
+        >>> "WORLD_SIZE" in os.environ
+        False
+    """
+    tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS", "1") or 1)
+    if "WORLD_SIZE" in os.environ or tasks <= 1:
+        return
+    if not os.environ.get("MASTER_ADDR"):
+        raise ValueError("srun started this as one of several tasks, but MASTER_ADDR is not set: export "
+                         "MASTER_ADDR=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1)")
+    os.environ.setdefault("MASTER_PORT", "29500")
+    os.environ.update(WORLD_SIZE=str(tasks), RANK=os.environ["SLURM_PROCID"],
+                      LOCAL_RANK=os.environ.get("SLURM_LOCALID", "0"))
+
+
 def init_distributed(device: str | None = None) -> DistEnv:
-    """Join the process group that ``torchrun`` describes in the environment, if any."""
+    """Join the process group that ``torchrun`` (or an ``srun`` step, see :func:`adopt_slurm_step`)
+    describes in the environment, if any."""
+    adopt_slurm_step()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -1,10 +1,12 @@
 """Preemption: a signal makes the run checkpoint after its step and exit 75; the same command with
-``--resume auto`` then ends where an uninterrupted run ends, bit for bit, on one process and on two ranks."""
+``--resume auto`` then ends where an uninterrupted run ends, bit for bit, on one process and on two ranks
+started as ``srun`` starts them."""
 
 from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -22,21 +24,15 @@ def _logged_steps(run: Path) -> int:
     return max((json.loads(line)["step"] for line in lines if line.endswith("}")), default=0)
 
 
-def _interrupt(args, run: Path, after_step: int, ranks: int = 1) -> subprocess.CompletedProcess:
-    """Start ``dinosae ARGS``; once it logged ``after_step``, send SIGTERM to it (one process) or SIGUSR1 to
-    one of its ranks only (the hardest case: the others must learn of it); wait for it to end."""
-    command, env = dinosae_command(*args, ranks=ranks)
+def _interrupt(args, run: Path, after_step: int) -> subprocess.CompletedProcess:
+    """Start ``dinosae ARGS``; once it logged ``after_step``, send it SIGTERM; wait for it to end."""
+    command, env = dinosae_command(*args)
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while _logged_steps(run) < after_step:
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
         time.sleep(0.05)
-    if ranks == 1:
-        process.send_signal(signal.SIGTERM)
-    else:
-        workers = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
-        assert len(workers) == ranks
-        subprocess.run(["kill", "-USR1", workers[-1]], check=True)
+    process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=240)
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
@@ -66,12 +62,34 @@ def test_sigterm_checkpoints_and_resume_auto_finishes_as_an_uninterrupted_run(tm
         list(range(1, 13))
 
 
-def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path, vmf_latents):
+def _srun_tasks(args, ranks: int) -> list[subprocess.Popen]:
+    """``dinosae ARGS`` as ``srun`` would start it: one process per task, SLURM's variables in its environment."""
+    command, env = dinosae_command(*args)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return [subprocess.Popen(command, env=dict(env, SLURM_STEP_NUM_TASKS=str(ranks), SLURM_PROCID=str(rank),
+                                               SLURM_LOCALID=str(rank), MASTER_ADDR="127.0.0.1",
+                                               MASTER_PORT=str(port)),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(ranks)]
+
+
+def test_a_signal_to_one_srun_task_stops_every_rank_after_the_same_step(tmp_path, vmf_latents):
+    """SLURM signals each task of an srun step; here only one of two gets it, the hardest case."""
     common = ["train", "dit", "--latents", vmf_latents, "--preset", "tiny", "--steps", "300", "--batch-size", "64",
               "--num-workers", "0", "--device", "cpu", "--resume", "auto"]
-    run_dinosae(*common, "--out", tmp_path / "straight", ranks=2)
-    stopped = _interrupt([*common, "--out", tmp_path / "run"], tmp_path / "run", after_step=3, ranks=2)
-    assert stopped.returncode != 0 and stopped.stderr.count("stopped after step") == 2, stopped.stderr[-3000:]
-    assert 3 <= load_checkpoint(tmp_path / "run").step < 300
-    run_dinosae(*common, "--out", tmp_path / "run", ranks=2)
+    run_dinosae(*common, "--out", tmp_path / "straight", ranks=2)  # torchrun: the same ranks, the same run
+    tasks = _srun_tasks([*common, "--out", tmp_path / "run"], ranks=2)
+    deadline = time.monotonic() + 240
+    while _logged_steps(tmp_path / "run") < 3:
+        assert all(task.poll() is None for task in tasks) and time.monotonic() < deadline
+        time.sleep(0.05)
+    tasks[1].send_signal(signal.SIGUSR1)
+    results = [task.communicate(timeout=240) for task in tasks]
+    assert [task.returncode for task in tasks] == [PREEMPTED_EXIT_CODE] * 2, results[0][1][-3000:]
+    steps = {int(err.split("stopped after step ")[1].split()[0]) for _, err in results}
+    assert len(steps) == 1 and steps == {load_checkpoint(tmp_path / "run").step}
+    for task in _srun_tasks([*common, "--out", tmp_path / "run"], ranks=2):
+        _, err = task.communicate(timeout=240)
+        assert task.returncode == 0, err[-3000:]
     _assert_same_run(tmp_path / "straight", tmp_path / "run")
