@@ -49,6 +49,18 @@ def _field_names(config: Any) -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(config))
 
 
+def _explicit(named: dict[str, set[str]], model_config: Any, preset: str | None, recipe: str | None,
+              model_recipe: dict[str, Any], train_recipe: dict[str, Any]) -> dict[str, frozenset[str]]:
+    """The fields set on purpose: those ``named`` (file keys, flags), every model field of a named preset,
+    and a named recipe's fields."""
+    model = named["model"] | (_field_names(model_config) if preset is not None else set())
+    train = set(named["train"])
+    if recipe is not None:
+        model |= set(model_recipe)
+        train |= set(train_recipe)
+    return {"model": frozenset(model), "train": frozenset(train)}
+
+
 def _check_keys(section: str, values: dict[str, Any], cls: type) -> None:
     names = {f.name for f in dataclasses.fields(cls)}
     for key in values:
@@ -81,15 +93,9 @@ def resolve_ae_run(preset: str | None = None, *, recipe: str | None = None, stag
     train_recipe = ae_train_recipe(recipe_name, stage_now, train_values.get("steps", AETrainConfig.steps))
     train_config = merge(AETrainConfig(stage=stage_now), {**train_recipe, **train_values}, "train")
 
-    explicit_model = set(file.get("model", {})) | set(model_flags)
-    explicit_train = set(train_values)
-    if preset is not None:
-        explicit_model |= _field_names(ae_config)
-    if recipe is not None:
-        explicit_model |= set(model_recipe)
-        explicit_train |= set(train_recipe)
-    return ResolvedRun(ae_config, train_config, {"model": frozenset(explicit_model),
-                                                 "train": frozenset(explicit_train)})
+    named = {"model": set(file.get("model", {})) | set(model_flags), "train": set(train_values)}
+    return ResolvedRun(ae_config, train_config, _explicit(named, ae_config, preset, recipe, model_recipe,
+                                                          train_recipe))
 
 
 def resolve_dit_run(preset: str | None = None, *, dim: int, grid_size: int, num_classes: int,
@@ -114,12 +120,7 @@ def resolve_dit_run(preset: str | None = None, *, dim: int, grid_size: int, num_
     train_values = {**file.get("train", {}), **_given(train)}
     train_config = merge(DiTTrainConfig(), {**train_recipe, **train_values}, "train")
 
-    explicit_model = set(file.get("model", {})) | set(_given(model)) | (set(LIGHTNING_FLAGS) if lightning else set())
-    explicit_train = set(train_values)
-    if preset is not None:
-        explicit_model |= _field_names(dit_config)
-    if recipe is not None:
-        explicit_model |= set(model_recipe)
-        explicit_train |= set(train_recipe)
-    return ResolvedRun(dit_config, train_config, {"model": frozenset(explicit_model),
-                                                  "train": frozenset(explicit_train)})
+    named = {"model": set(file.get("model", {})) | set(_given(model)) | (set(LIGHTNING_FLAGS) if lightning else set()),
+             "train": set(train_values)}
+    return ResolvedRun(dit_config, train_config, _explicit(named, dit_config, preset, recipe, model_recipe,
+                                                           train_recipe))
