@@ -26,10 +26,8 @@ the pages it touches.
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import shutil
-import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +39,7 @@ from safetensors.torch import load_file, save_file
 
 from dinosae.io.atomic import fsync_dir, fsync_file, naming, remove_leftovers, temporary_dir, write_text
 from dinosae.io.state import load_state, save_state
+from dinosae.io.tensor_files import read_safetensors
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -224,46 +223,3 @@ def _read_state(directory: Path) -> dict[str, Any]:
             raise ValueError(f"{LEGACY_STATE} holds more than tensors and plain data, and is not loaded "
                              f"(a pickle can run code): {' '.join(str(error).split())[:200]}") from error
     raise ValueError(f"it has no training state ({STATE_JSON})")
-
-
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-           "BOOL": torch.bool}
-
-
-def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file, mapped copy-on-write from it rather than read.
-
-    Example:
-        >>> import tempfile
-        >>> path = Path(tempfile.mkdtemp()) / "w.safetensors"
-        >>> save_file({"w": torch.arange(4.0)}, path)
-        >>> read_safetensors(path)["w"]
-        tensor([0., 1., 2., 3.])
-    """
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size < 8:
-            raise ValueError(f"{str(path)!r} is too short to be a safetensors file")
-        (header_size,) = struct.unpack("<Q", handle.read(8))
-        if header_size > size - 8:
-            raise ValueError(f"{str(path)!r} is truncated (its header claims {header_size} bytes)")
-        header = json.loads(handle.read(header_size))
-        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY) if size > 8 + header_size else b""
-    start = 8 + header_size
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        if info["dtype"] not in _DTYPES or start + end > size:
-            raise ValueError(f"{str(path)!r}: tensor {name!r} is truncated or of an unknown dtype")
-        dtype, shape = _DTYPES[info["dtype"]], info["shape"]
-        if end == begin:
-            tensors[name] = torch.empty(shape, dtype=dtype)
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "non-writable buffer": ACCESS_COPY is writable
-            flat = torch.frombuffer(mapped, dtype=dtype, offset=start + begin, count=(end - begin) // dtype.itemsize)
-        tensors[name] = flat.view(shape)
-    return tensors

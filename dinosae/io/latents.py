@@ -20,7 +20,6 @@ import hashlib
 import itertools
 import json
 import os
-import struct
 import warnings
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from safetensors.torch import save_file
 
 import sphere_ops
 from dinosae.io.atomic import write_atomic, write_json
+from dinosae.io.tensor_files import TruncatedFile, read_header
 
 META = "meta.json"
 
@@ -71,25 +71,22 @@ def shard_problem(path: Path, tokens: int, dim: int, flip: bool) -> str | None:
         'it is truncated'
     """
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            (header_size,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(header_size)) if header_size <= size - 8 else None
-    except (OSError, ValueError, struct.error) as error:
+        header = read_header(path)
+    except TruncatedFile:
+        return "it is truncated"
+    except (OSError, ValueError, KeyError, TypeError) as error:
         return f"it is unreadable ({error})"
-    if header is None or not isinstance(header, dict):
+    if not header.complete:
         return "it is truncated"
-    ends = [info["data_offsets"][1] for name, info in header.items() if name != "__metadata__"]
-    if 8 + header_size + max(ends, default=0) != size:
-        return "it is truncated"
+    tensors = header.tensors
     names = ["latents", "labels"] + (["latents_flip"] if flip else [])
-    missing = [name for name in names if name not in header]
+    missing = [name for name in names if name not in tensors]
     if missing:
         return f"it lacks {', '.join(missing)}"
-    rows = header["labels"]["shape"][0]
+    rows = tensors["labels"]["shape"][0]
     for name in names[:1] + names[2:]:
-        if header[name]["shape"] != [rows, tokens, dim]:
-            return f"its {name} have shape {header[name]['shape']}, not [{rows}, {tokens}, {dim}]"
+        if tensors[name]["shape"] != [rows, tokens, dim]:
+            return f"its {name} have shape {tensors[name]['shape']}, not [{rows}, {tokens}, {dim}]"
     return None
 
 

@@ -11,6 +11,7 @@ import torch
 
 import dinosae.io.checkpoint as checkpoint_module
 from dinosae.io.checkpoint import Checkpoint, CheckpointError, load_checkpoint, resolve_checkpoint, save_checkpoint
+from dinosae.io.tensor_files import read_safetensors
 
 
 def _checkpoint(step: int) -> Checkpoint:
@@ -171,7 +172,7 @@ def test_memory_mapped_reads_equal_plain_reads(tmp_path, dtype):
 
     tensors = {"a": (torch.randn(5, 7) * 100).to(dtype), "b": torch.randn(3).to(dtype), "empty": torch.zeros(0, 4)}
     save_file(tensors, tmp_path / "t.safetensors")
-    mapped = checkpoint_module.read_safetensors(tmp_path / "t.safetensors")
+    mapped = read_safetensors(tmp_path / "t.safetensors")
     plain = load_file(tmp_path / "t.safetensors")
     assert mapped.keys() == plain.keys()
     for name in plain:

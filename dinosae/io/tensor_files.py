@@ -1,0 +1,95 @@
+"""safetensors files read without their library: the header alone (to check a file before trusting it),
+or every tensor mapped copy-on-write from the file rather than read into private memory."""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+
+
+class TruncatedFile(ValueError):
+    """A file shorter than its own header says."""
+
+
+@dataclass(frozen=True)
+class Header:
+    """A safetensors file's layout: its tensors' entries (dtype, shape, data offsets), where their data
+    starts, and whether the file is as long as they say."""
+
+    tensors: dict[str, dict[str, Any]]
+    data_start: int
+    complete: bool
+
+
+def read_header(path: str | os.PathLike) -> Header:
+    """The header of the safetensors file at ``path``; a ``ValueError`` if it is not one (``TruncatedFile``
+    if even its header is cut short).
+
+    Example:
+        >>> import tempfile
+        >>> from safetensors.torch import save_file
+        >>> path = Path(tempfile.mkdtemp()) / "w.safetensors"
+        >>> save_file({"w": torch.ones(2, 3)}, path)
+        >>> header = read_header(path)
+        >>> header.tensors["w"]["shape"], header.complete
+        ([2, 3], True)
+    """
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size < 8:
+            raise ValueError(f"{str(path)!r} is too short to be a safetensors file")
+        (header_size,) = struct.unpack("<Q", handle.read(8))
+        if header_size > size - 8:
+            raise TruncatedFile(f"{str(path)!r} is truncated (its header claims {header_size} bytes)")
+        entries = json.loads(handle.read(header_size))
+    if not isinstance(entries, dict):
+        raise ValueError(f"{str(path)!r} has no safetensors header")
+    tensors = {name: info for name, info in entries.items() if name != "__metadata__"}
+    end = max((info["data_offsets"][1] for info in tensors.values()), default=0)
+    return Header(tensors, 8 + header_size, 8 + header_size + end == size)
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, mapped copy-on-write from it rather than read.
+
+    Example:
+        >>> import tempfile
+        >>> from safetensors.torch import save_file
+        >>> path = Path(tempfile.mkdtemp()) / "w.safetensors"
+        >>> save_file({"w": torch.arange(4.0)}, path)
+        >>> read_safetensors(path)["w"]
+        tensor([0., 1., 2., 3.])
+    """
+    header = read_header(path)
+    if not header.complete:
+        raise TruncatedFile(f"{str(path)!r} is truncated")
+    with open(path, "rb") as handle:
+        has_data = os.fstat(handle.fileno()).st_size > header.data_start
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY) if has_data else b""
+    tensors = {}
+    for name, info in header.tensors.items():
+        begin, end = info["data_offsets"]
+        if info["dtype"] not in _DTYPES:
+            raise ValueError(f"{str(path)!r}: tensor {name!r} has an unknown dtype {info['dtype']}")
+        dtype, shape = _DTYPES[info["dtype"]], info["shape"]
+        if end == begin:
+            tensors[name] = torch.empty(shape, dtype=dtype)
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "non-writable buffer": ACCESS_COPY is writable
+            flat = torch.frombuffer(mapped, dtype=dtype, offset=header.data_start + begin,
+                                    count=(end - begin) // dtype.itemsize)
+        tensors[name] = flat.view(shape)
+    return tensors
