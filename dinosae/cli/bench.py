@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from dinosae.cli.options import comma_separated, device_option, json_option
+from dinosae.cli.options import (comma_separated, device_option, json_option, one_line_errors, recipe_option,
+                                 report)
 
 
 @click.group()
@@ -86,9 +87,6 @@ def bench_accuracy(pairs: int, dim: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"accuracy": accuracy.to_json(rows)}))
 
-
-
-from dinosae.cli.options import one_line_errors, recipe_option, report  # noqa: E402  (the memory command's own)
 
 
 @bench.command("memory")

@@ -25,7 +25,7 @@ from dinosae.io.atomic import remove_leftovers, write_json
 from dinosae.io.checkpoint import resolve_checkpoint
 from dinosae.io.latents import LatentCache, LatentCacheError, shard_name, shard_problem, write_meta, write_shard
 from dinosae.io.loading import load_autoencoder
-from dinosae.pipelines.exclusive import exclusive
+from dinosae.pipelines.exclusive import changed_settings, exclusive
 from dinosae.runtime import barrier, init_distributed, on_main, shutdown
 
 PROTOCOL = "protocol.json"
@@ -81,8 +81,7 @@ def _claim(out: Path, protocol: dict) -> None:
     else:
         write_json(path, protocol)
         return
-    changed = sorted(k for k in set(recorded) | set(protocol) if recorded.get(k) != protocol.get(k)
-                     and k in recorded)
+    changed = changed_settings(recorded, protocol)
     if changed:
         raise LatentCacheError(f"{str(out)!r} holds latents encoded with other settings ({', '.join(changed)}); "
                                "choose another --out, or rerun with the same settings to resume")

@@ -1,6 +1,7 @@
 """One job per output directory, whatever its number of ranks: the main rank holds the directory's
 lock (``dinosae.io.lock``) and clears what killed writers left in it; if it cannot, every rank
-stops with its error."""
+stops with its error. A rerun into a folder compares its settings with those the folder was written
+with (:func:`changed_settings`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from dinosae.io.lock import DirectoryLock
 from dinosae.runtime import DistEnv, on_main
@@ -49,3 +50,13 @@ def exclusive(directory: str | os.PathLike, what: str, env: DistEnv,
     finally:
         if env.is_main:
             lock.release()
+
+
+def changed_settings(recorded: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The settings a folder was written with (``recorded``) that differ from those asked for now.
+
+    Example:
+        >>> changed_settings({"seed": 0, "steps": 50}, {"seed": 3, "steps": 50, "new_field": 1})
+        ['seed']
+    """
+    return sorted(key for key, value in recorded.items() if wanted.get(key) != value)

@@ -36,7 +36,7 @@ from dinosae.generation.samples import check_pair, class_labels, generate_images
 from dinosae.io.atomic import remove_leftovers, write_atomic, write_json
 from dinosae.io.checkpoint import load_checkpoint
 from dinosae.io.loading import dit_from_checkpoint, load_autoencoder
-from dinosae.pipelines.exclusive import exclusive
+from dinosae.pipelines.exclusive import changed_settings, exclusive
 from dinosae.runtime import DistEnv, barrier, init_distributed, on_main, shutdown
 
 SHARDS = "shards"
@@ -161,9 +161,8 @@ def _claim(shards_dir: Path, protocol: SampleProtocol) -> None:
     if path.is_file():
         # Fields added since the folder was written had their defaults then.
         recorded = {**SampleProtocol(ae="", dit="", num=0).to_json(), **json.loads(path.read_text())}
-        if recorded != protocol.to_json():
-            changed = sorted(k for k in set(recorded) | set(protocol.to_json())
-                             if recorded.get(k) != protocol.to_json().get(k))
+        changed = changed_settings(recorded, protocol.to_json())
+        if changed:
             raise SampleRunError(f"{str(shards_dir.parent)!r} holds samples drawn with other settings "
                                  f"({', '.join(changed)}); choose another --out, or rerun with the same settings "
                                  "to resume")

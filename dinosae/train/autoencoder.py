@@ -143,17 +143,17 @@ def train_autoencoder(run_dir: str | os.PathLike, data_dir: str | os.PathLike, a
             ae_config = run.config(AEConfig, "ae_config", ae_config, "model")
             config = run.config(AETrainConfig, "train_config", config, "train")
             dataset = ImageDataset(data_dir, ae_config.image_size)
-            resumes = run.settle(dataset.identity(), override, str(run_dir))
+            provenance = run.settle(dataset.identity(), override, str(run_dir))
             if previous is not None:
                 teacher_weights = teacher_weights or previous.meta.get("teacher_weights")
-            return _train(run_dir, dataset, ae_config, config, env, previous, init, teacher_weights, resumes)
+            return _train(run_dir, dataset, ae_config, config, env, previous, init, teacher_weights, provenance)
     finally:
         shutdown(env)
 
 
 def _train(run_dir: Path, dataset: ImageDataset, ae_config: AEConfig, config: AETrainConfig, env: DistEnv,
            previous: Checkpoint | None, init: str | os.PathLike | None,
-           teacher_weights: str | os.PathLike | None, resumes: list[dict]) -> Path:
+           teacher_weights: str | os.PathLike | None, provenance: dict) -> Path:
     torch.manual_seed(config.seed)
     use_tf32(env.device, config.tf32)
     official = init is not None and previous is None and resolve_checkpoint(init).is_file()
@@ -181,8 +181,7 @@ def _train(run_dir: Path, dataset: ImageDataset, ae_config: AEConfig, config: AE
             "train_config": asdict(config),
             "teacher_weights": None if teacher_weights is None else str(teacher_weights),
             "teacher_missing": model.encoder.teacher_missing,
-            "classes": dataset.classes, "data": dataset.identity(), "resumes": resumes,
-            "init": None if init is None else str(init)}
+            "classes": dataset.classes, **provenance, "init": None if init is None else str(init)}
     sampler = ResumableBatches(len(dataset), config.batch_size, config.seed, state.step, env.rank,
                                env.world_size)
     batches = batch_loader(dataset, sampler, collate_images, config.num_workers, config.seed, env.device)
@@ -274,7 +273,7 @@ class AutoencoderStep:
         if micro.shape[0] == 0:
             micro = images.new_zeros(1, 3, self.image_size, self.image_size)
             if noise is not None:
-                noise = (noise[0][:1].new_zeros(1, 1, 1), noise[1].new_zeros(1, *noise[1].shape[1:]))
+                noise = (noise[0].new_zeros(1, 1, 1), noise[1].new_zeros(1, *noise[1].shape[1:]))
         return micro, noise, weight
 
     def _train_discriminator(self, state: TrainState, parts: list, reconstructions: list[torch.Tensor]
@@ -309,23 +308,20 @@ class _WeightedMean:
     only when no micro-batch has any, so that a rank without images still logs finite numbers)."""
 
     def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
-        self.total, self.count, self.plain = 0.0, 0, {}
+        self.parts: list[tuple[dict[str, torch.Tensor], float]] = []
 
     def add(self, scalars: dict[str, torch.Tensor], weight: float) -> None:
-        for name, value in scalars.items():
-            value = torch.as_tensor(value).detach().float()
-            self.sums[name] = self.sums.get(name, 0.0) + value * weight
-            self.plain[name] = self.plain.get(name, 0.0) + value
-        self.total += weight
-        self.count += 1
+        self.parts.append(({name: torch.as_tensor(value).detach().float() for name, value in scalars.items()},
+                           weight))
 
     def mean(self) -> dict[str, torch.Tensor]:
-        if self.count == 1:
-            return self.plain
-        if self.total > 0:
-            return {name: value / self.total for name, value in self.sums.items()}
-        return {name: value / self.count for name, value in self.plain.items()}
+        if len(self.parts) == 1:
+            return self.parts[0][0]
+        parts = self.parts
+        total = sum(weight for _, weight in parts)
+        if total == 0:
+            parts, total = [(scalars, 1.0) for scalars, _ in parts], len(parts)
+        return {name: sum(scalars[name] * weight for scalars, weight in parts) / total for name in parts[0][0]}
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -66,14 +66,14 @@ def train_dit(run_dir: str | os.PathLike, latents: str | os.PathLike, model_conf
                 model_config = replace(model_config, manifold="sphere" if config.path == "rfm" else "euclidean")
             model_config = run.config(DiTConfig, "dit_config", model_config, "model")
             cache = LatentCache(latents)
-            resumes = run.settle(cache.identity(), override, str(run_dir), what="latents")
-            return _train(run_dir, cache, model_config, config, env, previous, resumes)
+            provenance = run.settle(cache.identity(), override, str(run_dir), what="latents")
+            return _train(run_dir, cache, model_config, config, env, previous, provenance)
     finally:
         shutdown(env)
 
 
 def _train(run_dir: Path, cache: LatentCache, model_config: DiTConfig, config: DiTTrainConfig, env: DistEnv,
-           previous: Checkpoint | None, resumes: list[dict]) -> Path:
+           previous: Checkpoint | None, provenance: dict) -> Path:
     check_cache_fits(cache, model_config.num_tokens, model_config.in_dim)
     if cache.num_classes > model_config.num_classes:
         raise ValueError(f"the latent cache has {cache.num_classes} classes, the model {model_config.num_classes}")
@@ -89,8 +89,7 @@ def _train(run_dir: Path, cache: LatentCache, model_config: DiTConfig, config: D
     time_sampler = make_time_sampler(config.time_sampler, config.resolved_shift(cache.tokens, cache.dim))
     step = DiTStep(state, config, env, objective, time_sampler)
     meta = {"kind": DIT, "dit_config": asdict(model_config), "train_config": asdict(config),
-            "latents": str(cache.directory), "classes": cache.classes, "latent_meta": cache.meta,
-            "data": cache.identity(), "resumes": resumes}
+            "latents": str(cache.directory), "classes": cache.classes, "latent_meta": cache.meta, **provenance}
     sampler = ResumableBatches(len(cache), config.batch_size, config.seed, state.step, env.rank, env.world_size,
                                flip=config.flip and cache.has_flip)
     batches = batch_loader(cache, sampler, collate_latents, config.num_workers, config.seed, env.device)
@@ -126,19 +125,18 @@ class DiTStep:
         y = self.model.drop_labels(y, generator)
         t, x0 = draw_times_and_noise(x1, self.model.config.manifold, self.time_sampler, generator)
         parts = micro_batches(x1.shape[0], self.config.grad_accum)
-        losses, auxes = [], []
+        auxes = []
         for index, part in enumerate(parts):
             with sync_gradients(self.forward, index == len(parts) - 1):
                 with autocast(device, self.config.precision):
                     loss, aux = self.objective(self.forward, x1[part], y[part], draws=(t[part], x0[part]),
                                                check_data=False, **self.loss_options)
                 (loss if len(parts) == 1 else loss * ((part.stop - part.start) / x1.shape[0])).backward()
-            losses.append(loss.detach())
             auxes.append(aux)
         grad_norm = optimizer_step(state.optimizers["optimizer"], self.model.parameters(), self.config.grad_clip)
         state.ema.update(self.model)
         self._aux = {key: torch.cat([aux[key] for aux in auxes]) for key in auxes[0]}
-        return {"loss": self._aux["loss"].mean() if len(parts) > 1 else losses[0], "grad_norm": grad_norm}
+        return {"loss": loss.detach() if len(parts) == 1 else self._aux["loss"].mean(), "grad_norm": grad_norm}
 
     def loss_by_time(self) -> dict[str, float]:
         """Mean loss of the last step over the early (t < 0.5, near noise) and late halves: where a model

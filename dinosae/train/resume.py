@@ -67,13 +67,13 @@ class Continuation:
         >>> fresh = Continuation(None)
         >>> fresh.config(AETrainConfig, "train_config", AETrainConfig(lr=1e-4), "train").lr
         0.0001
-        >>> fresh.settle({}, False, "run")
-        []
+        >>> fresh.settle({"count": 3}, False, "run")
+        {'data': {'count': 3}, 'resumes': []}
         >>> stored = {"train_config": to_dict(AETrainConfig(lr=1e-5)), "data": {"count": 3, "listing": "x"}}
         >>> resumed = Continuation(stored, step=7, explicit={"train": {"lr"}})
         >>> resumed.config(AETrainConfig, "train_config", AETrainConfig(lr=1e-4), "train").lr
         0.0001
-        >>> resumed.settle({"path": "/d", "count": 3, "listing": "x"}, override=True, run_dir="run")
+        >>> resumed.settle({"path": "/d", "count": 3, "listing": "x"}, override=True, run_dir="run")["resumes"]
         [{'step': 7, 'changes': ['train.lr: 1e-05 -> 0.0001']}]
     """
 
@@ -99,14 +99,18 @@ class Continuation:
             return given
         return continue_config(cls, self.meta[key], given, self.explicit.get(section), section, self.changes)
 
-    def settle(self, data: dict[str, Any], override: bool, run_dir: str, what: str = "data") -> list[dict]:
-        """Compare the data's identity, refuse or log the changes (:func:`settle`); returns the run's history
-        of resumes with changes, this one included."""
+    def settle(self, data: dict[str, Any], override: bool, run_dir: str, what: str = "data") -> dict[str, Any]:
+        """Compare the data's identity ``data`` with the run's, then refuse the changes, or log them with
+        ``override``; returns what the run records of where it stands: ``{"data": data, "resumes": the
+        resumes with changes so far, this one included}``."""
         if self.meta is None:
-            return []
+            return {"data": data, "resumes": []}
         compare_data(self.meta.get("data"), data, what, self.changes)
-        settle(self.changes, override, run_dir)
-        return self.meta.get("resumes", []) + ([{"step": self.step, "changes": self.changes}] if self.changes else [])
+        _refuse_or_log(self.changes, override, run_dir)
+        resumes = list(self.meta.get("resumes", []))
+        if self.changes:
+            resumes.append({"step": self.step, "changes": self.changes})
+        return {"data": data, "resumes": resumes}
 
 
 def compare_data(stored: dict[str, Any] | None, current: dict[str, Any], what: str, changes: list[str]) -> None:
@@ -129,13 +133,11 @@ def compare_data(stored: dict[str, Any] | None, current: dict[str, Any], what: s
                     current["path"])
 
 
-def settle(changes: list[str], override: bool, run_dir: str) -> list[str]:
-    """Refuse ``changes`` without ``override``; with it, log them. Returns them."""
+def _refuse_or_log(changes: list[str], override: bool, run_dir: str) -> None:
     if not changes:
-        return changes
+        return
     if not override:
         raise ResumeMismatchError(f"{run_dir!r} was trained with other settings or data: {'; '.join(changes)}. "
                                   "Drop those flags to continue it as it was, or pass --override to continue with "
                                   "the new ones")
     logger.warning("resuming %s with changes: %s", run_dir, "; ".join(changes))
-    return changes

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from dinosae.config import DIT_PRESETS, DiTTrainConfig
-from dinosae.data.toy import VMFMixture
 from dinosae.generation.samples import class_labels, generate_latents, write_samples
 from dinosae.io.checkpoint import load_checkpoint
-from dinosae.io.latents import LatentCache, LatentCacheError, write_meta, write_shard
+from dinosae.io.latents import LatentCache, LatentCacheError
 from dinosae.io.loading import load_dit
 from dinosae.train.dit import dit_config_for, train_dit
 from dinosae.train.runlog import read_metrics
