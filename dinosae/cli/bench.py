@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from dinosae.cli.options import (comma_separated, device_option, json_option, one_line_errors, recipe_option,
-                                 report)
+from dinosae.cli.options import (FiniteFloat, comma_separated, device_option, json_option, one_line_errors,
+                                 recipe_option, report)
 
 
 @click.group()
@@ -103,9 +103,9 @@ def bench_accuracy(pairs: int, dim: int, as_json: bool) -> None:
 @click.option("--image-size", type=click.IntRange(16), default=256, show_default=True)
 @click.option("--latent-dim", type=click.IntRange(2), default=None,
               help="The DiT's token width (default: 768 for dino-sae, 1024 for hae).")
-@click.option("--gpu-memory", type=click.FloatRange(min=0, min_open=True), default=80.0, show_default=True,
+@click.option("--gpu-memory", type=FiniteFloat(min=0, min_open=True), default=80.0, show_default=True,
               help="GiB per GPU, for the largest batch that fits.")
-@click.option("--reserve", type=click.FloatRange(min=0), default=2.0, show_default=True,
+@click.option("--reserve", type=FiniteFloat(min=0), default=2.0, show_default=True,
               help="GiB set aside for what no tensor shows: CUDA context, library workspaces, NCCL buffers.")
 @click.option("--ddp/--no-ddp", default=True, show_default=True, help="Count DDP's gradient buckets.")
 @json_option

@@ -133,6 +133,7 @@ BAD_INPUTS = {
                      "--out", "{tmp}/s", "--cfg", "nan"),
     "negative bench rows": ("expected integers of at least 1", "bench", "kernels", "--rows", "-5"),
     "zero bench width": ("expected integers of at least 1", "bench", "kernels", "--dim", "0"),
+    "infinite gpu memory": ("'inf' is not a finite number", "bench", "memory", "--gpu-memory", "inf"),
     "unknown bench implementation": ("unknown implementation nope", "bench", "kernels", "--op", "dist", "--impl",
                                      "nope"),
     "a text file as npz": ("is not an .npz", "eval", "gen", "--samples", "{tmp}/text.npz", "--ref",
