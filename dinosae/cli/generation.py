@@ -64,13 +64,14 @@ def train_dit(ctx, latents, out, preset, path_, lightning, steps, batch_size, lr
     from dinosae.train.dit import train_dit as run
 
     named = given(ctx, "preset", "recipe", "path_")
-    resolved = resolve_for_cache(LatentCache(latents), named["preset"], recipe=named["recipe"], lightning=lightning,
+    cache = LatentCache(latents)
+    resolved = resolve_for_cache(cache, named["preset"], recipe=named["recipe"], lightning=lightning,
                                  file=read_overrides(config_file) if config_file else None,
                                  train={"path": named["path_"], "steps": steps, "batch_size": batch_size, "lr": lr,
                                         "time_sampler": time_sampler, "shift": shift, "num_workers": num_workers,
                                         "seed": seed, "compile": compile_, "precision": precision,
                                         "grad_checkpoint": grad_checkpoint, "grad_accum": grad_accum, "tf32": tf32})
-    final = run(out, latents, resolved.model, resolved.train, resume=resume_mode(resume), override=override,
+    final = run(out, cache, resolved.model, resolved.train, resume=resume_mode(resume), override=override,
                 explicit=resolved.explicit, device=device)
     click.echo(f"DiT training done: {final}")
 

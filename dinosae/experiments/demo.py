@@ -156,7 +156,7 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print) -> dict:
     dit_train = DiTTrainConfig(steps=config.dit_steps, batch_size=config.dit_batch, lr=config.dit_lr, num_workers=0,
                                log_every=max(1, config.dit_steps // 50), ckpt_every=config.dit_steps, seed=config.seed,
                                ema_warmup=True)
-    train_dit(out / "dit", out / "latents", dit_config, dit_train, device=device)
+    train_dit(out / "dit", cache, dit_config, dit_train, device=device)
     lap("dit")
 
     ae = load_autoencoder(previous, teacher_weights=config.teacher_weights, device=device)

@@ -45,12 +45,13 @@ def dit_config_for(cache: LatentCache, preset: str, **overrides: Any) -> DiTConf
     return resolve_for_cache(cache, preset, model=overrides).model
 
 
-def train_dit(run_dir: str | os.PathLike, latents: str | os.PathLike, model_config: DiTConfig | None,
+def train_dit(run_dir: str | os.PathLike, latents: str | os.PathLike | LatentCache, model_config: DiTConfig | None,
               config: DiTTrainConfig | None, *, resume: bool | str = False, override: bool = False,
               explicit: dict[str, Collection[str]] | None = None, device: str | None = None) -> Path:
     """Train the DiT; returns the final checkpoint's path.
 
-    The model's ``manifold`` is set from ``config.path``. ``resume``,
+    ``latents`` is a cache directory or an opened ``LatentCache`` (opening one checks every shard's
+    header). The model's ``manifold`` is set from ``config.path``. ``resume``,
     ``override`` and ``explicit`` are as for
     ``dinosae.train.autoencoder.train_autoencoder``: a resumed run keeps its
     own configs and latent cache unless told otherwise.
@@ -65,7 +66,7 @@ def train_dit(run_dir: str | os.PathLike, latents: str | os.PathLike, model_conf
             if model_config is not None:
                 model_config = replace(model_config, manifold="sphere" if config.path == "rfm" else "euclidean")
             model_config = run.config(DiTConfig, "dit_config", model_config, "model")
-            cache = LatentCache(latents)
+            cache = latents if isinstance(latents, LatentCache) else LatentCache(latents)
             provenance = run.settle(cache.identity(), override, str(run_dir), what="latents")
             return _train(run_dir, cache, model_config, config, env, previous, provenance)
     finally:
