@@ -1,7 +1,7 @@
 """Training throughput of the autoencoder (stages 1 and 2) and of the DiT, and the DiT's sphere-op share.
 
 Runs the real training step functions (``dinosae.train.autoencoder.generator_losses``,
-``dinosae.generation.rfm.rfm_loss``) on synthetic batches, so the numbers are the model's,
+``dinosae.flow.flow_matching_loss``) on synthetic batches, so the numbers are the model's,
 not the data loader's. Random ViT weights: the same compute as DINOv3's.
 
     python bench/train_throughput.py --device cuda --ae-preset B --dit-preset B --out results.json
@@ -90,7 +90,7 @@ def autoencoder(stage: int, preset: str, image_size: int, batch: int, device: to
 def dit(preset: str, tokens_side: int, dim: int, batch: int, device: torch.device, warmup: int, steps: int) -> dict:
     import sphere_ops
     from dinosae import create_model
-    from dinosae.generation.rfm import LogitNormalTime, ShiftedTime, dimension_shift, rfm_loss
+    from dinosae.flow import LogitNormalTime, ShiftedTime, dimension_shift, flow_matching_loss
 
     model = create_model(f"dit-{preset}", in_dim=dim, grid_size=tokens_side, num_classes=1000).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -101,7 +101,7 @@ def dit(preset: str, tokens_side: int, dim: int, batch: int, device: torch.devic
 
     def step() -> None:
         with _autocast(device):
-            loss, _ = rfm_loss(model, x1, y, time_sampler=sampler, generator=generator)
+            loss, _ = flow_matching_loss(model, model.manifold, x1, y, time_sampler=sampler, generator=generator)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -27,7 +27,7 @@ from dinosae.config import AE_PRESETS, DIT_PRESETS, AETrainConfig, DiTTrainConfi
 from dinosae.config.recipes import ae_model_recipe, ae_train_recipe, dit_model_recipe, dit_train_recipe
 from dinosae.config.training import PRECISIONS
 from dinosae.data.images import ImageBatch
-from dinosae.generation.rfm import make_time_sampler, rfm_loss
+from dinosae.flow import make_time_sampler
 from dinosae.models.autoencoder import SphericalAutoencoder
 from dinosae.models.discriminator import DinoDiscriminator
 from dinosae.models.dit import DiT
@@ -239,7 +239,7 @@ def _dit_training(case: MemoryCase, fake: FakeTensorMode | None) -> Training:
     state = TrainState({"model": model}, {"optimizer": _adamw(params, train.lr, train.betas, train.weight_decay)},
                        EMA(model, train.ema_decay), step=_STEPS - 1)
     time_sampler = make_time_sampler(train.time_sampler, train.resolved_shift(config.num_tokens, dim))
-    step = dit_trainer.DiTStep(state, train, _cpu(), rfm_loss, time_sampler)
+    step = dit_trainer.DiTStep(state, train, _cpu(), time_sampler)
     labels = Labels()
     for block in model.blocks:
         labels.label(block, "blocks")

@@ -100,17 +100,21 @@ def ablate_align(out, data, heldout, preset, steps, batch_size, lr, lpips_weight
 
 @click.command("path")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/ablate-path"),
-              show_default=True, help="Receives metrics.json, path_vmf.png and path_latents.png.")
+              show_default=True,
+              help="Receives metrics.json and the plots path_*.png (training curves) and nfe_*.png (solvers).")
 @click.option("--latents", type=click.Path(path_type=Path), default=None,
-              help="Latent cache of `dinosae encode`: also compare the paths on real latents.")
-@preset_option("dit", "tiny", help="Size of the DiT of both paths.")
+              help="Latent cache of `dinosae encode`: also run the grid on real latents.")
+@preset_option("dit", "tiny", help="Size of the DiT of every run.")
 @click.option("--steps", type=click.IntRange(1), default=400, show_default=True, help="Training steps of each path.")
 @click.option("--eval-every", type=click.IntRange(1), default=25, show_default=True,
               help="Measure the distance every N steps.")
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
 @click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--sample-steps", type=click.IntRange(1), default=20, show_default=True,
-              help="Euler steps of the sampler at each evaluation.")
+              help="Euler steps of the sampler at each evaluation during training.")
+@click.option("--nfe", "nfes", callback=comma_separated(int, "evaluation counts", minimum=1),
+              default="4,8,16,32,64,250", show_default=True,
+              help="Budgets of function evaluations at which each trained model is sampled with each solver.")
 @click.option("--eval-samples", type=click.IntRange(2), default=2048, show_default=True,
               help="Size of the vMF held-out set (and of each model's sample).")
 @click.option("--heldout-fraction", type=FiniteFloat(0, 0.5, min_open=True), default=0.25, show_default=True,
@@ -121,14 +125,15 @@ def ablate_align(out, data, heldout, preset, steps, batch_size, lr, lpips_weight
 @device_option
 @json_option
 @one_line_errors
-def ablate_path(out, latents, preset, steps, eval_every, batch_size, lr, sample_steps, eval_samples,
+def ablate_path(out, latents, preset, steps, eval_every, batch_size, lr, sample_steps, nfes, eval_samples,
                 heldout_fraction, max_latents, seed, device, as_json) -> None:
-    """RFM against Euclidean flow matching: sliced W2 over training on a vMF mixture (and real latents)."""
+    """Sphere against R^D, velocity against endpoint prediction, Euler against Heun at each NFE: sliced W2 on
+    a vMF mixture (and real latents), training steps to a fixed distance, and the fewest steps on the sphere."""
     from dinosae.experiments.ablate_path import ablate_path as run
-    from dinosae.experiments.ablate_path import format_summary
+    from dinosae.experiments.path_report import format_summary
 
     result = run(out, latents=latents, steps=steps, eval_every=eval_every, batch_size=batch_size, lr=lr,
-                 preset=preset, sample_steps=sample_steps, eval_samples=eval_samples,
+                 preset=preset, sample_steps=sample_steps, nfes=nfes, eval_samples=eval_samples,
                  heldout_fraction=heldout_fraction, max_latents=max_latents, seed=seed, device=device,
                  progress=True)
     report(result, as_json, f"{format_summary(result)}\nwrote {out / 'metrics.json'} and the plots in {out}")

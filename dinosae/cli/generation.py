@@ -9,7 +9,8 @@ import click
 from dinosae.cli.options import (FINITE_FLOAT, FiniteFloat, comma_separated, config_option, device_option, given,
                                  grad_accum_option, one_line_errors, override_option, preset_option, recipe_option,
                                  resume_mode, resume_option, teacher_weights_option, tf32_option)
-from dinosae.config.training import PATHS, PRECISIONS, SAMPLING_PRECISIONS, TIME_SAMPLERS
+from dinosae.config.dit import MANIFOLDS, PREDICTIONS
+from dinosae.config.training import PATHS, PRECISIONS, SAMPLING_PRECISIONS, SOLVERS, TIME_SAMPLERS
 
 
 def _floats(ctx: click.Context, param: click.Parameter, value: str | None):
@@ -28,8 +29,14 @@ def _floats(ctx: click.Context, param: click.Parameter, value: str | None):
 @click.option("--latents", required=True, type=click.Path(path_type=Path), help="Cache from `dinosae encode`.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
 @preset_option("dit", "XL")
-@click.option("--path", "path_", type=click.Choice(PATHS), default="rfm", show_default=True,
-              help="Riemannian flow matching on the spheres, or the Euclidean baseline.")
+@click.option("--manifold", type=click.Choice(MANIFOLDS), default=None,
+              help="Flow on the product of spheres (Riemannian flow matching, the default) or in R^D (the baseline).")
+@click.option("--path", "path_", type=click.Choice(list(PATHS)), default=None,
+              help="The older name of --manifold: rfm is sphere, euclidean is euclidean.")
+@click.option("--prediction", type=click.Choice(PREDICTIONS), default=None,
+              help="What the network predicts: the velocity (default) or the endpoint x1.")
+@click.option("--radius", type=FiniteFloat(min=0, min_open=True), default=None,
+              help="The scale at which the network sees points and predicts velocities (default sqrt(D)).")
 @click.option("--lightning", is_flag=True, help="LightningDiT blocks: RMSNorm, SwiGLU, 2-D RoPE, QK-norm.")
 @click.option("--steps", type=click.IntRange(1), default=None,
               help="Default: the training config's (resumed: the run's).")
@@ -54,7 +61,7 @@ def _floats(ctx: click.Context, param: click.Parameter, value: str | None):
 @device_option
 @one_line_errors
 @click.pass_context
-def train_dit(ctx, latents, out, preset, path_, lightning, steps, batch_size, lr, time_sampler, shift, resume,
+def train_dit(ctx, latents, out, preset, manifold, path_, prediction, radius, lightning, steps, batch_size, lr, time_sampler, shift, resume,
               override, compile_, grad_checkpoint, grad_accum, tf32, num_workers, seed, precision, recipe, config_file,
               device) -> None:
     """Train a class-conditional DiT on a latent cache."""
@@ -63,11 +70,15 @@ def train_dit(ctx, latents, out, preset, path_, lightning, steps, batch_size, lr
     from dinosae.train.dit import resolve_for_cache
     from dinosae.train.dit import train_dit as run
 
-    named = given(ctx, "preset", "recipe", "path_")
+    named = given(ctx, "preset", "recipe")
+    if manifold is not None and path_ is not None and PATHS[path_] != manifold:
+        raise click.UsageError(f"--path {path_} contradicts --manifold {manifold}")
     cache = LatentCache(latents)
     resolved = resolve_for_cache(cache, named["preset"], recipe=named["recipe"], lightning=lightning,
                                  file=read_overrides(config_file) if config_file else None,
-                                 train={"path": named["path_"], "steps": steps, "batch_size": batch_size, "lr": lr,
+                                 model={"manifold": manifold or PATHS.get(path_), "prediction": prediction,
+                                        "radius": radius},
+                                 train={"steps": steps, "batch_size": batch_size, "lr": lr,
                                         "time_sampler": time_sampler, "shift": shift, "num_workers": num_workers,
                                         "seed": seed, "compile": compile_, "precision": precision,
                                         "grad_checkpoint": grad_checkpoint, "grad_accum": grad_accum, "tf32": tf32})
@@ -88,7 +99,8 @@ def train_dit(ctx, latents, out, preset, path_, lightning, steps, batch_size, lr
 @click.option("--classes", callback=comma_separated(int, "class indices"), default=None,
               help="Comma-separated class indices (default: all).")
 @click.option("--steps", type=click.IntRange(1), default=50, show_default=True)
-@click.option("--method", type=click.Choice(["euler", "heun"]), default="euler", show_default=True)
+@click.option("--method", type=click.Choice(SOLVERS), default="euler", show_default=True,
+              help="ODE solver: Euler (1 evaluation per step), Heun or midpoint (2).")
 @click.option("--cfg", type=FiniteFloat(min=0), default=1.0, show_default=True, help="Guidance scale.")
 @click.option("--guidance-interval", callback=_floats, default=None, help="LO,HI: guide only for t in [LO, HI].")
 @click.option("--shift", type=FiniteFloat(min=0, min_open=True), default=None,

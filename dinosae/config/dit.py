@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from dinosae.config.base import check_fields
@@ -9,6 +10,8 @@ from dinosae.config.base import check_fields
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
 MANIFOLDS = ("sphere", "euclidean")
+# What the network predicts: the velocity at x_t, or the endpoint x1 (see dinosae.flow.prediction).
+PREDICTIONS = ("velocity", "x1")
 
 
 @dataclass(frozen=True)
@@ -18,13 +21,15 @@ class DiTConfig:
     ``in_dim`` is the latent channel D and ``grid_size`` the side of the token
     grid (16 for 256 px images, so N = 256 tokens).
 
-    On the sphere the model sees unit tokens times ``input_scale`` (None:
-    sqrt(D), unit variance per coordinate; the HAE paper's radius R is the
-    same up to 1e-3) and returns its output divided by ``output_scale``:
-    with R it predicts velocities on the sphere of radius R, as HAE's network
-    does, and callers still get unit-sphere velocities. ``project_output``
-    makes the velocity tangent by construction; HAE leaves it free and
-    penalizes its radial part in the loss instead.
+    ``manifold`` is the space the flow runs in (``dinosae.flow``: the product of
+    spheres, or R^D for the Euclidean baseline) and ``prediction`` what the
+    network predicts: the velocity at x_t, or the endpoint x1. ``radius`` is
+    the one scale of the geometry: the network sees a point at ``radius``
+    times its data-unit value (on the sphere: the sphere of radius R it
+    works on) and predicts velocities of that size; None is sqrt(D), which
+    gives unit tokens unit-variance coordinates (the HAE paper's R is the same
+    up to 1e-3). ``project_output`` makes a velocity tangent by construction;
+    HAE leaves it free and penalizes its radial part in the loss instead.
 
     Example:
         >>> DiTConfig(hidden_size=64, depth=2, num_heads=2, in_dim=16, grid_size=4).num_tokens
@@ -44,8 +49,8 @@ class DiTConfig:
     rope: bool = False
     qk_norm: bool = False
     manifold: str = "sphere"
-    input_scale: float | None = None
-    output_scale: float = 1.0
+    prediction: str = "velocity"
+    radius: float | None = None
     project_output: bool = True
 
     def __post_init__(self) -> None:
@@ -66,10 +71,9 @@ class DiTConfig:
             raise ValueError(f"class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}")
         if self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
-        if not (self.input_scale is None or self.input_scale > 0) or not self.output_scale > 0:
-            raise ValueError(f"input_scale and output_scale must be > 0, got {self.input_scale} and "
-                             f"{self.output_scale}")
-        for name, options in (("norm", NORMS), ("mlp", MLPS), ("manifold", MANIFOLDS)):
+        if not (self.radius is None or 0 < self.radius < math.inf):
+            raise ValueError(f"radius must be a finite number > 0 (or None: sqrt(in_dim)), got {self.radius}")
+        for name, options in (("norm", NORMS), ("mlp", MLPS), ("manifold", MANIFOLDS), ("prediction", PREDICTIONS)):
             if getattr(self, name) not in options:
                 raise ValueError(f"{name} must be one of {options}, got {getattr(self, name)!r}")
 

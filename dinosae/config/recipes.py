@@ -20,7 +20,7 @@ Autoencoder", arXiv 2601.22904v2, code ``wkdgnsgo/HAE``):
 Overrides apply over a preset and under a config file and flags.
 
 Example:
-    >>> round(dit_train_recipe("hae", dim=1024)["radius"], 3)
+    >>> round(dit_model_recipe("hae", dim=1024)["radius"], 3)
     31.992
     >>> ae_train_recipe("hae", stage=2, steps=400)["noise_ramp_steps"]
     200
@@ -73,8 +73,7 @@ def dit_model_recipe(recipe: str, dim: int) -> dict[str, Any]:
     _check(recipe)
     if recipe == "dino-sae":
         return {}
-    radius = gaussian_radius(dim)
-    return {**LIGHTNING_FLAGS, "input_scale": radius, "output_scale": radius, "project_output": False}
+    return {**LIGHTNING_FLAGS, "radius": gaussian_radius(dim), "project_output": False}
 
 
 def dit_train_recipe(recipe: str, dim: int) -> dict[str, Any]:
@@ -82,5 +81,5 @@ def dit_train_recipe(recipe: str, dim: int) -> dict[str, Any]:
     _check(recipe)
     if recipe == "dino-sae":
         return {}
-    return {"radius": gaussian_radius(dim), "radial_weight": 0.1, "shift": 8.0, "time_sampler": "logit-normal",
+    return {"radial_weight": 0.1, "shift": 8.0, "time_sampler": "logit-normal",
             "lr": 2e-4, "betas": (0.9, 0.95), "ema_decay": 0.9995, "precision": "fp32", "batch_size": 1024}

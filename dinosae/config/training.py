@@ -16,8 +16,11 @@ STAGES = {
     3: "decoder only, encoder frozen",
     4: "decoder only, latents noised in the tangent space",
 }
-PATHS = ("rfm", "euclidean")
+# The command line's names of the two manifolds (`--path`): Riemannian flow matching, or the Euclidean baseline.
+PATHS = {"rfm": "sphere", "euclidean": "euclidean"}
 TIME_SAMPLERS = ("uniform", "logit-normal")
+# ODE solvers of the samplers (dinosae.flow.solvers).
+SOLVERS = ("euler", "heun", "midpoint")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "bf16", "fp32")  # auto: bf16 autocast on CUDA, float32 on the CPU
 SAMPLING_PRECISIONS = ("auto", "bf16", "tf32", "fp32")  # tf32: float32 with TF32 matmuls
@@ -201,12 +204,11 @@ def dimension_shift(dim: int, base_dim: int = 4096) -> float:
 class DiTTrainConfig:
     """What ``dinosae train dit`` does.
 
-    ``path="rfm"`` is the paper's Riemannian flow matching on the spheres;
-    ``"euclidean"`` is the linear-path baseline on the same latents.
-    ``shift=None`` takes the dimension-dependent shift ``sqrt(N * D / 4096)``;
-    ``shift=1`` turns shifting off. ``radius`` and ``radial_weight`` are the
-    RFM loss's (``dinosae.generation.rfm.rfm_loss``: the HAE paper's 32 and
-    0.1). ``precision`` is the autocast of the forward pass (``PRECISIONS``).
+    The geometry and the prediction are the model's (``DiTConfig.manifold``,
+    ``prediction`` and ``radius``). ``shift=None`` takes the dimension-dependent shift ``sqrt(N * D / 4096)``;
+    ``shift=1`` turns shifting off. ``radial_weight`` weighs the part of
+    an unprojected velocity that leaves the sphere (``dinosae.flow.loss``; the
+    HAE paper's 0.1). ``precision`` is the autocast of the forward pass (``PRECISIONS``).
     ``grad_checkpoint`` recomputes each DiT block in the backward pass;
     ``grad_accum``, ``ema_warmup`` (off, as in DiT: a constant decay) and
     ``tf32`` are as for ``AETrainConfig``.
@@ -216,7 +218,6 @@ class DiTTrainConfig:
         6.928
     """
 
-    path: str = "rfm"
     steps: int = 400_000
     batch_size: int = 256
     lr: float = 1e-4
@@ -227,7 +228,6 @@ class DiTTrainConfig:
     ema_warmup: bool = False
     time_sampler: str = "logit-normal"
     shift: float | None = None
-    radius: float = 1.0
     radial_weight: float = 1.0
     precision: str = "auto"
     flip: bool = True
@@ -246,14 +246,12 @@ class DiTTrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.path not in PATHS:
-            raise ValueError(f"path must be one of {PATHS}, got {self.path!r}")
         if self.time_sampler not in TIME_SAMPLERS:
             raise ValueError(f"time_sampler must be one of {TIME_SAMPLERS}, got {self.time_sampler!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if not self.radius > 0 or self.radial_weight < 0:
-            raise ValueError(f"radius must be > 0 and radial_weight >= 0, got {self.radius} and {self.radial_weight}")
+        if not self.radial_weight >= 0:
+            raise ValueError(f"radial_weight must be >= 0, got {self.radial_weight}")
         _check_counts(self)
 
     def schedule_depends_on_steps(self) -> bool:

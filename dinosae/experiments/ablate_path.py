@@ -1,29 +1,25 @@
-"""``dinosae ablate path``: Riemannian against Euclidean flow matching, same model, optimizer, data and budget.
+"""``dinosae ablate path``: the flow's manifold, prediction and solver, as a grid on one budget.
 
-Two DiTs of one preset start from the same weights and see the same batches,
-training times and noise draws (the global RNG of the class dropout included);
-they differ only in the path: the geodesic path from uniform noise on the
-spheres (:func:`dinosae.generation.rfm.rfm_loss`) or the straight path from Gaussian noise
-(:func:`dinosae.generation.rfm.euclidean_fm_loss`, its samples normalized onto the spheres).
-Every ``eval_every`` steps each model samples as many points as the held-out
-set has, with its labels, the same noise and ODE steps each time, and the
-sliced W2 distance to the held-out set (fixed projections) is recorded.
+For each manifold (the product of spheres, or R^D) and prediction (the
+velocity, or the endpoint x1) a DiT of one preset is trained from the same
+weights on the same batches, training times and noise draws (the global RNG
+of the class dropout included). Every ``eval_every`` steps it samples as many
+points as the held-out set has, with its labels, the same noise and
+``sample_steps`` Euler steps each time, and the sliced W2 distance to the
+held-out set (fixed projections) is recorded; a run's final distance is the
+mean of its last ``FINAL_WINDOW`` evaluations, and its steps to the target
+are the training steps its curve needs to reach a fixed distance,
+``TARGET_FACTOR`` times the floor (:mod:`dinosae.experiments.problems`).
 
-Two problems:
+The trained models then sample with each solver (Euler, Heun) at each number
+of function evaluations (``nfes``, NFE), with the same noise: the grid's final
+distances. On the sphere, :func:`few_step` looks for the fewest evaluations
+(at most ``FEW_STEP_BUDGET``, Euler, Heun or midpoint) that come within
+``FEW_STEP_TOLERANCE`` of Euler's distance at 250 steps.
 
-- ``vmf``: a class-labelled mixture of von Mises-Fisher products on N spheres,
-  sampled exactly, so the training data is unlimited and the held-out set is
-  the true distribution;
-- ``latents``: a latent cache from ``dinosae encode``, split into training
-  latents and a held-out part.
-
-The floor is the distance between an independent sample of the same size and
-the held-out set (fresh mixture samples, or training latents), what a perfect
-generator scores. A path's final distance is the mean of its last
-``FINAL_WINDOW`` evaluations. The speed-up is the ratio of the steps the two
-paths need to reach one distance (:func:`speedup`, Euclidean over RFM): at the
-final distance of the worse path, which both reach, and at the final distance
-of RFM, which Euclidean may never reach (then null).
+The speed-up of the sphere over R^D, for each prediction, is the ratio of the
+training steps the two need to reach one distance (:func:`speedup`): the target,
+and the worse of the two final distances, which both reach.
 """
 
 from __future__ import annotations
@@ -31,100 +27,36 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
-from torch import Tensor
 from tqdm.auto import tqdm
 
-from dinosae.config.training import PATHS
+from dinosae.config.dit import MANIFOLDS, PREDICTIONS
+from dinosae.experiments.problems import PROJECTION_SEED, Problem, latent_problem, seeded, vmf_problem
 
-# Seed offsets, so that each random stream is fixed and shared by both paths.
-DATA_SEED, NOISE_SEED, EVAL_SEED, PROJECTION_SEED, DROPOUT_SEED = 1, 2, 3, 4, 5
-# A path's final distance: the mean of its last evaluations after step 0, which steadies the noise of one.
+# Seed offsets, so that each random stream is fixed and shared by every run (PROJECTION_SEED is 4).
+DATA_SEED, NOISE_SEED, EVAL_SEED, DROPOUT_SEED = 1, 2, 3, 5
+# A run's final distance: the mean of its last evaluations after step 0, which steadies the noise of one.
 FINAL_WINDOW = 3
-
-Draw = Callable[[int, torch.Generator], tuple[Tensor, Tensor]]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Training data (``draw(n, generator) -> (x (n, N, D), y (n,))``), a held-out set and its floor."""
-
-    name: str
-    draw: Draw
-    heldout: Tensor
-    heldout_labels: Tensor
-    num_classes: int
-    floor: float
-    info: dict
-
-    @property
-    def grid_size(self) -> int:
-        return math.isqrt(self.heldout.shape[1])
+# The fixed distance whose training steps are counted: this many times the floor.
+TARGET_FACTOR = 2.0
+GRID_SOLVERS = ("euler", "heun")
+GRID_NFES = (4, 8, 16, 32, 64, 250)
+FEW_STEP_SOLVERS = ("euler", "heun", "midpoint")
+FEW_STEP_NFES = (4, 6, 8, 10, 12, 16, 20, 24)
+FEW_STEP_BUDGET, FEW_STEP_TOLERANCE = 25, 0.05
 
 
-def vmf_problem(*, components: int = 8, tokens: int = 4, dim: int = 32, kappa: float = 400.0,
-                heldout: int = 2048, seed: int = 0) -> Problem:
-    """A random class-conditional vMF mixture (one class per component), its held-out set and floor.
+def run_name(manifold: str, prediction: str) -> str:
+    """The key of one training run in the results.
 
     Example:
-        >>> problem = vmf_problem(components=2, tokens=4, dim=8, kappa=20.0, heldout=64)
-        >>> problem.heldout.shape, problem.num_classes, problem.floor < 0.5
-        (torch.Size([64, 4, 8]), 2, True)
+        >>> run_name("sphere", "x1")
+        'sphere/x1'
     """
-    from dinosae.data.toy import VMFMixture
-    from dinosae.metrics import sliced_wasserstein
-
-    _check_grid(tokens)
-    if heldout < 2:
-        raise ValueError(f"the held-out set needs at least 2 samples, got {heldout}")
-    generator = torch.Generator().manual_seed(seed)
-    mixture = VMFMixture.random(components, tokens, dim, kappa=kappa, generator=generator)
-    x, y = mixture.sample(heldout, generator)
-    floor = sliced_wasserstein(mixture.sample(heldout, generator)[0], x, generator=_seeded(seed + PROJECTION_SEED))
-    info = {"components": components, "tokens": tokens, "dim": dim, "kappa": kappa, "heldout": heldout}
-    return Problem("vmf", mixture.sample, x, y, mixture.num_classes, floor.item(), info)
-
-
-def latent_problem(directory: str | os.PathLike, *, heldout_fraction: float = 0.25, max_latents: int | None = 4096,
-                   seed: int = 0) -> Problem:
-    """Latents of a cache: a random ``max_latents`` of them, ``heldout_fraction`` held out, the rest trained on.
-
-    The floor compares as many training latents as there are held-out ones to the held-out set.
-    """
-    from dinosae.io.latents import LatentCache, LatentCacheError
-    from dinosae.metrics import sliced_wasserstein
-
-    cache = LatentCache(directory)
-    _check_grid(cache.tokens)
-    if not 0 < heldout_fraction <= 0.5 or (max_latents is not None and max_latents < 4):
-        raise ValueError(f"heldout_fraction must be in (0, 0.5] and max_latents >= 4, got {heldout_fraction} "
-                         f"and {max_latents}")
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(cache), generator=generator)[:max_latents].tolist()
-    num_heldout = int(len(order) * heldout_fraction)
-    if num_heldout < 2:
-        raise LatentCacheError(f"latent cache {str(directory)!r} holds {len(cache)} latents: too few to hold out "
-                               f"{heldout_fraction:.0%} (at least 2)")
-    items = [cache[(i, False)] for i in order]
-    x = torch.stack([latent for latent, _ in items])
-    y = torch.tensor([label for _, label in items], dtype=torch.long)
-    if int(y.max()) >= cache.num_classes:
-        raise LatentCacheError(f"latent cache {str(directory)!r} has label {int(y.max())} but "
-                               f"{cache.num_classes} classes in its meta.json")
-    heldout, train, train_labels = x[:num_heldout], x[num_heldout:], y[num_heldout:]
-    floor = sliced_wasserstein(train[:num_heldout], heldout, generator=_seeded(seed + PROJECTION_SEED))
-
-    def draw(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        index = torch.randint(train.shape[0], (n,), generator=generator)
-        return train[index], train_labels[index]
-
-    info = {"directory": str(directory), "tokens": cache.tokens, "dim": cache.dim, "train": train.shape[0],
-            "heldout": num_heldout}
-    return Problem("latents", draw, heldout, y[:num_heldout], cache.num_classes, floor.item(), info)
+    return f"{manifold}/{prediction}"
 
 
 def eval_steps(steps: int, eval_every: int) -> list[int]:
@@ -139,52 +71,79 @@ def eval_steps(steps: int, eval_every: int) -> list[int]:
     return sorted({*range(0, steps + 1, eval_every), steps})
 
 
-def distance_curve(problem: Problem, path: str, *, steps: int, eval_every: int, batch_size: int, preset: str,
-                   lr: float, seed: int, sample_steps: int, device: torch.device, precision: str = "fp32",
-                   progress: bool = False) -> dict:
-    """Train one path on ``problem``; returns ``{"steps", "distance", "final", "final_loss", "nonfinite",
-    "seconds"}``.
+def steps_within(method: str, nfe: int, prediction: str) -> int:
+    """The most solver steps whose evaluations do not exceed ``nfe`` (at least one step).
+
+    Example:
+        >>> steps_within("euler", 8, "velocity"), steps_within("heun", 8, "velocity"), steps_within("heun", 8, "x1")
+        (8, 4, 4)
+    """
+    from dinosae.flow import function_evaluations
+
+    steps = 1
+    while function_evaluations(method, steps + 1, prediction) <= nfe:
+        steps += 1
+    return steps
+
+
+def sampled_distance(model: torch.nn.Module, problem: Problem, *, method: str, steps: int, seed: int,
+                     device: torch.device) -> float:
+    """The sliced W2 between the held-out set and as many samples of ``model`` (unit tokens), drawn with its
+    labels from the evaluation noise."""
+    import sphere_ops
+    from dinosae.flow import sample
+    from dinosae.metrics import sliced_wasserstein
+
+    was_training = model.training
+    model.eval()
+    x = sample(model, model.manifold, tuple(problem.heldout.shape), problem.heldout_labels.to(device),
+               prediction=model.config.prediction, steps=steps, method=method,
+               generator=seeded(seed + EVAL_SEED, device))
+    model.train(was_training)
+    distance = sliced_wasserstein(sphere_ops.normalize(x).cpu(), problem.heldout,
+                                  generator=seeded(seed + PROJECTION_SEED))
+    return distance.item()
+
+
+def train_run(problem: Problem, manifold: str = "sphere", prediction: str = "velocity", *, steps: int,
+              eval_every: int, batch_size: int, preset: str, lr: float, seed: int, sample_steps: int,
+              device: torch.device, precision: str = "fp32", progress: bool = False) -> tuple[torch.nn.Module, dict]:
+    """Train one run on ``problem``; returns the model and ``{"steps", "distance", "final", "final_loss",
+    "nonfinite", "seconds"}``.
 
     ``final`` is the mean distance of the last ``FINAL_WINDOW`` evaluations after step 0, ``final_loss`` the
     mean training loss over the last quarter of the steps, ``nonfinite`` the number of steps whose loss was
     not finite. ``precision`` is the forward pass's autocast (``dinosae.runtime.autocast``).
     """
     from dinosae import create_model
-    from dinosae.generation.rfm import euclidean_fm_loss, rfm_loss
-    from dinosae.generation.sampling import sample_euclidean, sample_sphere
-    from dinosae.metrics import sliced_wasserstein
+    from dinosae.flow import flow_matching_loss
     from dinosae.runtime import autocast
 
-    if path not in PATHS:
-        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    if manifold not in MANIFOLDS or prediction not in PREDICTIONS:
+        raise ValueError(f"manifold must be one of {MANIFOLDS} and prediction one of {PREDICTIONS}, got "
+                         f"{manifold!r} and {prediction!r}")
     if batch_size < 1 or sample_steps < 1 or not lr > 0:
         raise ValueError(f"batch_size and sample_steps must be >= 1 and lr > 0, got {batch_size}, "
                          f"{sample_steps} and {lr}")
-    loss_fn, sampler = (rfm_loss, sample_sphere) if path == "rfm" else (euclidean_fm_loss, sample_euclidean)
     start = time.perf_counter()
     torch.manual_seed(seed)  # the weights
     model = create_model(f"dit-{preset}", in_dim=problem.heldout.shape[2], grid_size=problem.grid_size,
-                       num_classes=problem.num_classes, manifold="sphere" if path == "rfm" else "euclidean")
-    model.to(device)
+                         num_classes=problem.num_classes, manifold=manifold, prediction=prediction).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    data, noise = _seeded(seed + DATA_SEED), _seeded(seed + NOISE_SEED, device)
-    dropout = _seeded(seed + DROPOUT_SEED, device)
-    labels = problem.heldout_labels.to(device)
+    data, noise = seeded(seed + DATA_SEED), seeded(seed + NOISE_SEED, device)
+    dropout = seeded(seed + DROPOUT_SEED, device)
 
     def distance() -> float:
-        model.eval()
-        x = sampler(model, tuple(problem.heldout.shape), labels, steps=sample_steps,
-                    generator=_seeded(seed + EVAL_SEED, device))
-        model.train()
-        return sliced_wasserstein(x.cpu(), problem.heldout, generator=_seeded(seed + PROJECTION_SEED)).item()
+        return sampled_distance(model, problem, method="euler", steps=sample_steps, seed=seed, device=device)
 
     grid = eval_steps(steps, eval_every)
     curve, losses = [distance()], []
-    for step in tqdm(range(1, steps + 1), desc=f"{problem.name} {path} {precision}", unit="step",
-                     disable=not progress):
+    for step in tqdm(range(1, steps + 1), desc=f"{problem.name} {run_name(manifold, prediction)} {precision}",
+                     unit="step", disable=not progress):
         x1, y = problem.draw(batch_size, data)
         with autocast(device, precision):
-            loss, _ = loss_fn(model, x1.to(device), model.drop_labels(y.to(device), dropout), generator=noise)
+            loss, _ = flow_matching_loss(model, model.manifold, x1.to(device), model.drop_labels(y.to(device), dropout),
+                                         prediction=prediction, generator=noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -193,8 +152,51 @@ def distance_curve(problem: Problem, path: str, *, steps: int, eval_every: int, 
             curve.append(distance())
     final = sum(curve[1:][-FINAL_WINDOW:]) / len(curve[1:][-FINAL_WINDOW:])
     tail = losses[-max(1, steps // 4):]
-    return {"steps": grid, "distance": curve, "final": final, "final_loss": sum(tail) / len(tail),
-            "nonfinite": sum(not math.isfinite(v) for v in losses), "seconds": time.perf_counter() - start}
+    return model, {"steps": grid, "distance": curve, "final": final, "final_loss": sum(tail) / len(tail),
+                   "nonfinite": sum(not math.isfinite(v) for v in losses), "seconds": time.perf_counter() - start}
+
+
+def distance_curve(problem: Problem, manifold: str = "sphere", prediction: str = "velocity", **training: object) -> dict:
+    """The curve of :func:`train_run`, without the model."""
+    return train_run(problem, manifold, prediction, **training)[1]
+
+
+def solver_grid(model: torch.nn.Module, problem: Problem, *, solvers: Sequence[str], nfes: Sequence[int], seed: int,
+                device: torch.device) -> dict[str, dict[str, dict]]:
+    """``{solver: {str(nfe): {"nfe", "steps", "distance"}}}``: the distance of ``model``'s samples with each
+    solver at each budget of evaluations (``nfe`` is what the solver used, at most the budget)."""
+    from dinosae.flow import function_evaluations
+
+    prediction = model.config.prediction
+    grid: dict[str, dict[str, dict]] = {}
+    for method in solvers:
+        grid[method] = {}
+        for budget in nfes:
+            steps = steps_within(method, budget, prediction)
+            grid[method][str(budget)] = {
+                "nfe": function_evaluations(method, steps, prediction), "steps": steps,
+                "distance": sampled_distance(model, problem, method=method, steps=steps, seed=seed, device=device)}
+    return grid
+
+
+def few_step(grid: dict[str, dict[str, dict]], reference: float) -> dict:
+    """The cell of ``grid`` with the fewest evaluations (then the smallest distance) within
+    ``FEW_STEP_TOLERANCE`` of ``reference`` and ``FEW_STEP_BUDGET`` evaluations, and the closest cell in that
+    budget, met or not.
+
+    Example:
+        >>> grid = {"euler": {"8": {"nfe": 8, "distance": 0.2}}, "heun": {"8": {"nfe": 8, "distance": 0.104}}}
+        >>> result = few_step(grid, 0.1)
+        >>> result["best"]["solver"], result["best"]["nfe"], result["met"]
+        ('heun', 8, True)
+    """
+    cells = [{"solver": method, **cell} for method, cells in grid.items() for cell in cells.values()
+             if cell["nfe"] <= FEW_STEP_BUDGET]
+    within = [cell for cell in cells if cell["distance"] <= (1 + FEW_STEP_TOLERANCE) * reference]
+    best = min(within, key=lambda cell: (cell["nfe"], cell["distance"])) if within else None
+    closest = min(cells, key=lambda cell: cell["distance"]) if cells else None
+    return {"reference": reference, "tolerance": FEW_STEP_TOLERANCE, "budget": FEW_STEP_BUDGET,
+            "met": best is not None, "best": best, "closest": closest}
 
 
 def steps_to_reach(steps: Sequence[float], distances: Sequence[float], target: float) -> float | None:
@@ -215,51 +217,73 @@ def steps_to_reach(steps: Sequence[float], distances: Sequence[float], target: f
     return None
 
 
-def speedup(steps: Sequence[float], rfm: Sequence[float], euclidean: Sequence[float], target: float) -> dict:
-    """Steps each path needs to reach ``target`` and their ratio euclidean / rfm (None where one never does).
+def speedup(steps: Sequence[float], sphere: Sequence[float], euclidean: Sequence[float], target: float) -> dict:
+    """Steps each run needs to reach ``target`` and their ratio euclidean / sphere (None where one never does).
 
     Example:
         >>> speedup([0, 10, 20, 30], [1.0, 0.4, 0.3, 0.2], [1.0, 0.8, 0.6, 0.4], 0.4)
-        {'target': 0.4, 'rfm_steps': 10.0, 'euclidean_steps': 30.0, 'speedup': 3.0}
+        {'target': 0.4, 'sphere_steps': 10.0, 'euclidean_steps': 30.0, 'speedup': 3.0}
     """
-    rfm_steps, euclidean_steps = steps_to_reach(steps, rfm, target), steps_to_reach(steps, euclidean, target)
+    sphere_steps, euclidean_steps = steps_to_reach(steps, sphere, target), steps_to_reach(steps, euclidean, target)
     ratio = None
-    if rfm_steps is not None and euclidean_steps is not None and rfm_steps > 0:
-        ratio = euclidean_steps / rfm_steps
-    return {"target": target, "rfm_steps": rfm_steps, "euclidean_steps": euclidean_steps, "speedup": ratio}
+    if sphere_steps is not None and euclidean_steps is not None and sphere_steps > 0:
+        ratio = euclidean_steps / sphere_steps
+    return {"target": target, "sphere_steps": sphere_steps, "euclidean_steps": euclidean_steps, "speedup": ratio}
 
 
-def compare_paths(problem: Problem, out_dir: Path, **training: object) -> dict:
-    """Both paths on ``problem``: their curves, the floor, the speed-ups; plots ``out_dir/path_<name>.png``."""
+def compare_runs(problem: Problem, out_dir: Path, *, nfes: Sequence[int], few_step_nfes: Sequence[int],
+                 **training: object) -> dict:
+    """Every run of the grid on ``problem``: curves, solver grids, few-step searches, speed-ups; plots
+    ``out_dir/path_<name>.png`` (curves) and ``out_dir/nfe_<name>.png`` (distance against NFE)."""
     from dinosae.evaluation.plots import line_plot
 
-    curves = {path: distance_curve(problem, path, **training) for path in PATHS}
-    steps, rfm, euclidean = curves["rfm"]["steps"], curves["rfm"]["distance"], curves["euclidean"]["distance"]
-    finals = curves["rfm"]["final"], curves["euclidean"]["final"]
-    speedups = {"at_worse_final": speedup(steps, rfm, euclidean, max(finals)),
-                "at_rfm_final": speedup(steps, rfm, euclidean, finals[0])}
-    series = {path: (curve["steps"], curve["distance"]) for path, curve in curves.items()}
-    series["floor"] = ([steps[0], steps[-1]], [problem.floor] * 2)
-    line_plot(out_dir / f"path_{problem.name}.png", series, title=f"RFM vs Euclidean FM ({problem.name})",
+    seed, device = training["seed"], training["device"]
+    target = TARGET_FACTOR * problem.floor
+    runs: dict[str, dict] = {}
+    for manifold in MANIFOLDS:
+        for prediction in PREDICTIONS:
+            model, run = train_run(problem, manifold, prediction, **training)
+            run["steps_to_target"] = steps_to_reach(run["steps"], run["distance"], target)
+            run["solvers"] = solver_grid(model, problem, solvers=GRID_SOLVERS, nfes=nfes, seed=seed, device=device)
+            if manifold == "sphere" and few_step_nfes:
+                reference = solver_grid(model, problem, solvers=("euler",), nfes=(250,), seed=seed, device=device)
+                search = solver_grid(model, problem, solvers=FEW_STEP_SOLVERS, nfes=few_step_nfes, seed=seed,
+                                     device=device)
+                run["few_step"] = few_step(search, reference["euler"]["250"]["distance"])
+            runs[run_name(manifold, prediction)] = run
+    speedups = {}
+    for prediction in PREDICTIONS:
+        sphere, flat = runs[run_name("sphere", prediction)], runs[run_name("euclidean", prediction)]
+        speedups[prediction] = {
+            "at_target": speedup(sphere["steps"], sphere["distance"], flat["distance"], target),
+            "at_worse_final": speedup(sphere["steps"], sphere["distance"], flat["distance"],
+                                      max(sphere["final"], flat["final"]))}
+    steps = next(iter(runs.values()))["steps"]
+    curves = {name: (run["steps"], run["distance"]) for name, run in runs.items()}
+    curves["floor"] = ([steps[0], steps[-1]], [problem.floor] * 2)
+    line_plot(out_dir / f"path_{problem.name}.png", curves, title=f"flow matching runs ({problem.name})",
               xlabel="training step", ylabel="sliced W2 to held-out data", logy=True)
-    return {"problem": problem.info, "floor": problem.floor, **curves, "speedup": speedups}
+    by_nfe = {f"{name} {method}": ([cell["nfe"] for cell in cells.values()], [cell["distance"] for cell in cells.values()])
+              for name, run in runs.items() for method, cells in run["solvers"].items()}
+    line_plot(out_dir / f"nfe_{problem.name}.png", by_nfe, title=f"final distance by solver ({problem.name})",
+              xlabel="function evaluations", ylabel="sliced W2 to held-out data", logy=True)
+    return {"problem": problem.info, "floor": problem.floor, "target": target, "runs": runs, "speedup": speedups}
 
 
 def ablate_path(out_dir: str | os.PathLike, *, latents: str | os.PathLike | None = None, steps: int = 400,
                 eval_every: int = 25, batch_size: int = 128, lr: float = 1e-3, preset: str = "tiny",
                 sample_steps: int = 20, components: int = 8, tokens: int = 4, dim: int = 32, kappa: float = 400.0,
                 eval_samples: int = 2048, heldout_fraction: float = 0.25, max_latents: int | None = 4096,
-                seed: int = 0, device: str | None = "cpu", progress: bool = True) -> dict:
-    """Run the ablation on the vMF mixture (and on a latent cache); write ``metrics.json`` and the plots.
+                nfes: Sequence[int] = GRID_NFES, few_step_nfes: Sequence[int] = FEW_STEP_NFES, seed: int = 0,
+                device: str | None = "cpu", progress: bool = True) -> dict:
+    """Run the grid on the vMF mixture (and on a latent cache); write ``metrics.json`` and the plots.
 
-    Returns ``{"settings": {...}, "vmf": {...}, "latents": {...}}`` (``latents``
-    only with a cache). Each problem holds ``floor``, ``rfm`` and ``euclidean``
-    (``steps``, ``distance``, ``final``, ``seconds``), and ``speedup`` with
-    ``at_worse_final`` and ``at_rfm_final`` (``target``, ``rfm_steps``,
-    ``euclidean_steps``, ``speedup``). ``eval_samples`` is the size of the
-    vMF held-out set; a cache holds out ``heldout_fraction`` of its first
-    ``max_latents`` latents in a random order. The cache is read before any
-    training, so that a bad one fails at once.
+    Returns ``{"settings": {...}, "vmf": {...}, "latents": {...}}`` (``latents`` only with a cache). Each
+    problem holds ``floor``, ``target``, ``runs`` (per ``"manifold/prediction"``: the curve's ``steps``,
+    ``distance``, ``final``, ``steps_to_target``, ``seconds``, ``solvers`` and, on the sphere, ``few_step``) and
+    ``speedup`` per prediction (``at_target``, ``at_worse_final``). ``eval_samples`` is the size of the vMF
+    held-out set; a cache holds out ``heldout_fraction`` of its first ``max_latents`` latents in a random
+    order, and is read before any training, so that a bad one fails at once.
 
     Example:
         >>> result = ablate_path("runs/ablate-path", steps=400)  # doctest: +SKIP
@@ -270,6 +294,8 @@ def ablate_path(out_dir: str | os.PathLike, *, latents: str | os.PathLike | None
     from dinosae.runtime import pick_device
 
     eval_steps(steps, eval_every)  # a bad budget, device or cache fails before any training
+    if not nfes or min(nfes) < 1 or (few_step_nfes and min(few_step_nfes) < 1):
+        raise ValueError(f"nfes must be a non-empty list of counts >= 1, got {list(nfes)}")
     torch_device = pick_device(device)
     problems = [] if latents is None else [latent_problem(latents, heldout_fraction=heldout_fraction,
                                                           max_latents=max_latents, seed=seed)]
@@ -278,45 +304,11 @@ def ablate_path(out_dir: str | os.PathLike, *, latents: str | os.PathLike | None
     training = dict(steps=steps, eval_every=eval_every, batch_size=batch_size, preset=preset, lr=lr, seed=seed,
                     sample_steps=sample_steps)
     out = Path(out_dir)
-    result: dict = {"settings": dict(training, device=str(torch_device), final_window=FINAL_WINDOW)}
+    result: dict = {"settings": dict(training, device=str(torch_device), final_window=FINAL_WINDOW,
+                                     target_factor=TARGET_FACTOR, nfes=list(nfes), few_step_nfes=list(few_step_nfes))}
     for problem in problems:
-        result[problem.name] = compare_paths(problem, out, device=torch_device, progress=progress, **training)
+        result[problem.name] = compare_runs(problem, out, nfes=nfes, few_step_nfes=few_step_nfes,
+                                            device=torch_device, progress=progress, **training)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     return result
-
-
-def format_summary(result: dict) -> str:
-    """A few lines per problem: final distances against the floor, and the speed-ups.
-
-    Example:
-        >>> curve = {"final": 0.05, "seconds": 1.0}
-        >>> none = {"target": 0.05, "rfm_steps": 4.0, "euclidean_steps": None, "speedup": None}
-        >>> print(format_summary({"settings": {}, "vmf": {"floor": 0.01, "rfm": curve, "euclidean": curve,
-        ...       "speedup": {"at_worse_final": dict(none, speedup=2.0), "at_rfm_final": none}}}))
-        vmf: floor 0.0100
-          rfm        final 0.0500  (1 s)
-          euclidean  final 0.0500  (1 s)
-          speed-up at the worse final distance (0.0500): 2.00x
-          speed-up at the RFM final distance (0.0500): not reached
-    """
-    lines = []
-    for name, problem in result.items():
-        if name == "settings":
-            continue
-        lines.append(f"{name}: floor {problem['floor']:.4f}")
-        lines += [f"  {path:<10} final {problem[path]['final']:.4f}  ({problem[path]['seconds']:.0f} s)"
-                  for path in PATHS]
-        for key, words in (("at_worse_final", "the worse final"), ("at_rfm_final", "the RFM final")):
-            entry = problem["speedup"][key]
-            shown = "not reached" if entry["speedup"] is None else f"{entry['speedup']:.2f}x"
-            lines.append(f"  speed-up at {words} distance ({entry['target']:.4f}): {shown}")
-    return "\n".join(lines)
-
-
-def _check_grid(tokens: int) -> None:
-    if math.isqrt(tokens) ** 2 != tokens:
-        raise ValueError(f"the DiT needs a square grid of tokens, got {tokens}")
-
-
-def _seeded(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)

@@ -22,7 +22,8 @@ from typing import Sequence
 
 import torch
 
-from dinosae.experiments.ablate_path import Problem, distance_curve, latent_problem, vmf_problem
+from dinosae.experiments.ablate_path import distance_curve
+from dinosae.experiments.problems import Problem, latent_problem, vmf_problem
 from dinosae.io.atomic import write_json
 from dinosae.runtime import pick_device
 
@@ -36,7 +37,7 @@ def compare_precisions(problem: Problem, seeds: Sequence[int], **training: objec
     "distance_gap", "distance_seed_spread", "nonfinite"}``: a gap is the largest |bf16 - fp32| of one
     seed, a seed spread the range of fp32 over seeds.
     """
-    runs = {precision: [distance_curve(problem, "rfm", precision=precision, seed=seed, **training)
+    runs = {precision: [distance_curve(problem, "sphere", precision=precision, seed=seed, **training)
                         for seed in seeds] for precision in PRECISIONS}
     result: dict = {"problem": problem.info, "floor": problem.floor, "runs": runs}
     for key, name in (("final_loss", "loss"), ("final", "distance")):

@@ -1,2 +1,2 @@
-"""Generation: flow-matching objectives on the spherical latents (Riemannian and Euclidean),
-manifold ODE samplers with classifier-free guidance, and images from a DiT and a decoder."""
+"""Generation: images from a DiT and a decoder, each a function of (seed, sample index); the flow itself
+(losses, solvers, manifolds) is ``dinosae.flow``."""

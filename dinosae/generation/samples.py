@@ -23,7 +23,8 @@ from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
 import sphere_ops
-from dinosae.generation.sampling import sample_euclidean, sample_sphere
+from dinosae.config import DiTTrainConfig, from_dict, read_saved_dit, to_dict
+from dinosae.flow import function_evaluations, sample
 from dinosae.io.atomic import write_atomic
 from dinosae.io.names import safe_name
 from dinosae.models.autoencoder import SphericalAutoencoder
@@ -74,30 +75,52 @@ def class_labels(num: int, num_classes: int, classes: Sequence[int] | None = Non
 
 
 def starting_noise(dit: DiT, indices: Sequence[int], seed: int) -> torch.Tensor:
-    """The starting points (B, N, D) of samples ``indices``: uniform on each sphere, or Gaussian for a
-    Euclidean DiT; drawn on the CPU in float32, so they are the same on every device."""
-    config = dit.config
-    draws = []
-    for index in indices:
-        generator = sample_generator(seed, int(index))
-        if config.manifold == "sphere":
-            draws.append(sphere_ops.random_uniform((config.num_tokens,), config.in_dim, generator=generator))
-        else:
-            draws.append(torch.randn(config.num_tokens, config.in_dim, generator=generator))
-    return torch.stack(draws)
+    """The starting points (B, N, D) of samples ``indices``, from the DiT's manifold's prior; drawn on the CPU
+    in float32, so they are the same on every device."""
+    shape = (dit.config.num_tokens, dit.config.in_dim)
+    return torch.stack([dit.manifold.prior(shape, generator=sample_generator(seed, int(index))) for index in indices])
 
 
 @torch.no_grad()
 def generate_latents(dit: DiT, labels: torch.Tensor, *, steps: int = 50, cfg: float = 1.0, method: str = "euler",
                      guidance_interval: tuple[float, float] | None = None, shift: float = 1.0,
                      generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
-    """Latents (B, N, D) for ``labels`` with the sampler that matches the DiT's training path, from
-    ``noise`` when given (else drawn from ``generator``)."""
+    """Latents (B, N, D) with unit tokens for ``labels``, integrated on the DiT's manifold (a Euclidean DiT's
+    samples normalized onto the spheres, which the decoder takes), from ``noise`` when given (else drawn
+    from ``generator``)."""
     config = dit.config
     shape = (labels.shape[0], config.num_tokens, config.in_dim)
-    sampler = sample_sphere if config.manifold == "sphere" else sample_euclidean
-    return sampler(dit, shape, labels, steps=steps, method=method, cfg_scale=cfg,
-                   guidance_interval=guidance_interval, shift=shift, generator=generator, noise=noise)
+    x = sample(dit, dit.manifold, shape, labels, prediction=config.prediction, steps=steps, method=method,
+               cfg_scale=cfg, guidance_interval=guidance_interval, shift=shift, generator=generator, noise=noise)
+    return sphere_ops.normalize(x)
+
+
+def sampling_shift(dit: DiT, train_config: dict, shift: float | None = None) -> float:
+    """The time shift to sample with: ``shift``, else the one the DiT was trained with (its saved
+    ``train_config``).
+
+    Example:
+        >>> from dinosae import create_model
+        >>> dit = create_model("dit-tiny", in_dim=16, grid_size=4, num_classes=2)
+        >>> sampling_shift(dit, {"shift": 3.0}), sampling_shift(dit, {}, 1.5)
+        (3.0, 1.5)
+    """
+    if shift is not None:
+        return shift
+    saved = read_saved_dit(to_dict(dit.config), train_config)
+    return from_dict(DiTTrainConfig, saved.train).resolved_shift(dit.config.num_tokens, dit.config.in_dim)
+
+
+def sampling_record(dit: DiT, steps: int, method: str, shift: float) -> dict:
+    """What ``samples.json`` records of the solver beside the protocol: the number of function evaluations
+    (the model is called once per evaluation, on a doubled batch where guidance applies) and the shift used.
+
+    Example:
+        >>> from dinosae import create_model
+        >>> sampling_record(create_model("dit-tiny", in_dim=16, grid_size=4, num_classes=2), 25, "heun", 1.0)
+        {'nfe': 50, 'shift_used': 1.0}
+    """
+    return {"nfe": function_evaluations(method, steps, dit.config.prediction), "shift_used": shift}
 
 
 def check_pair(ae: SphericalAutoencoder, dit: DiT) -> None:

@@ -13,7 +13,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from dinosae.config import AEConfig, DiTConfig, from_dict
+from dinosae.config import AEConfig, DiTConfig, from_dict, read_saved_dit
 from dinosae.io.checkpoint import Checkpoint, CheckpointError, load_checkpoint, resolve_checkpoint
 from dinosae.io.official import (OfficialFormatError, infer_config, is_official, map_official, read_settings,
                                  read_state_dict)
@@ -180,10 +180,14 @@ def dit_from_checkpoint(checkpoint: Checkpoint, *, use_ema: bool = True) -> DiT:
     """The DiT of a loaded checkpoint, in eval mode, with its EMA weights by default."""
     if checkpoint.meta.get("kind") != DIT:
         raise CheckpointError(f"{str(checkpoint.path)!r} is a {checkpoint.meta.get('kind')!r} checkpoint, not a DiT")
-    model = DiT(from_dict(DiTConfig, checkpoint.meta["dit_config"]))
+    saved = read_saved_dit(checkpoint.meta["dit_config"], checkpoint.meta.get("train_config", {}))
+    model = DiT(from_dict(DiTConfig, saved.model))
     weights = dict(checkpoint.model)
     if use_ema and checkpoint.ema:
         weights.update(checkpoint.ema)
+    if saved.output_gain != 1.0:  # a run from before the flow layer: its network predicted other units
+        weights.update({name: weights[name] * saved.output_gain
+                        for name in ("final_layer.linear.weight", "final_layer.linear.bias")})
     model.load_state_dict(weights)
     return model.eval()
 

@@ -7,13 +7,14 @@ tokenized, so the "patch embedding" is a linear map of each token (patch size 1)
 LightningDiT's changes are flags: RMSNorm, SwiGLU, 2-D rotary position embedding
 in place of the fixed sin-cos table, and per-head normalization of queries and keys.
 
-With ``manifold="sphere"`` the model is a velocity field on the product of
-spheres: its input ``x_t`` has unit tokens, which it scales by ``sqrt(D)`` so
-that coordinates have unit variance, and its output is projected onto the
-tangent space at ``x_t``. With ``manifold="euclidean"`` (the flow-matching
-baseline) the input is taken as it is and the output is left free.
+The geometry is the model's :class:`dinosae.flow.manifolds.Manifold` (``model.manifold``,
+built from ``manifold`` and ``radius``): the network sees ``x_t`` at the
+manifold's scale (unit tokens times sqrt(D) by default, so that coordinates have
+unit variance) and its output goes back through ``manifold.from_model``: a
+velocity projected onto the tangent space at ``x_t`` (on the sphere, with
+``project_output``), or an endpoint put on the manifold (``prediction="x1"``).
 
-Classifier-free guidance is done by the sampler (``dinosae.generation.sampling``), which
+Classifier-free guidance is done by the solver (``dinosae.flow.solvers``), which
 batches the conditional and the null-class inputs: the model only needs to know
 its null class, ``model.num_classes``.
 """
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 import sphere_ops
+from dinosae.flow.manifolds import make_manifold
 from dinosae.config.dit import DiTConfig
 
 __all__ = ["DiT"]
@@ -324,8 +326,8 @@ class DiT(nn.Module):
 
     ``forward(x, t, y)``: tokens x (B, N, D), times t in [0, 1] (B,) (t = 0 noise,
     t = 1 data), labels y (B,) in ``[0, num_classes]`` where ``num_classes`` is
-    the null class. Returns a velocity (B, N, D) in x's dtype, tangent at x when
-    ``manifold="sphere"`` and ``project_output``. Built from a named size by
+    the null class. Returns its prediction (B, N, D) in x's dtype and data units: a velocity, tangent at x
+    when ``manifold="sphere"`` and ``project_output``, or the endpoint x1 (``prediction="x1"``). Built from a named size by
     ``dinosae.create_model("dit-XL", ...)``.
 
     With ``checkpointing`` on, training keeps only each block's input and
@@ -342,6 +344,7 @@ class DiT(nn.Module):
     def __init__(self, config: DiTConfig) -> None:
         super().__init__()
         self.config = config
+        self.manifold = make_manifold(config.manifold, config.in_dim, config.radius)
         self.checkpointing = False
         self.x_embedder = nn.Linear(config.in_dim, config.hidden_size)
         self.t_embedder = TimestepEmbedder(config.hidden_size)
@@ -383,20 +386,15 @@ class DiT(nn.Module):
     def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         self._check_inputs(x, t, y)
         config = self.config
-        sphere = config.manifold == "sphere"
-        # Unit tokens have coordinates of size 1/sqrt(D); sqrt(D) brings them to unit variance.
-        scale = math.sqrt(config.in_dim) if config.input_scale is None else config.input_scale
-        h = self.x_embedder(x * scale if sphere else x)
+        h = self.x_embedder(self.manifold.to_model(x))
         if self.rope is None:
             h = h + self.pos_embed
         c = self.t_embedder(t.expand(x.shape[0])) + self.y_embedder(y)
         recompute = self.checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
             h = checkpoint(block, h, c, self.rope, use_reentrant=False) if recompute else block(h, c, self.rope)
-        out = self.final_layer(h, c).to(x.dtype)  # bf16 under autocast; proju takes x's dtype
-        if config.output_scale != 1.0:
-            out = out / config.output_scale
-        return sphere_ops.proju(x, out) if sphere and config.project_output else out
+        out = self.final_layer(h, c).to(x.dtype)  # bf16 under autocast; the projection takes x's dtype
+        return self.manifold.from_model(x, out, config.prediction, project=config.project_output)
 
     def _check_inputs(self, x: Tensor, t: Tensor, y: Tensor) -> None:
         config = self.config

@@ -9,7 +9,7 @@ order, for any number of processes. Layout::
     OUT/shards/protocol.json        what is being sampled (refuses a rerun that differs)
     OUT/shards/shard_00000.npz      images (n, H, W, 3) uint8, labels, indices: one per shard
     OUT/samples.npz                 arr_0 (N, H, W, 3) uint8 and labels (N,), written last
-    OUT/samples.json                the protocol, beside the samples it describes
+    OUT/samples.json                the protocol, beside the samples it describes, with the solver's NFE
     OUT/images/*.png, OUT/grid.png
 
 Shards and ``samples.npz`` are written atomically; a rerun keeps the finished
@@ -31,8 +31,8 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from dinosae.config import DiTTrainConfig, from_dict
-from dinosae.generation.samples import check_pair, class_labels, generate_images, save_grid, write_pngs
+from dinosae.generation.samples import (check_pair, class_labels, generate_images, sampling_record, sampling_shift,
+                                       save_grid, write_pngs)
 from dinosae.io.atomic import remove_leftovers, write_atomic, write_json
 from dinosae.io.checkpoint import load_checkpoint
 from dinosae.io.loading import dit_from_checkpoint, load_autoencoder
@@ -108,10 +108,7 @@ def _sample(out: Path, protocol: SampleProtocol, env: DistEnv, teacher_weights: 
     if protocol.decode_scale is not None:
         ae.config.decode_scale = protocol.decode_scale
     check_pair(ae, dit)
-    shift = protocol.shift
-    if shift is None:
-        shift = from_dict(DiTTrainConfig, checkpoint.meta["train_config"]).resolved_shift(
-            dit.config.num_tokens, dit.config.in_dim)
+    shift = sampling_shift(dit, checkpoint.meta["train_config"], protocol.shift)
     labels = class_labels(protocol.num, dit.config.num_classes, protocol.classes, protocol.labels, protocol.seed)
     class_names = checkpoint.meta.get("classes", [])
     ranges = protocol.shard_ranges()
@@ -130,7 +127,8 @@ def _sample(out: Path, protocol: SampleProtocol, env: DistEnv, teacher_weights: 
             tmp, images=images, labels=shard_labels, indices=np.arange(indices.start, indices.stop)))
     barrier(env)
     # Only the main rank merges; the others need not wait for it.
-    return merge_shards(out, protocol) if env.is_main else {}
+    record = sampling_record(dit, protocol.steps, protocol.method, shift)
+    return merge_shards(out, protocol, record) if env.is_main else {}
 
 
 def _shard_name(index: int) -> str:
@@ -170,8 +168,9 @@ def _claim(shards_dir: Path, protocol: SampleProtocol) -> None:
         write_json(path, protocol.to_json())
 
 
-def merge_shards(out: str | os.PathLike, protocol: SampleProtocol) -> dict[str, Path]:
-    """Check every shard and stream them into ``samples.npz`` (no copy of all images in memory)."""
+def merge_shards(out: str | os.PathLike, protocol: SampleProtocol, record: dict | None = None) -> dict[str, Path]:
+    """Check every shard and stream them into ``samples.npz`` (no copy of all images in memory); ``samples.json``
+    holds the protocol and ``record`` (what the solver did: ``nfe``, ``shift_used``)."""
     out = Path(out)
     shards = [out / SHARDS / _shard_name(i) for i in range(len(protocol.shard_ranges()))]
     missing = [p.name for p in shards if not p.is_file()]
@@ -192,7 +191,7 @@ def merge_shards(out: str | os.PathLike, protocol: SampleProtocol) -> dict[str, 
                 _stream_array(archive, name, shards, key)
 
     npz = write_atomic(out / "samples.npz", write)
-    write_json(out / "samples.json", protocol.to_json())
+    write_json(out / "samples.json", {**protocol.to_json(), **(record or {})})
     with np.load(shards[0]) as first:
         grid = save_grid(out / "grid.png", first["images"])
     return {"npz": npz, "grid": grid, "protocol": out / "samples.json", "images": out / "images"}

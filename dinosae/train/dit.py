@@ -1,4 +1,4 @@
-"""``dinosae train dit``: the DiT trained with (Riemannian) flow matching on a latent cache.
+"""``dinosae train dit``: the DiT trained with flow matching (``dinosae.flow``) on a latent cache.
 
 The autoencoder is never loaded: batches come from ``dinosae.io.latents.LatentCache``.
 As for the autoencoder, batches, noise, times and label dropout are functions
@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Collection
 
 import torch
 
-from dinosae.config import DiTConfig, DiTTrainConfig, ResolvedRun, resolve_dit_run
+from dinosae.config import DiTConfig, DiTTrainConfig, ResolvedRun, read_saved_dit, resolve_dit_run
 from dinosae.data.batches import ResumableBatches
-from dinosae.generation.rfm import (Objective, TimeSampler, draw_times_and_noise, euclidean_fm_loss, make_time_sampler,
-                                    rfm_loss)
+from dinosae.flow import TimeSampler, draw_times_and_noise, flow_matching_loss, make_time_sampler
 from dinosae.io.latents import LatentCache, check_cache_fits, collate_latents, warn_if_unflipped
 from dinosae.io.checkpoint import Checkpoint, remove_checkpoint_leftovers
 from dinosae.io.loading import DIT
@@ -45,32 +44,45 @@ def dit_config_for(cache: LatentCache, preset: str, **overrides: Any) -> DiTConf
     return resolve_for_cache(cache, preset, model=overrides).model
 
 
-def train_dit(run_dir: str | os.PathLike, latents: str | os.PathLike | LatentCache, model_config: DiTConfig | None,
-              config: DiTTrainConfig | None, *, resume: bool | str = False, override: bool = False,
-              explicit: dict[str, Collection[str]] | None = None, device: str | None = None) -> Path:
+def train_dit(run_dir: str | os.PathLike, latents: str | os.PathLike | LatentCache,
+              model_config: DiTConfig | None = None, config: DiTTrainConfig | None = None, *,
+              resume: bool | str = False, override: bool = False, explicit: dict[str, Collection[str]] | None = None,
+              device: str | None = None) -> Path:
     """Train the DiT; returns the final checkpoint's path.
 
     ``latents`` is a cache directory or an opened ``LatentCache`` (opening one checks every shard's
-    header). The model's ``manifold`` is set from ``config.path``. ``resume``,
-    ``override`` and ``explicit`` are as for
-    ``dinosae.train.autoencoder.train_autoencoder``: a resumed run keeps its
-    own configs and latent cache unless told otherwise.
+    header). A new run without ``model_config`` or ``config`` takes what ``dinosae train dit`` would
+    (:func:`resolve_for_cache` with no options: the XL preset and the ``dino-sae`` recipe). ``resume``,
+    ``override`` and ``explicit`` are as for ``dinosae.train.autoencoder.train_autoencoder``: a resumed
+    run keeps its own configs and latent cache unless told otherwise.
     """
     run_dir = Path(run_dir)
     env = init_distributed(device)
     try:
         with exclusive(run_dir, "run", env, remove_checkpoint_leftovers):
+            cache = latents if isinstance(latents, LatentCache) else LatentCache(latents)
             previous = checkpoint_to_resume(run_dir, resume, DIT)
+            if previous is not None:
+                _read_saved_configs(previous)
+            elif model_config is None or config is None:
+                defaults = resolve_for_cache(cache)
+                model_config, config = model_config or defaults.model, config or defaults.train
             run = Continuation.of(previous, explicit)
             config = run.config(DiTTrainConfig, "train_config", config, "train")
-            if model_config is not None:
-                model_config = replace(model_config, manifold="sphere" if config.path == "rfm" else "euclidean")
             model_config = run.config(DiTConfig, "dit_config", model_config, "model")
-            cache = latents if isinstance(latents, LatentCache) else LatentCache(latents)
             provenance = run.settle(cache.identity(), override, str(run_dir), what="latents")
             return _train(run_dir, cache, model_config, config, env, previous, provenance)
     finally:
         shutdown(env)
+
+
+def _read_saved_configs(previous: Checkpoint) -> None:
+    """A resumed run's configs as today's, in place; a run whose network predicted other units cannot go on."""
+    saved = read_saved_dit(previous.meta["dit_config"], previous.meta["train_config"])
+    if saved.output_gain != 1.0:
+        raise ValueError(f"{str(previous.path)!r} was trained before the flow layer with a network that predicts "
+                         "velocities at another scale; sample from it, or start a new run")
+    previous.meta.update(dit_config=saved.model, train_config=saved.train)
 
 
 def _train(run_dir: Path, cache: LatentCache, model_config: DiTConfig, config: DiTTrainConfig, env: DistEnv,
@@ -86,9 +98,8 @@ def _train(run_dir: Path, cache: LatentCache, model_config: DiTConfig, config: D
     state = TrainState({"model": model}, {"optimizer": optimizer}, EMA(model, config.ema_decay, config.ema_warmup))
     if previous is not None:
         state.restore(previous)
-    objective = rfm_loss if config.path == "rfm" else euclidean_fm_loss
     time_sampler = make_time_sampler(config.time_sampler, config.resolved_shift(cache.tokens, cache.dim))
-    step = DiTStep(state, config, env, objective, time_sampler)
+    step = DiTStep(state, config, env, time_sampler)
     meta = {"kind": DIT, "dit_config": asdict(model_config), "train_config": asdict(config),
             "latents": str(cache.directory), "classes": cache.classes, "latent_meta": cache.meta, **provenance}
     sampler = ResumableBatches(len(cache), config.batch_size, config.seed, state.step, env.rank, env.world_size,
@@ -108,14 +119,12 @@ class DiTStep:
     data (a host read) is skipped here.
     """
 
-    def __init__(self, state: TrainState, config: DiTTrainConfig, env: DistEnv, objective: Objective,
-                 time_sampler: TimeSampler) -> None:
-        self.config, self.env, self.objective, self.time_sampler = config, env, objective, time_sampler
+    def __init__(self, state: TrainState, config: DiTTrainConfig, env: DistEnv, time_sampler: TimeSampler) -> None:
+        self.config, self.env, self.time_sampler = config, env, time_sampler
         self.model: DiT = state.model
         self.model.checkpointing = config.grad_checkpoint
         self.forward = wrap_ddp(torch.compile(self.model) if config.compile else self.model, env)
-        self.loss_options = ({"radius": config.radius, "radial_weight": config.radial_weight}
-                             if config.path == "rfm" else {})
+        self.loss_options = {"prediction": self.model.config.prediction, "radial_weight": config.radial_weight}
         self._aux: dict[str, torch.Tensor] = {}
 
     def __call__(self, state: TrainState, batch: tuple[torch.Tensor, torch.Tensor],
@@ -124,14 +133,14 @@ class DiTStep:
         x1, y = (t.to(device, non_blocking=True) for t in batch)
         self.model.train()
         y = self.model.drop_labels(y, generator)
-        t, x0 = draw_times_and_noise(x1, self.model.config.manifold, self.time_sampler, generator)
+        t, x0 = draw_times_and_noise(self.model.manifold, x1, self.time_sampler, generator)
         parts = micro_batches(x1.shape[0], self.config.grad_accum)
         auxes = []
         for index, part in enumerate(parts):
             with sync_gradients(self.forward, index == len(parts) - 1):
                 with autocast(device, self.config.precision):
-                    loss, aux = self.objective(self.forward, x1[part], y[part], draws=(t[part], x0[part]),
-                                               check_data=False, **self.loss_options)
+                    loss, aux = flow_matching_loss(self.forward, self.model.manifold, x1[part], y[part],
+                                                   draws=(t[part], x0[part]), check_data=False, **self.loss_options)
                 (loss if len(parts) == 1 else loss * ((part.stop - part.start) / x1.shape[0])).backward()
             auxes.append(aux)
         grad_norm = optimizer_step(state.optimizers["optimizer"], self.model.parameters(), self.config.grad_clip)

@@ -275,8 +275,6 @@ def test_the_hae_recipe_sets_the_papers_settings_and_flags_win(pipeline, photos,
         "--steps", "2", "--batch-size", "8", *common)
     meta = json.loads((tmp_path / "dit" / "config.json").read_text())
     model, train, radius = meta["dit_config"], meta["train_config"], gaussian_radius(192)
-    assert (model["input_scale"], model["output_scale"], model["project_output"], model["rope"]) == (
-        radius, radius, False, True)
-    assert (train["radius"], train["radial_weight"], train["shift"], train["precision"], train["lr"]) == (
-        radius, 0.1, 8.0, "fp32", 2e-4)
+    assert (model["radius"], model["project_output"], model["rope"]) == (radius, False, True)
+    assert (train["radial_weight"], train["shift"], train["precision"], train["lr"]) == (0.1, 8.0, "fp32", 2e-4)
     assert load_checkpoint(tmp_path / "dit").step == 2

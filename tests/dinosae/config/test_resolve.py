@@ -25,9 +25,11 @@ def test_only_what_was_given_counts_as_explicit():
 
 
 def test_the_dit_takes_the_cache_shape_and_lightning_flags():
-    run = resolve_dit_run("tiny", dim=32, grid_size=4, num_classes=7, lightning=True, train={"path": "euclidean"})
+    run = resolve_dit_run("tiny", dim=32, grid_size=4, num_classes=7, lightning=True,
+                          model={"manifold": "euclidean", "prediction": "x1"})
     assert (run.model.in_dim, run.model.grid_size, run.model.num_classes, run.model.rope) == (32, 4, 7, True)
-    assert run.train.path == "euclidean" and {"rope", "norm"} <= run.explicit["model"]
+    assert (run.model.manifold, run.model.prediction) == ("euclidean", "x1")
+    assert {"rope", "norm", "manifold", "prediction"} <= run.explicit["model"]
 
 
 def test_unknown_file_keys_are_refused_before_anything_runs():

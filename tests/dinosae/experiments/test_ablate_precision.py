@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from dinosae.cli import main
-from dinosae.experiments.ablate_path import vmf_problem
+from dinosae.experiments.problems import vmf_problem
 from dinosae.experiments.ablate_precision import compare_precisions, format_table
 
 

@@ -12,7 +12,7 @@ from torch import nn
 import sphere_ops
 from dinosae import create_model
 from dinosae.config import DIT_PRESETS, LIGHTNING_FLAGS, DiTConfig
-from dinosae.generation.rfm import rfm_loss
+from dinosae.flow import flow_matching_loss
 from dinosae.models.dit import DiT, LabelEmbedder, RotaryEmbedding2D
 
 from helpers import max_rel
@@ -85,27 +85,45 @@ def test_a_fresh_model_has_gradients_only_where_adaln_zero_lets_them_through() -
     assert model.blocks[0].attn.qkv.weight.grad.abs().max() == 0
 
 
-def test_sphere_model_is_the_projected_euclidean_model_on_scaled_input() -> None:
-    """manifold='sphere' means: input times sqrt(D), output projected onto the tangent space at x."""
+def raw_network(model: DiT) -> DiT:
+    """The same weights with no geometry: the network's own input and output (R^D at scale 1)."""
+    raw = DiT(DiTConfig(**SMALL, manifold="euclidean", radius=1.0)).eval()
+    raw.load_state_dict(model.state_dict())
+    return raw
+
+
+def test_sphere_model_is_the_projected_network_on_scaled_input() -> None:
+    """manifold='sphere': input times sqrt(D), output divided by it and projected onto the tangent space at x."""
     sphere = randomize(DiT(DiTConfig(**SMALL, manifold="sphere"))).eval()
     euclidean = DiT(DiTConfig(**SMALL, manifold="euclidean")).eval()
     euclidean.load_state_dict(sphere.state_dict())
     x, t, y = inputs()
-    expected = sphere_ops.proju(x, euclidean(math.sqrt(D) * x, t, y))
+    expected = sphere_ops.proju(x, raw_network(sphere)(math.sqrt(D) * x, t, y) / math.sqrt(D))
     torch.testing.assert_close(sphere(x, t, y), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sphere(x, t, y), sphere_ops.proju(x, euclidean(x, t, y)), rtol=1e-5, atol=1e-6)
     assert (euclidean(x, t, y) * x).sum(-1).abs().max() > 1e-3  # the Euclidean output is not projected
 
 
-def test_hae_scales_feed_radius_r_points_and_read_radius_r_velocities() -> None:
-    """input_scale R: the network sees R x; output_scale R: it predicts R-sphere velocities, returned divided by
-    R; project_output=False: the radial part is left in (the loss penalizes it)."""
+def test_one_radius_feeds_radius_r_points_and_reads_radius_r_velocities() -> None:
+    """radius R: the network sees R x and predicts R-sphere velocities, returned divided by R;
+    project_output=False: the radial part is left in (the loss penalizes it)."""
     radius = 7.5
-    hae = randomize(DiT(DiTConfig(**SMALL, input_scale=radius, output_scale=radius, project_output=False))).eval()
-    euclidean = DiT(DiTConfig(**SMALL, manifold="euclidean")).eval()
-    euclidean.load_state_dict(hae.state_dict())
+    hae = randomize(DiT(DiTConfig(**SMALL, radius=radius, project_output=False))).eval()
     x, t, y = inputs()
-    torch.testing.assert_close(hae(x, t, y), euclidean(radius * x, t, y) / radius, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(hae(x, t, y), raw_network(hae)(radius * x, t, y) / radius, rtol=1e-5, atol=1e-6)
     assert (hae(x, t, y) * x).sum(-1).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("manifold", ["sphere", "euclidean"])
+def test_an_endpoint_model_returns_the_point_it_sees_plus_its_output(manifold: str) -> None:
+    """prediction='x1': the endpoint is x + network(R x) / R, put on the manifold; at initialization it is x."""
+    x, t, y = inputs()
+    fresh = DiT(DiTConfig(**SMALL, manifold=manifold, prediction="x1")).eval()
+    torch.testing.assert_close(fresh(x, t, y), x, rtol=0, atol=1e-6)
+    model = randomize(fresh)
+    moved = x + raw_network(model)(math.sqrt(D) * x, t, y) / math.sqrt(D)
+    expected = sphere_ops.normalize(moved) if manifold == "sphere" else moved
+    torch.testing.assert_close(model(x, t, y), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_outputs_depend_on_time_label_and_every_token() -> None:
@@ -204,7 +222,8 @@ def test_bad_configs_and_inputs_raise_value_errors() -> None:
 
 
 def test_no_graph_breaks_through_the_sphere_ops() -> None:
-    """The model (proju at its end) and the RFM loss (random_uniform, geodesic_velocity) trace as one graph each.
+    """The model (proju at its end) and the flow-matching loss on the sphere (random_uniform, geodesic_velocity)
+    trace as one graph each.
 
     An explicit torch.Generator is not traceable by dynamo, so the loss is traced with the global RNG.
     """
@@ -215,7 +234,7 @@ def test_no_graph_breaks_through_the_sphere_ops() -> None:
     assert explained.graph_break_count == 0 and explained.graph_count == 1
     assert any("sphere_ops.proju" in str(op) for ops in explained.ops_per_graph for op in ops)
     torch._dynamo.reset()
-    explained = torch._dynamo.explain(rfm_loss)(model, x, y[:3] % CLASSES)
+    explained = torch._dynamo.explain(flow_matching_loss)(model, model.manifold, x, y[:3] % CLASSES)
     assert explained.graph_break_count == 0 and explained.graph_count == 1
     torch._dynamo.reset()
 
@@ -223,7 +242,7 @@ def test_no_graph_breaks_through_the_sphere_ops() -> None:
 def _training_step(model: nn.Module, run: nn.Module) -> tuple[float, list[torch.Tensor]]:
     model.zero_grad()
     x, _, y = inputs(batch=4, seed=1)
-    loss, _ = rfm_loss(run, x, y % CLASSES, generator=torch.Generator().manual_seed(2))
+    loss, _ = flow_matching_loss(run, model.manifold, x, y % CLASSES, generator=torch.Generator().manual_seed(2))
     loss.backward()
     return loss.item(), [p.grad.clone() for p in model.parameters()]
 

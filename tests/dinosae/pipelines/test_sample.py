@@ -51,6 +51,7 @@ def test_two_ranks_write_the_samples_of_one_process(models, tmp_path, labels):
         assert len({image.tobytes() for image in one["arr_0"]}) == 10  # every sample its own noise
     protocol = json.loads((tmp_path / "two" / "samples.json").read_text())
     assert (protocol["num"], protocol["labels"], protocol["steps"], protocol["cfg"]) == (10, labels, 2, 1.0)
+    assert protocol["nfe"] == 2 and protocol["method"] == "euler"  # Euler: one evaluation per step
     assert len(list((tmp_path / "one" / "images").glob("*.png"))) == 10
 
 

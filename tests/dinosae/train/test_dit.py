@@ -1,4 +1,4 @@
-"""Training the DiT on a latent cache: learning, exact resume, both paths, and sampling to files."""
+"""Training the DiT on a latent cache: learning, exact resume, both manifolds, old runs, and sampling to files."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from dinosae.config import DIT_PRESETS, DiTTrainConfig
+from dataclasses import replace
+
+from dinosae.config import DIT_PRESETS, DiTTrainConfig, to_dict
 from dinosae.generation.samples import class_labels, generate_latents, write_samples
 from dinosae.io.checkpoint import load_checkpoint
 from dinosae.io.latents import LatentCache, LatentCacheError
@@ -24,7 +26,7 @@ def _small(vmf_latents):
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_rfm_loss_goes_down(tmp_path, vmf_latents):
+def test_flow_matching_loss_goes_down(tmp_path, vmf_latents):
     train_dit(tmp_path / "run", vmf_latents, _small(vmf_latents), DiTTrainConfig(steps=150, **FAST), device="cpu")
     losses = [r["loss"] for r in read_metrics(tmp_path / "run")]
     print(f"RFM loss, mean of the first and last 25 steps: {np.mean(losses[:25]):.3f} -> {np.mean(losses[-25:]):.3f}")
@@ -42,10 +44,10 @@ def test_resumed_dit_run_is_exact(tmp_path, vmf_latents):
 
 
 def test_euclidean_baseline_trains_and_samples_on_the_spheres(tmp_path, vmf_latents):
-    settings = dict(FAST, path="euclidean")
-    train_dit(tmp_path / "run", vmf_latents, _small(vmf_latents), DiTTrainConfig(steps=3, **settings), device="cpu")
+    config = replace(_small(vmf_latents), manifold="euclidean", prediction="x1")
+    train_dit(tmp_path / "run", vmf_latents, config, DiTTrainConfig(steps=3, **FAST), device="cpu")
     model = load_dit(tmp_path / "run")
-    assert model.config.manifold == "euclidean"
+    assert (model.config.manifold, model.config.prediction) == ("euclidean", "x1")
     latents = generate_latents(model, torch.tensor([0, 1]), steps=3)
     torch.testing.assert_close(latents.norm(dim=-1), torch.ones(2, 4), atol=1e-5, rtol=0)
 
@@ -84,3 +86,26 @@ def test_block_checkpointing_trains_the_same_weights(tmp_path, vmf_latents):
     assert plain.meta["train_config"]["grad_checkpoint"] is False
     for name, value in plain.model.items():
         assert torch.equal(value, recomputed.model[name]), name
+
+
+def test_a_run_saved_before_the_flow_layer_samples_the_same_and_refuses_to_resume(tmp_path, vmf_latents):
+    """An old run (``path`` in the training config, input_scale/output_scale in the model's) loads: its last
+    layer is rescaled so that it predicts the velocities it did (radius sqrt(D), output_scale 1 then)."""
+    from dinosae.io.checkpoint import save_checkpoint
+
+    train_dit(tmp_path / "run", vmf_latents, _small(vmf_latents), DiTTrainConfig(steps=2, **FAST), device="cpu")
+    new = load_checkpoint(tmp_path / "run")
+    model = load_dit(tmp_path / "run")
+    old_model = {k: v for k, v in to_dict(model.config).items() if k not in ("radius", "prediction")}
+    old_meta = dict(new.meta, dit_config={**old_model, "input_scale": None, "output_scale": 1.0},
+                    train_config={**new.meta["train_config"], "path": "rfm", "radius": 1.0})
+    gain = model.config.in_dim**0.5
+    shrunk = {k: v / gain if k.startswith("final_layer.linear") else v for k, v in new.model.items()}
+    ema = {k: v / gain if k.startswith("final_layer.linear") else v for k, v in new.ema.items()}
+    save_checkpoint(tmp_path / "old", replace(new, model=shrunk, ema=ema, meta=old_meta))
+    old = load_dit(tmp_path / "old")
+    labels = torch.tensor([0, 1, 2])
+    torch.testing.assert_close(generate_latents(old, labels, steps=3, generator=torch.Generator().manual_seed(0)),
+                               generate_latents(model, labels, steps=3, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match="before the flow layer"):
+        train_dit(tmp_path / "old", vmf_latents, None, DiTTrainConfig(steps=4, **FAST), resume=True, device="cpu")

@@ -1,4 +1,4 @@
-"""ODE samplers: on the sphere by construction, convergence orders, guidance, reproducibility."""
+"""ODE solvers: on the sphere by construction, convergence orders, guidance, endpoint models, reproducibility."""
 
 import math
 
@@ -8,7 +8,7 @@ from scipy.integrate import quad
 
 import sphere_ops
 from dinosae.config import DiTConfig
-from dinosae.generation.sampling import sample_euclidean, sample_sphere, time_grid
+from dinosae.flow import Euclidean, Sphere, VelocityField, function_evaluations, sample, solve, time_grid
 from dinosae.models.dit import DiT
 
 from helpers import unit
@@ -44,12 +44,15 @@ def rotation(x, t, y):
     return omega(t).view(-1, 1) * (x @ A.T)
 
 
-def run(field, shape, y, **options):
-    """sample_sphere in float64 from a fixed seed."""
-    return sample_sphere(field, shape, y, generator=seeded(), dtype=torch.float64, **options)
+SPHERE = Sphere(1.0)
 
 
-@pytest.mark.parametrize(("method", "order"), [("euler", 1), ("heun", 2)])
+def run(field, shape, y, manifold=SPHERE, **options):
+    """sample in float64 from a fixed seed."""
+    return sample(field, manifold, shape, y, generator=seeded(), dtype=torch.float64, **options)
+
+
+@pytest.mark.parametrize(("method", "order"), [("euler", 1), ("heun", 2), ("midpoint", 2)])
 def test_errors_fall_at_the_order_of_the_method(method: str, order: int) -> None:
     y = torch.zeros(32, dtype=torch.long)
     x0 = Recorder(rotation)
@@ -60,7 +63,7 @@ def test_errors_fall_at_the_order_of_the_method(method: str, order: int) -> None
     ]
     rates = [math.log2(a / b) for a, b in zip(errors, errors[1:])]
     assert all(abs(r - order) < 0.15 for r in rates), (errors, rates)
-    assert errors[-1] < (0.05 if method == "euler" else 2e-4)
+    assert errors[-1] < (0.05 if method == "euler" else 5e-4)
 
 
 @pytest.mark.parametrize("steps", [1, 7])
@@ -78,16 +81,17 @@ def test_euler_follows_the_geodesic_to_a_fixed_target_exactly(steps: int) -> Non
     assert sphere_ops.dist(x, p).max() < 1e-12
 
 
-@pytest.mark.parametrize("method", ["euler", "heun"])
+@pytest.mark.parametrize("method", ["euler", "heun", "midpoint"])
 def test_states_stay_on_the_sphere_over_250_steps_in_float32(method: str) -> None:
     model = DiT(DiTConfig(hidden_size=32, depth=1, num_heads=2, in_dim=16, grid_size=2, num_classes=3)).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(0.3 * torch.randn_like(p))
     recorder = Recorder(model)
-    x = sample_sphere(recorder, (4, 4, 16), torch.tensor([0, 1, 2, 3]), steps=250, method=method, cfg_scale=1.5)
+    x = sample(recorder, model.manifold, (4, 4, 16), torch.tensor([0, 1, 2, 3]), steps=250, method=method,
+               cfg_scale=1.5)
     states = torch.cat(recorder.states + [x])  # with guidance, the model sees each state twice (cond, null)
-    assert len(recorder.states) == 250 * (1 if method == "euler" else 2)
+    assert len(recorder.states) == function_evaluations(method, 250)
     assert ((states.double().norm(dim=-1) - 1).abs().max() <= 1e-5)
     assert sphere_ops.dist(recorder.states[0][:4], x).min() > 0.1  # it did move
 
@@ -106,7 +110,7 @@ def test_velocities_are_projected_onto_the_tangent_space() -> None:
         return 3.0 * x
 
     y = torch.zeros(6, dtype=torch.long)
-    for method in ("euler", "heun"):
+    for method in ("euler", "heun", "midpoint"):
         projected = run(tangent, (6, 5), y, steps=20, method=method)
         torch.testing.assert_close(run(free, (6, 5), y, steps=20, method=method), projected, rtol=0, atol=1e-12)
     noise = sphere_ops.random_uniform((6,), 5, generator=seeded(), dtype=torch.float64)
@@ -163,57 +167,71 @@ def test_a_fixed_seed_gives_identical_samples() -> None:
     with torch.no_grad():
         model.final_layer.linear.weight.normal_()
     y = torch.tensor([0, 2])
-    for sampler in (sample_sphere, sample_euclidean):
-        a = sampler(model, (2, 4, 8), y, steps=5, cfg_scale=2.0, generator=seeded(7))
-        b = sampler(model, (2, 4, 8), y, steps=5, cfg_scale=2.0, generator=seeded(7))
-        c = sampler(model, (2, 4, 8), y, steps=5, cfg_scale=2.0, generator=seeded(8))
+    for manifold in (model.manifold, Euclidean(3.0)):
+        a = sample(model, manifold, (2, 4, 8), y, steps=5, cfg_scale=2.0, generator=seeded(7))
+        b = sample(model, manifold, (2, 4, 8), y, steps=5, cfg_scale=2.0, generator=seeded(7))
+        c = sample(model, manifold, (2, 4, 8), y, steps=5, cfg_scale=2.0, generator=seeded(8))
         assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_time_grid() -> None:
-    assert time_grid(4) == [0.0, 0.25, 0.5, 0.75, 1.0]
-    for shift in (0.3, 1.0, 6.928):
-        grid = time_grid(25, shift)
-        assert grid[0] == 0.0 and grid[-1] == 1.0 and all(a < b for a, b in zip(grid, grid[1:]))
-    steps = torch.tensor(time_grid(10, 3.0)).diff()
-    assert (steps.diff() > 0).all()  # shift > 1: small steps near noise, large near data
-    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
-        time_grid(0)
-
-
-def test_euclidean_sampler_reaches_a_fixed_target_and_projects() -> None:
-    """v = (s p - x) / (1 - t) is the linear path to s p; Euler is exact on it."""
+def test_euclidean_solvers_reach_a_fixed_target() -> None:
+    """v = (p - x) / (1 - t) is the straight path to p; Euler is exact on it, from noise of std 1 / scale."""
     p = unit(5, 3, 8, generator=seeded(1))
-    scale = math.sqrt(8)
 
     def to_p(x, t, y):
-        return (scale * p - x) / (1 - t.view(-1, 1, 1))
-
-    def drift(x, t, y):
-        return torch.ones_like(x)
+        return (p - x) / (1 - t.view(-1, 1, 1))
 
     y = torch.zeros(5, dtype=torch.long)
-    options = dict(generator=seeded(), dtype=torch.float64)
-    raw = sample_euclidean(to_p, (5, 3, 8), y, steps=3, project=False, **options)
-    torch.testing.assert_close(raw, p, rtol=0, atol=1e-12)
-    options = dict(generator=seeded(), dtype=torch.float64)
-    half = sample_euclidean(to_p, (5, 3, 8), y, steps=3, project=False, scale=2 * scale, **options)
-    torch.testing.assert_close(half, p / 2, rtol=0, atol=1e-12)
-    projected = sample_euclidean(drift, (5, 3, 8), y, steps=4, method="heun", dtype=torch.float64)
-    torch.testing.assert_close(projected.norm(dim=-1), torch.ones(5, 3, dtype=torch.float64))
+    torch.testing.assert_close(run(to_p, (5, 3, 8), y, Euclidean(4.0), steps=3), p, rtol=0, atol=1e-12)
+    noise = Euclidean(4.0).prior((5, 3, 8), generator=seeded(), dtype=torch.float64)
+    assert 0.2 < noise.norm(dim=-1).mean() / math.sqrt(8) < 0.3
+
+
+@pytest.mark.parametrize("manifold", [SPHERE, Euclidean(2.0)], ids=repr)
+@pytest.mark.parametrize("method", ["euler", "heun", "midpoint"])
+def test_an_endpoint_model_is_integrated_to_its_endpoint(manifold, method: str) -> None:
+    """prediction="x1": a model that always predicts p carries every start to p with any solver, Heun's last
+    step (where the implied velocity is 0 / 0) included, and the NFE is counted."""
+    p = unit(7, 2, 5, generator=seeded(3))
+    y = torch.zeros(7, dtype=torch.long)
+    field = VelocityField(lambda x, t, y: p, manifold, y, prediction="x1")
+    start = manifold.prior(p.shape, generator=seeded(), dtype=torch.float64)
+    x = solve(field, start, time_grid(6, 2.0), method)
+    assert manifold.dist(x, p).max() < 1e-9
+    assert field.nfe == function_evaluations(method, 6, "x1")
+
+
+@pytest.mark.parametrize("method", ["euler", "midpoint"])  # Heun evaluates at t = 1, where the velocity form is 0 / 0
+def test_endpoint_and_velocity_predictions_agree(method: str) -> None:
+    """A model that predicts x1_hat(x, t) and one that predicts logmap(x, x1_hat) / (1 - t) give one sample."""
+    target = unit(4, 3, 6, generator=seeded(4))
+
+    def endpoint(x, t, y):
+        return sphere_ops.normalize(target + 0.3 * (1 - t.view(-1, 1, 1)) * x)
+
+    def velocity(x, t, y):
+        return sphere_ops.logmap(x, endpoint(x, t, y)) / (1 - t.view(-1, 1, 1))
+
+    y = torch.zeros(4, dtype=torch.long)
+    torch.testing.assert_close(run(endpoint, (4, 3, 6), y, prediction="x1", steps=12, method=method),
+                               run(velocity, (4, 3, 6), y, steps=12, method=method), rtol=0, atol=1e-10)
 
 
 def test_bad_requests_raise_value_errors() -> None:
     y = torch.zeros(2, dtype=torch.long)
     with pytest.raises(ValueError, match="method must be one of"):
-        sample_sphere(rotation, (2, 3), y, method="rk4")
+        sample(rotation, SPHERE, (2, 3), y, method="rk4")
     with pytest.raises(ValueError, match="steps must be an integer >= 1"):
-        sample_sphere(rotation, (2, 3), y, steps=0)
+        sample(rotation, SPHERE, (2, 3), y, steps=0)
     with pytest.raises(ValueError, match="y must be a tensor of 2 labels"):
-        sample_sphere(rotation, (2, 3), y[:1])
+        sample(rotation, SPHERE, (2, 3), y[:1])
     with pytest.raises(ValueError, match="shape must be"):
-        sample_euclidean(rotation, (2,), y)
+        sample(rotation, Euclidean(1.0), (2,), y)
     with pytest.raises(ValueError, match="guidance_interval"):
-        sample_sphere(Recorder(rotation), (2, 3), y, cfg_scale=2.0, guidance_interval=(0.8, 0.2))
+        sample(Recorder(rotation), SPHERE, (2, 3), y, cfg_scale=2.0, guidance_interval=(0.8, 0.2))
     with pytest.raises(ValueError, match="model.num_classes"):
-        sample_sphere(rotation, (2, 3), y, cfg_scale=2.0)
+        sample(rotation, SPHERE, (2, 3), y, cfg_scale=2.0)
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        sample(rotation, SPHERE, (2, 3), y, prediction="eps")
+    with pytest.raises(ValueError, match="noise must have the sample shape"):
+        sample(rotation, SPHERE, (2, 3), y, noise=torch.ones(2, 4))
