@@ -24,7 +24,12 @@ __all__ = ["SavedDiT", "read_saved_dit"]
 
 @dataclass(frozen=True)
 class SavedDiT:
-    """A checkpoint's DiT and training configs as today's dicts, and the gain of its network's last layer."""
+    """A checkpoint's DiT and training configs as today's dicts, and the gain of its network's last layer.
+
+    Example:
+        >>> SavedDiT({"radius": 2.0}, {}, 1.0).output_gain
+        1.0
+    """
 
     model: dict[str, Any]
     train: dict[str, Any]

@@ -89,7 +89,15 @@ def steps_within(method: str, nfe: int, prediction: str) -> int:
 def sampled_distance(model: torch.nn.Module, problem: Problem, *, method: str, steps: int, seed: int,
                      device: torch.device) -> float:
     """The sliced W2 between the held-out set and as many samples of ``model`` (unit tokens), drawn with its
-    labels from the evaluation noise."""
+    labels from the evaluation noise.
+
+    Example:
+        >>> from dinosae import create_model
+        >>> problem = vmf_problem(components=2, tokens=4, dim=8, kappa=20.0, heldout=16)
+        >>> model = create_model("dit-tiny", in_dim=8, grid_size=2, num_classes=2)
+        >>> 0 < sampled_distance(model, problem, method="heun", steps=2, seed=0, device=torch.device("cpu")) < 1
+        True
+    """
     import sphere_ops
     from dinosae.flow import sample
     from dinosae.metrics import sliced_wasserstein
@@ -114,6 +122,13 @@ def train_run(problem: Problem, manifold: str = "sphere", prediction: str = "vel
     ``final`` is the mean distance of the last ``FINAL_WINDOW`` evaluations after step 0, ``final_loss`` the
     mean training loss over the last quarter of the steps, ``nonfinite`` the number of steps whose loss was
     not finite. ``precision`` is the forward pass's autocast (``dinosae.runtime.autocast``).
+
+    Example:
+        >>> problem = vmf_problem(components=2, tokens=4, dim=8, kappa=20.0, heldout=16)
+        >>> model, run = train_run(problem, "euclidean", "x1", steps=2, eval_every=1, batch_size=8, preset="tiny",
+        ...                        lr=1e-3, seed=0, sample_steps=2, device=torch.device("cpu"))
+        >>> model.config.prediction, run["steps"], len(run["distance"])
+        ('x1', [0, 1, 2], 3)
     """
     from dinosae import create_model
     from dinosae.flow import flow_matching_loss
@@ -164,7 +179,16 @@ def distance_curve(problem: Problem, manifold: str = "sphere", prediction: str =
 def solver_grid(model: torch.nn.Module, problem: Problem, *, solvers: Sequence[str], nfes: Sequence[int], seed: int,
                 device: torch.device) -> dict[str, dict[str, dict]]:
     """``{solver: {str(nfe): {"nfe", "steps", "distance"}}}``: the distance of ``model``'s samples with each
-    solver at each budget of evaluations (``nfe`` is what the solver used, at most the budget)."""
+    solver at each budget of evaluations (``nfe`` is what the solver used, at most the budget).
+
+    Example:
+        >>> from dinosae import create_model
+        >>> problem = vmf_problem(components=2, tokens=4, dim=8, kappa=20.0, heldout=16)
+        >>> model = create_model("dit-tiny", in_dim=8, grid_size=2, num_classes=2, prediction="x1")
+        >>> grid = solver_grid(model, problem, solvers=("heun",), nfes=(4,), seed=0, device=torch.device("cpu"))
+        >>> grid["heun"]["4"]["steps"], grid["heun"]["4"]["nfe"]
+        (2, 3)
+    """
     from dinosae.flow import function_evaluations
 
     prediction = model.config.prediction
@@ -234,7 +258,17 @@ def speedup(steps: Sequence[float], sphere: Sequence[float], euclidean: Sequence
 def compare_runs(problem: Problem, out_dir: Path, *, nfes: Sequence[int], few_step_nfes: Sequence[int],
                  **training: object) -> dict:
     """Every run of the grid on ``problem``: curves, solver grids, few-step searches, speed-ups; plots
-    ``out_dir/path_<name>.png`` (curves) and ``out_dir/nfe_<name>.png`` (distance against NFE)."""
+    ``out_dir/path_<name>.png`` (curves) and ``out_dir/nfe_<name>.png`` (distance against NFE).
+
+    Example:
+        >>> import tempfile
+        >>> problem = vmf_problem(components=2, tokens=4, dim=8, kappa=20.0, heldout=16)
+        >>> result = compare_runs(problem, Path(tempfile.mkdtemp()), nfes=(2,), few_step_nfes=(2,), steps=1,
+        ...                       eval_every=1, batch_size=8, preset="tiny", lr=1e-3, seed=0, sample_steps=1,
+        ...                       device=torch.device("cpu"))
+        >>> list(result["runs"]), sorted(result["speedup"])
+        (['sphere/velocity', 'sphere/x1', 'euclidean/velocity', 'euclidean/x1'], ['velocity', 'x1'])
+    """
     from dinosae.evaluation.plots import line_plot
 
     seed, device = training["seed"], training["device"]
