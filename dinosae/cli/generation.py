@@ -61,7 +61,8 @@ def _floats(ctx: click.Context, param: click.Parameter, value: str | None):
 @device_option
 @one_line_errors
 @click.pass_context
-def train_dit(ctx, latents, out, preset, manifold, path_, prediction, radius, lightning, steps, batch_size, lr, time_sampler, shift, resume,
+def train_dit(ctx, latents, out, preset, manifold, path_, prediction, radius, lightning, steps, batch_size, lr,
+              time_sampler, shift, resume,
               override, compile_, grad_checkpoint, grad_accum, tf32, num_workers, seed, precision, recipe, config_file,
               device) -> None:
     """Train a class-conditional DiT on a latent cache."""

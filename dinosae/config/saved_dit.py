@@ -7,8 +7,8 @@ sqrt(D)) and ``output_scale``, and the loss's ``radius``. Today the model has
 velocities of that size. A saved run keeps its input scale as its radius; its
 network's outputs were velocities times ``output_scale`` on the sphere (and
 times ``output_scale`` at the data scale sqrt(D) in R^D), so the last layer's
-weights are multiplied by ``radius / output_scale`` (``1 / output_scale``) (:attr:`SavedDiT.output_gain`) to predict the same
-velocities.
+weights are multiplied by ``radius / output_scale`` (in R^D ``1 / output_scale``;
+:attr:`SavedDiT.output_gain`) to predict the same velocities.
 """
 
 from __future__ import annotations

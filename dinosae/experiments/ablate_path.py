@@ -171,7 +171,8 @@ def train_run(problem: Problem, manifold: str = "sphere", prediction: str = "vel
                    "nonfinite": sum(not math.isfinite(v) for v in losses), "seconds": time.perf_counter() - start}
 
 
-def distance_curve(problem: Problem, manifold: str = "sphere", prediction: str = "velocity", **training: object) -> dict:
+def distance_curve(problem: Problem, manifold: str = "sphere", prediction: str = "velocity",
+                   **training: object) -> dict:
     """The curve of :func:`train_run`, without the model."""
     return train_run(problem, manifold, prediction, **training)[1]
 
@@ -297,7 +298,8 @@ def compare_runs(problem: Problem, out_dir: Path, *, nfes: Sequence[int], few_st
     curves["floor"] = ([steps[0], steps[-1]], [problem.floor] * 2)
     line_plot(out_dir / f"path_{problem.name}.png", curves, title=f"flow matching runs ({problem.name})",
               xlabel="training step", ylabel="sliced W2 to held-out data", logy=True)
-    by_nfe = {f"{name} {method}": ([cell["nfe"] for cell in cells.values()], [cell["distance"] for cell in cells.values()])
+    by_nfe = {f"{name} {method}": ([cell["nfe"] for cell in cells.values()],
+                                   [cell["distance"] for cell in cells.values()])
               for name, run in runs.items() for method, cells in run["solvers"].items()}
     line_plot(out_dir / f"nfe_{problem.name}.png", by_nfe, title=f"final distance by solver ({problem.name})",
               xlabel="function evaluations", ylabel="sliced W2 to held-out data", logy=True)

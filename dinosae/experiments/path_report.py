@@ -34,7 +34,8 @@ def format_summary(result: dict) -> str:
             continue
         lines.append(f"{name}: floor {problem['floor']:.4f}, target {problem['target']:.4f}")
         for run_key, run in problem["runs"].items():
-            grids = "  ".join(f"{method}: " + " ".join(f"{budget}:{cell['distance']:.4f}" for budget, cell in cells.items())
+            grids = "  ".join(f"{method}: " + " ".join(f"{budget}:{cell['distance']:.4f}"
+                                                       for budget, cell in cells.items())
                               for method, cells in run["solvers"].items())
             lines.append(f"  {run_key:<19} final {run['final']:.4f}  target at step {_reached(run['steps_to_target'])}"
                          f"  ({run['seconds']:.0f} s)  {grids}")

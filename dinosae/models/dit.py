@@ -327,8 +327,8 @@ class DiT(nn.Module):
     ``forward(x, t, y)``: tokens x (B, N, D), times t in [0, 1] (B,) (t = 0 noise,
     t = 1 data), labels y (B,) in ``[0, num_classes]`` where ``num_classes`` is
     the null class. Returns its prediction (B, N, D) in x's dtype and data units: a velocity, tangent at x
-    when ``manifold="sphere"`` and ``project_output``, or the endpoint x1 (``prediction="x1"``). Built from a named size by
-    ``dinosae.create_model("dit-XL", ...)``.
+    when ``manifold="sphere"`` and ``project_output``, or the endpoint x1 (``prediction="x1"``). Built from a
+    named size by ``dinosae.create_model("dit-XL", ...)``.
 
     With ``checkpointing`` on, training keeps only each block's input and
     recomputes the block in the backward pass: the blocks' activations are

@@ -1,7 +1,8 @@
 """A small real problem: the tiny DiT learns a class-conditional vMF mixture on a product of 4 spheres S^7.
 
 Trained with Riemannian flow matching and, as the ablation baseline, with Euclidean flow matching
-on the same latents (its samples normalized onto the spheres), each predicting the velocity or the endpoint. Run with ``-s`` to see the curves.
+on the same latents (its samples normalized onto the spheres), each predicting the velocity or the endpoint.
+Run with ``-s`` to see the curves.
 """
 
 import time

@@ -39,7 +39,8 @@ def test_the_exact_conditional_field_has_zero_loss(sampler) -> None:
     x1 = unit(16, 9, 12)
     y = torch.zeros(16, dtype=torch.long)
     oracle = Spy(lambda x, t, y: sphere_ops.logmap(x, x1) / (1 - t.view(-1, 1, 1)))
-    loss, aux = flow_matching_loss(oracle, UNIT, x1, y, time_sampler=sampler, generator=torch.Generator().manual_seed(0))
+    loss, aux = flow_matching_loss(oracle, UNIT, x1, y, time_sampler=sampler,
+                                   generator=torch.Generator().manual_seed(0))
     assert loss.item() < 1e-20 and aux["loss"].max() < 1e-20
     x, t, _ = oracle.calls[0]
     assert torch.equal(t, aux["t"]) and x.shape == x1.shape
