@@ -48,3 +48,10 @@ def _doctest_names(doctest_namespace: dict) -> None:
     import sphere_ops
 
     doctest_namespace.update(torch=torch, sphere_ops=sphere_ops)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _folder_indexes(tmp_path_factory) -> None:
+    """Folder indexes (``dinosae.data.index``) of the tests' folders go to a temporary folder, not ~/.cache;
+    subprocesses inherit it."""
+    os.environ["DINOSAE_INDEX_DIR"] = str(tmp_path_factory.mktemp("indexes"))

@@ -26,6 +26,7 @@ PRECISIONS = ("auto", "bf16", "fp32")  # auto: bf16 autocast on CUDA, float32 on
 SAMPLING_PRECISIONS = ("auto", "bf16", "tf32", "fp32")  # tf32: float32 with TF32 matmuls
 NOISES = ("tangent", "gaussian")
 NOISE_DRAWS = ("sample", "batch")
+CROPS = ("center", "random")  # the autoencoder's crop of each image: the centre, or placed at random
 
 
 def _check_counts(config: AETrainConfig | DiTTrainConfig) -> None:
@@ -60,6 +61,12 @@ class AETrainConfig:
     moves linearly from ``noise_max_start`` to ``noise_max`` over those steps
     (the HAE paper's 0.8 -> 1.2). ``grad_checkpoint`` recomputes the decoder's
     stages and LPIPS's VGG in the backward pass instead of storing them.
+
+    Augmentation: each image's shorter side is resized to ``resize`` (default
+    the model's image size), then cropped to a square at the centre or, with
+    ``crop="random"``, at a random place (RAE's stage 1: resize 384, random crop
+    256); ``flip`` mirrors half of the images. Both are drawn from the batch
+    order, so that a resumed run sees the same pixels.
 
     ``batch_size`` is the global batch; ``grad_accum`` splits each rank's share
     into that many micro-batches whose gradients add up before the one
@@ -106,6 +113,9 @@ class AETrainConfig:
     noise_max_start: float | None = None
     noise_ramp_steps: int = 0
     noise_per: str = "sample"
+    flip: bool = True
+    crop: str = "center"
+    resize: int | None = None
     seed: int = 0
     log_every: int = 10
     image_every: int = 500
@@ -146,6 +156,8 @@ class AETrainConfig:
         if self.noise_max < 0 or self.noise_ramp_steps < 0:
             raise ValueError(f"noise_max and noise_ramp_steps must be >= 0, got {self.noise_max} and "
                              f"{self.noise_ramp_steps}")
+        if self.crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
         _check_counts(self)
         check_at_least(self, 1, "image_every")
         check_at_least(self, 0, "warmup_steps", "gan_start", "disc_start")

@@ -1,13 +1,16 @@
-"""Image folders as data: listing, decoding, batching for evaluation.
+"""Image folders as data: datasets indexed by ``(index, flip[, crop draw])``, batches, evaluation order.
 
-A dataset root is either an ImageFolder tree (one sub-folder per class) or a flat
-folder of images (every image gets label 0). Images are resized (shorter side)
-and center-cropped to a square, and returned as float tensors in [0, 1].
+A dataset root is an ImageFolder tree, a flat folder of images
+(``dinosae.data.listing``) or a folder of tar shards (``dinosae.data.tar_shards``);
+a folder's listing comes from an index file that every command reuses
+(``dinosae.data.index``). Workers decode to uint8
+(``dinosae.data.decode``); ``ImageBatch.pixels`` converts to float in [0, 1]
+on the device.
 
-An image that cannot be decoded is not fatal: ``load_image`` returns ``None``,
-``collate_images`` drops it and reports its path, and the training loop warns
-once per file and counts them. A run over ImageNet should not die at hour ten
-because of one truncated JPEG.
+An image that cannot be decoded is not fatal: the dataset returns ``None`` for
+it, ``collate_images`` drops it and reports its path, and the training loop
+warns once per file and counts them. A run over ImageNet should not die at
+hour ten because of one truncated JPEG.
 """
 
 from __future__ import annotations
@@ -15,162 +18,149 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
+from dinosae.data.decode import Crop, crop_image, decode_file
+from dinosae.data.index import folder_listing
+from dinosae.data.listing import DataError, FolderListing
+from dinosae.data.tar_shards import TarListing
+
+__all__ = ["DataError", "FolderBatches", "ImageBatch", "ImageDataset", "ImageItem", "collate_images"]
 
 
-class DataError(ValueError):
-    """A data folder cannot be used (missing, empty, or no readable images)."""
+class ImageItem(NamedTuple):
+    """One dataset item: the image (None when it cannot be decoded), its label, path and index."""
 
-
-@dataclass(frozen=True)
-class ImageRecord:
-    path: Path
+    image: torch.Tensor | None
     label: int
-
-
-def list_images(root: str | os.PathLike) -> tuple[list[ImageRecord], list[str]]:
-    """Every image under ``root`` with its label, and the class names.
-
-    Sub-folders of ``root`` that contain images are classes (sorted by name, as
-    torchvision's ImageFolder numbers them); images directly in ``root`` form a
-    flat, unlabeled folder. Mixing both is an error, since labels would be
-    ambiguous.
-
-    Example:
-        >>> import tempfile, PIL.Image
-        >>> root = tempfile.mkdtemp()
-        >>> PIL.Image.new("RGB", (8, 8)).save(f"{root}/a.png")
-        >>> records, classes = list_images(root)
-        >>> (len(records), classes)
-        (1, [])
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"data folder {str(root)!r} does not exist or is not a directory")
-    flat = sorted(p for p in root.iterdir() if _is_image(p))
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    nested = {d.name: sorted(p for p in d.rglob("*") if _is_image(p)) for d in class_dirs}
-    nested = {name: files for name, files in nested.items() if files}
-    if flat and nested:
-        raise DataError(f"data folder {str(root)!r} mixes images and class sub-folders; "
-                        "use one layout")
-    if nested:
-        classes = list(nested)
-        records = [ImageRecord(p, i) for i, name in enumerate(classes) for p in nested[name]]
-        return records, classes
-    if not flat:
-        raise DataError(f"data folder {str(root)!r} contains no images "
-                        f"(looked for {', '.join(IMAGE_EXTENSIONS)})")
-    return [ImageRecord(p, 0) for p in flat], []
-
-
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
-
-
-def load_image(path: str | os.PathLike, size: int) -> torch.Tensor | None:
-    """Decode, resize the shorter side to ``size`` and center-crop: (3, size, size) in [0, 1].
-
-    Returns ``None`` when the file cannot be decoded (truncated, corrupt, not an image).
-
-    Example:
-        >>> import tempfile, PIL.Image
-        >>> path = tempfile.mktemp(suffix=".png")
-        >>> PIL.Image.new("RGB", (40, 20), "red").save(path)
-        >>> load_image(path, 16).shape
-        torch.Size([3, 16, 16])
-    """
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            width, height = image.size
-            scale = size / min(width, height)
-            resized = (max(size, round(width * scale)), max(size, round(height * scale)))
-            image = image.resize(resized, Image.Resampling.BICUBIC, reducing_gap=None)
-            left = (resized[0] - size) // 2
-            top = (resized[1] - size) // 2
-            image = image.crop((left, top, left + size, top + size))
-            array = np.asarray(image, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None  # DecompressionBombError: an image of more pixels than PIL's limit (a zip bomb, or corrupt)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    path: str
+    index: int
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Images of a folder, indexed by ``(index, flip)`` so that augmentation is part of the order.
+    """Images of a folder, indexed by ``(index, flip)`` or ``(index, flip, draw)`` so that augmentation is part
+    of the order.
 
-    The flip decision comes from the batch order (``ResumableBatches``), not from a
-    worker's random state, which makes a resumed run see exactly the same pixels.
+    The flip decision and the random crop's ``draw`` come from the batch order
+    (``ResumableBatches``), not from a worker's random state, which makes a
+    resumed run see exactly the same pixels. Items are float32 in [0, 1], or
+    uint8 with ``dtype=torch.uint8`` (what loaders use: the device converts).
 
     Example:
         >>> import tempfile, PIL.Image
         >>> root = tempfile.mkdtemp()
         >>> PIL.Image.new("RGB", (8, 8), "blue").save(f"{root}/a.png")
         >>> dataset = ImageDataset(root, image_size=8)
-        >>> image, label, path = dataset[(0, True)]
+        >>> image, label, path, index = dataset[(0, True)]
         >>> image.shape, label
         (torch.Size([3, 8, 8]), 0)
     """
 
-    def __init__(self, root: str | os.PathLike, image_size: int) -> None:
-        self.records, self.classes = list_images(root)
+    def __init__(self, root: str | os.PathLike, image_size: int, *, listing: FolderListing | TarListing | None = None,
+                 crop: Crop | None = None, dtype: torch.dtype = torch.float32) -> None:
+        if dtype not in (torch.float32, torch.uint8):
+            raise ValueError(f"images are float32 or uint8, not {dtype}")
         self.root = Path(root)
+        self.listing = listing if listing is not None else folder_listing(root)
+        self.classes = self.listing.classes
+        self.crop = crop if crop is not None else Crop(image_size)
         self.image_size = image_size
+        self.dtype = dtype
+
+    @property
+    def image_size(self) -> int:
+        return self.crop.size
+
+    @image_size.setter
+    def image_size(self, size: int) -> None:
+        self.crop = replace(self.crop, size=size)
+
+    @property
+    def labels(self) -> list[int]:
+        return self.listing.labels.tolist()
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.listing)
 
     def identity(self) -> dict[str, object]:
         """What the folder holds, to recognise it again: its path, image count and a hash of its
         listing (relative paths and labels), which stays the same when the folder is copied elsewhere."""
         digest = hashlib.sha256()
-        for record in self.records:
-            digest.update(f"{record.path.relative_to(self.root).as_posix()}\t{record.label}\n".encode())
-        return {"path": str(self.root.resolve()), "count": len(self.records), "listing": digest.hexdigest()[:16]}
+        listing = self.listing
+        for index, label in enumerate(listing.labels.tolist()):
+            digest.update(f"{listing.relative_path(index)}\t{label}\n".encode())
+        return {"path": str(self.root.resolve()), "count": len(listing), "listing": digest.hexdigest()[:16]}
 
-    def __getitem__(self, key: tuple[int, bool]) -> tuple[torch.Tensor | None, int, str]:
-        index, flip = key
-        record = self.records[index]
-        image = load_image(record.path, self.image_size)
-        if image is not None and flip:
-            image = image.flip(-1)
-        return image, record.label, str(record.path)
+    def __getitem__(self, key: tuple[int, bool] | tuple[int, bool, int]) -> ImageItem:
+        index, flip, *draw = key
+        path = self.listing.path(index)
+        try:
+            image = decode_file(self.listing.read(index), path)
+        except OSError:
+            image = None  # unreadable like a corrupt file: skipped and named, never fatal
+        if image is not None:
+            image = crop_image(image, self.crop, draw[0] if draw else None)
+            if flip:
+                image = image.flip(-1)
+            if self.dtype == torch.float32:
+                image = image.float().div_(255.0)
+        return ImageItem(image, int(self.listing.labels[index]), path, index)
 
 
 @dataclass
 class ImageBatch:
-    """Decoded images (B, 3, H, W), their labels and paths, and the paths of the ones that failed."""
+    """Decoded images (B, 3, H, W), their labels and paths, the paths of the ones that failed, and the
+    dataset indices of the decoded ones.
+
+    ``images`` are uint8 or float32 in [0, 1]; :meth:`pixels` gives float32 in [0, 1] on a device.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
     skipped: list[str]
     paths: list[str]
+    indices: list[int] = field(default_factory=list)
+
+    def pixels(self, device: torch.device | str) -> torch.Tensor:
+        """The images as float32 in [0, 1] on ``device``: uint8 crosses to the device, then converts.
+
+        Example:
+            >>> batch = ImageBatch(torch.tensor([[[[0, 255]]]], dtype=torch.uint8), torch.zeros(1), [], ["a"])
+            >>> batch.pixels("cpu").tolist()
+            [[[[0.0, 1.0]]]]
+        """
+        images = self.images.to(device, non_blocking=True)
+        return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+
+    def pin_memory(self) -> ImageBatch:
+        """A copy in page-locked memory, so that ``non_blocking`` copies to the GPU are asynchronous
+        (DataLoader's ``pin_memory`` calls this)."""
+        return replace(self, images=self.images.pin_memory(), labels=self.labels.pin_memory())
 
 
-def collate_images(items: Sequence[tuple[torch.Tensor | None, int, str]]) -> ImageBatch:
+def collate_images(items: Sequence[ImageItem]) -> ImageBatch:
     """Stack decoded images, dropping (and naming) the ones that failed to decode."""
-    good = [(image, label, path) for image, label, path in items if image is not None]
-    skipped = [path for image, _, path in items if image is None]
+    good = [item for item in items if item.image is not None]
+    skipped = [item.path for item in items if item.image is None]
     if not good:
-        return ImageBatch(torch.empty(0), torch.empty(0, dtype=torch.long), skipped, [])
-    images = torch.stack([image for image, _, _ in good])
-    labels = torch.tensor([label for _, label, _ in good], dtype=torch.long)
-    return ImageBatch(images, labels, skipped, [path for _, _, path in good])
+        return ImageBatch(torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), skipped, [])
+    return ImageBatch(torch.stack([item.image for item in good]),
+                      torch.tensor([item.label for item in good], dtype=torch.long), skipped,
+                      [item.path for item in good], [item.index for item in good])
 
 
 class FolderBatches:
     """The images at ``indices`` (all by default), unflipped, in order and in batches, for evaluation.
 
-    Unreadable images are skipped with a warning naming each and listed in
-    ``skipped``; empty batches are not yielded.
+    With ``groups`` (sequences of indices) instead, each group is cut into
+    batches of its own, so that no batch spans two groups (the shards of
+    ``dinosae encode``). One loader serves every batch. Unreadable images are
+    skipped with a warning naming each and listed in ``skipped``; empty batches
+    are not yielded. ``pin_memory`` pins batches for asynchronous copies to a GPU.
 
     Example:
         >>> import tempfile, PIL.Image
@@ -183,10 +173,13 @@ class FolderBatches:
     """
 
     def __init__(self, dataset: ImageDataset, indices: Sequence[int] | None = None, batch_size: int = 32,
-                 num_workers: int = 0, progress: bool = False, desc: str | None = None) -> None:
-        keys = [(i, False) for i in (range(len(dataset)) if indices is None else indices)]
-        self.batches = [keys[i:i + batch_size] for i in range(0, len(keys), batch_size)]
-        self.dataset, self.num_workers = dataset, num_workers
+                 num_workers: int = 0, progress: bool = False, desc: str | None = None,
+                 pin_memory: bool = False, groups: Sequence[Sequence[int]] | None = None) -> None:
+        if groups is None:
+            groups = [range(len(dataset)) if indices is None else indices]
+        self.batches = [[(i, False) for i in group[start:start + batch_size]]
+                        for group in groups for start in range(0, len(group), batch_size)]
+        self.dataset, self.num_workers, self.pin_memory = dataset, num_workers, pin_memory
         self.progress, self.desc = progress, desc
         self.skipped: list[str] = []
 
@@ -197,7 +190,7 @@ class FolderBatches:
         from tqdm.auto import tqdm
 
         loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=self.batches, collate_fn=collate_images,
-                                             num_workers=self.num_workers)
+                                             num_workers=self.num_workers, pin_memory=self.pin_memory)
         for batch in tqdm(loader, unit="batch", disable=not self.progress, desc=self.desc):
             for path in batch.skipped:
                 warnings.warn(f"skipping unreadable image {path}", stacklevel=2)

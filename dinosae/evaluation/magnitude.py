@@ -122,7 +122,7 @@ def magnitude_check(model: SphericalAutoencoder, data_dir: str | os.PathLike, fa
     sweep = list(sweep) if sweep is not None else []
     for factor in sweep:
         _check_factors((factor, factor))
-    dataset = ImageDataset(data_dir, model.config.image_size)
+    dataset = ImageDataset(data_dir, model.config.image_size, dtype=torch.uint8)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     batches = FolderBatches(dataset, range(count), batch_size, num_workers, progress, desc="magnitude")
     device = next(model.parameters()).device
@@ -131,7 +131,7 @@ def magnitude_check(model: SphericalAutoencoder, data_dir: str | os.PathLike, fa
     changes = {"max_pixel_change": 0.0, "max_pixel_change_euclidean": 0.0}
     images_seen = 0
     for batch in batches:
-        images = batch.images.to(device)
+        images = batch.pixels(device)
         z = model.encode(images).float()
         scales = random_scales(z.shape[:2], factors, per, generator).to(device)
         per_image, batch_changes = _measure_batch(model, z, images, scales, sweep)

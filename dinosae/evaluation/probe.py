@@ -95,17 +95,17 @@ def probe_features(model: SphericalAutoencoder, data_dir: str | os.PathLike, *, 
         >>> features.latent.shape, len(features.classes)  # doctest: +SKIP
         (torch.Size([256, 192]), 8)
     """
-    dataset = ImageDataset(data_dir, model.config.image_size)
+    dataset = ImageDataset(data_dir, model.config.image_size, dtype=torch.uint8)
     if len(dataset.classes) < 2:
         layout = "a flat folder has no labels" if not dataset.classes else "it has one class"
         raise DataError(f"a probe needs an ImageFolder tree with at least 2 class sub-folders in "
                         f"{str(data_dir)!r}; {layout}")
-    indices = _first_per_class([r.label for r in dataset.records], max_per_class)
+    indices = _first_per_class(dataset.labels, max_per_class)
     batches = FolderBatches(dataset, indices, batch_size, num_workers, progress, desc="probe features")
     device = next(model.parameters()).device
     columns: dict[str, list[torch.Tensor]] = {k: [] for k in ("latent", "teacher", "labels", "cosine", "norm_ratio")}
     for batch in batches:
-        images = batch.images.to(device)
+        images = batch.pixels(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             student = model.encoder.student_tokens(images).float()
             teacher = model.encoder.teacher_tokens(images).float()

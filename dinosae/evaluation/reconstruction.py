@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -17,12 +18,13 @@ import torch.distributed as dist
 from torchvision.utils import save_image
 
 from dinosae.data.images import DataError, FolderBatches, ImageDataset
+from dinosae.data.index import folder_listing
 from dinosae.io.atomic import write_json
 from dinosae.io.images import save_pairs
 from dinosae.io.loading import load_autoencoder
 from dinosae.metrics import LPIPS, directional_variation, psnr, ssim
 from dinosae.models.autoencoder import SphericalAutoencoder
-from dinosae.runtime import DistEnv, init_distributed, shutdown
+from dinosae.runtime import DistEnv, init_distributed, on_main, shutdown
 
 # Per image: PSNR, SSIM, LPIPS, and the row and column variation of the reconstruction and of the original.
 _COLUMNS = ("psnr", "ssim", "lpips", "rows", "cols", "rows_original", "cols_original")
@@ -43,26 +45,27 @@ def reconstruction_metrics(model: SphericalAutoencoder, data_dir: str | os.PathL
     each direction's variation over the originals'.
     """
     device = next(model.parameters()).device
-    dataset = ImageDataset(data_dir, model.config.image_size)
+    listing = folder_listing(data_dir, None if env is None else partial(on_main, env))
+    dataset = ImageDataset(data_dir, model.config.image_size, listing=listing, dtype=torch.uint8)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     rank, world = (0, 1) if env is None else (env.rank, env.world_size)
     blocks = [range(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
     mine = [i for block in blocks[rank::world] for i in block]
-    batches = FolderBatches(dataset, mine, batch_size, num_workers, progress and rank == 0, desc="reconstruct")
-    index_of = {str(record.path): i for i, record in enumerate(dataset.records)}
+    batches = FolderBatches(dataset, mine, batch_size, num_workers, progress and rank == 0, desc="reconstruct",
+                            pin_memory=device.type == "cuda")
     lpips = lpips if lpips is not None else LPIPS().to(device)
     if out is not None:
         (out / "reconstructions").mkdir(parents=True, exist_ok=True)
     rows: list[tuple[int, list[float]]] = []
     for batch in batches:
-        images = batch.images.to(device)
+        images = batch.pixels(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             reconstruction = model(images)
         reconstruction = reconstruction.float().clamp(0, 1)
         values = torch.cat([psnr(reconstruction, images)[:, None], ssim(reconstruction, images)[:, None],
                             lpips(reconstruction, images).double()[:, None], directional_variation(reconstruction),
                             directional_variation(images)], dim=1).cpu()
-        indices = [index_of[path] for path in batch.paths]
+        indices = batch.indices
         rows += zip(indices, values.tolist())
         if out is not None:
             if indices[0] == 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Collection
 
@@ -20,7 +21,9 @@ from torch import nn
 import sphere_ops
 from dinosae.config import AEConfig, AETrainConfig, to_dict
 from dinosae.data.batches import ResumableBatches
+from dinosae.data.decode import Crop
 from dinosae.data.images import ImageBatch, ImageDataset, collate_images
+from dinosae.data.index import folder_listing
 from dinosae.io.checkpoint import (Checkpoint, CheckpointError, load_checkpoint, remove_checkpoint_leftovers,
                                    resolve_checkpoint)
 from dinosae.io.loading import (AUTOENCODER, DISCRIMINATOR, autoencoder_weights, load_autoencoder, load_weights,
@@ -28,7 +31,7 @@ from dinosae.io.loading import (AUTOENCODER, DISCRIMINATOR, autoencoder_weights,
 from dinosae.models.autoencoder import SphericalAutoencoder
 from dinosae.models.discriminator import DinoDiscriminator
 from dinosae.pipelines.exclusive import exclusive
-from dinosae.runtime import DistEnv, autocast, init_distributed, shutdown, use_tf32
+from dinosae.runtime import DistEnv, autocast, init_distributed, on_main, shutdown, use_tf32
 from dinosae.train.ema import EMA
 from dinosae.train.loop import (TrainState, adamw, batch_loader, checkpoint_to_resume, fit, micro_batches,
                                 optimizer_step, sync_gradients, warn_skipped, wrap_ddp)
@@ -142,7 +145,9 @@ def train_autoencoder(run_dir: str | os.PathLike, data_dir: str | os.PathLike, a
             run = Continuation.of(previous, explicit)
             ae_config = run.config(AEConfig, "ae_config", ae_config, "model")
             config = run.config(AETrainConfig, "train_config", config, "train")
-            dataset = ImageDataset(data_dir, ae_config.image_size)
+            listing = folder_listing(data_dir, partial(on_main, env))
+            dataset = ImageDataset(data_dir, ae_config.image_size, listing=listing, crop=_crop(ae_config, config),
+                                   dtype=torch.uint8)
             provenance = run.settle(dataset.identity(), override, str(run_dir))
             if previous is not None:
                 teacher_weights = teacher_weights or previous.meta.get("teacher_weights")
@@ -165,7 +170,7 @@ def _train(run_dir: Path, dataset: ImageDataset, ae_config: AEConfig, config: AE
         model = SphericalAutoencoder(ae_config, teacher_weights)
     if previous is not None:
         model.encoder.teacher_missing = previous.meta.get("teacher_missing")
-    dataset.image_size = ae_config.image_size  # an official file's own size
+    dataset.crop = _crop(ae_config, config)  # an official file's own size
     discriminator = DinoDiscriminator(model.latent_dim, ae_config.disc_depths) if config.gan_weight > 0 else None
     if init is not None and previous is None and not official:
         _load_init(init, model, discriminator)
@@ -183,12 +188,16 @@ def _train(run_dir: Path, dataset: ImageDataset, ae_config: AEConfig, config: AE
             "teacher_missing": model.encoder.teacher_missing,
             "classes": dataset.classes, **provenance, "init": None if init is None else str(init)}
     sampler = ResumableBatches(len(dataset), config.batch_size, config.seed, state.step, env.rank,
-                               env.world_size)
+                               env.world_size, flip=config.flip, crop_draws=config.crop == "random")
     batches = batch_loader(dataset, sampler, collate_images, config.num_workers, config.seed, env.device)
     return fit(run_dir, state, step, batches, config=config, env=env, meta=meta,
                image_every=config.image_every, preview=step.preview,
                log_extra=lambda: {"lr": config.lr_at(state.step - 1)},
                count_items=lambda batch: batch.images.shape[0], data_size=len(dataset))
+
+
+def _crop(ae_config: AEConfig, config: AETrainConfig) -> Crop:
+    return Crop(ae_config.image_size, config.resize, random=config.crop == "random")
 
 
 def _initial_state(model: SphericalAutoencoder, discriminator: DinoDiscriminator | None, config: AETrainConfig,
@@ -234,7 +243,7 @@ class AutoencoderStep:
     def __call__(self, state: TrainState, batch: ImageBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
         config, device, step = self.config, self.env.device, state.step
         warn_skipped(state, batch.skipped)
-        images = batch.images.to(device, non_blocking=True)
+        images = batch.pixels(device)
         self.model.train()
         discriminator = self.discriminator if self.discriminator is not None and step >= config.gan_start else None
         level = config.noise_bound(step)

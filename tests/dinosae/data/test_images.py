@@ -1,4 +1,4 @@
-"""Image folders: listing, decoding, corrupt files, and the resumable batch order."""
+"""Image folders: datasets, decoding, corrupt files, and the resumable batch order."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from dinosae.data.batches import ResumableBatches
-from dinosae.data.images import DataError, ImageDataset, collate_images, list_images, load_image
+from dinosae.data.decode import Crop, load_image
+from dinosae.data.images import ImageDataset, collate_images
 
 
 def _image(path, color="red", size=(40, 30)):
@@ -17,43 +18,15 @@ def _image(path, color="red", size=(40, 30)):
     Image.new("RGB", size, color).save(path)
 
 
-def test_imagefolder_labels_follow_sorted_class_names(tmp_path):
-    _image(tmp_path / "zebra" / "a.png")
-    _image(tmp_path / "apple" / "b.jpg")
-    _image(tmp_path / "apple" / "sub" / "c.png")
-    records, classes = list_images(tmp_path)
-    assert classes == ["apple", "zebra"]
-    assert sorted((r.path.name, r.label) for r in records) == [("a.png", 1), ("b.jpg", 0), ("c.png", 0)]
-
-
-def test_flat_folder_has_one_label(tmp_path):
-    for name in "abc":
-        _image(tmp_path / f"{name}.png")
-    records, classes = list_images(tmp_path)
-    assert classes == [] and {r.label for r in records} == {0} and len(records) == 3
-
-
-@pytest.mark.parametrize("layout, message", [("missing", "does not exist"), ("empty", "contains no images"),
-                                             ("mixed", "mixes images")])
-def test_unusable_folders_raise_clear_errors(tmp_path, layout, message):
-    root = tmp_path / "data"
-    if layout != "missing":
-        root.mkdir()
-        (root / "notes.txt").write_text("not an image")
-    if layout == "mixed":
-        _image(root / "a.png")
-        _image(root / "cls" / "b.png")
-    with pytest.raises(DataError, match=message):
-        list_images(root)
-
-
 def test_load_image_resizes_shorter_side_and_center_crops(tmp_path):
     image = Image.new("RGB", (60, 20), "black")
     image.paste((255, 255, 255), (20, 0, 40, 20))  # a white middle third
     image.save(tmp_path / "wide.png")
     tensor = load_image(tmp_path / "wide.png", 16)
-    assert tensor.shape == (3, 16, 16) and tensor.dtype == torch.float32
-    assert tensor[:, :, 4:12].mean() > 0.95 and 0.0 <= tensor.min() and tensor.max() <= 1.0
+    assert tensor.shape == (3, 16, 16) and tensor.dtype == torch.uint8
+    assert tensor[:, :, 4:12].float().mean() > 0.95 * 255
+    item = ImageDataset(tmp_path, 16)[(0, False)]
+    assert item.image.dtype == torch.float32 and torch.equal(item.image, tensor.float() / 255)
 
 
 def test_corrupt_images_are_dropped_and_named(tmp_path):
@@ -71,8 +44,7 @@ def test_flip_key_mirrors_the_image(tmp_path):
     image.paste((255, 0, 0), (0, 0, 8, 16))
     image.save(tmp_path / "half.png")
     dataset = ImageDataset(tmp_path, image_size=16)
-    plain, _, _ = dataset[(0, False)]
-    flipped, _, _ = dataset[(0, True)]
+    plain, flipped = dataset[(0, False)].image, dataset[(0, True)].image
     assert torch.equal(flipped, plain.flip(-1)) and not torch.equal(flipped, plain)
 
 

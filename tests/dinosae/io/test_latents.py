@@ -35,7 +35,7 @@ def test_cache_holds_the_encoder_latents_and_labels(tmp_path, photos, autoencode
 
     dataset = ImageDataset(photos["heldout"], 64)
     for index in (0, 13, 31):
-        image, label, _ = dataset[(index, False)]
+        image, label, _, _ = dataset[(index, False)]
         latent, cached_label = cache[(index, False)]
         flipped, _ = cache[(index, True)]
         with torch.no_grad():

@@ -153,7 +153,7 @@ def test_training_on_photos_raises_heldout_psnr_and_keeps_the_teacher(tmp_path, 
     after = reconstruction_metrics(model, photos["heldout"], lpips=_NoLPIPS(), progress=False, num_workers=0)
     print(f"held-out PSNR {before['psnr']:.2f} dB untrained -> {after['psnr']:.2f} dB after 60 steps")
     assert after["psnr"] > before["psnr"] + 5.0
-    images = torch.stack([img for img, _, _ in (_heldout_images(photos["heldout"]))])
+    images = torch.stack([item.image for item in _heldout_images(photos["heldout"])])
     with torch.no_grad():
         cosine = torch.nn.functional.cosine_similarity(model.encoder.student_tokens(images),
                                                        model.encoder.teacher_tokens(images), dim=-1)
