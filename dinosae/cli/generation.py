@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import click
@@ -26,7 +27,11 @@ def _floats(ctx: click.Context, param: click.Parameter, value: str | None):
 
 
 @click.command("dit")
-@click.option("--latents", required=True, type=click.Path(path_type=Path), help="Cache from `dinosae encode`.")
+@click.option("--latents", type=click.Path(path_type=Path), help="Cache from `dinosae encode`.")
+@click.option("--ae", type=click.Path(path_type=Path),
+              help="Instead of --latents: an autoencoder run or checkpoint that encodes --data as the DiT trains.")
+@click.option("--data", type=click.Path(path_type=Path), help="With --ae: the image folder to encode.")
+@teacher_weights_option
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
 @preset_option("dit", "XL")
 @click.option("--manifold", type=click.Choice(MANIFOLDS), default=None,
@@ -61,30 +66,29 @@ def _floats(ctx: click.Context, param: click.Parameter, value: str | None):
 @device_option
 @one_line_errors
 @click.pass_context
-def train_dit(ctx, latents, out, preset, manifold, path_, prediction, radius, lightning, steps, batch_size, lr,
+def train_dit(ctx, latents, ae, data, teacher_weights, out, preset, manifold, path_, prediction, radius, lightning, steps, batch_size, lr,
               time_sampler, shift, resume,
               override, compile_, grad_checkpoint, grad_accum, tf32, num_workers, seed, precision, recipe, config_file,
               device) -> None:
-    """Train a class-conditional DiT on a latent cache."""
+    """Train a class-conditional DiT on a latent cache, or on images that an autoencoder encodes as it trains."""
     from dinosae.config import read_overrides
-    from dinosae.io.latents import LatentCache
     from dinosae.train.dit import resolve_for_cache
     from dinosae.train.dit import train_dit as run
 
     named = given(ctx, "preset", "recipe")
     if manifold is not None and path_ is not None and PATHS[path_] != manifold:
         raise click.UsageError(f"--path {path_} contradicts --manifold {manifold}")
-    cache = LatentCache(latents)
-    resolved = resolve_for_cache(cache, named["preset"], recipe=named["recipe"], lightning=lightning,
-                                 file=read_overrides(config_file) if config_file else None,
-                                 model={"manifold": manifold or PATHS.get(path_), "prediction": prediction,
-                                        "radius": radius},
-                                 train={"steps": steps, "batch_size": batch_size, "lr": lr,
-                                        "time_sampler": time_sampler, "shift": shift, "num_workers": num_workers,
-                                        "seed": seed, "compile": compile_, "precision": precision,
-                                        "grad_checkpoint": grad_checkpoint, "grad_accum": grad_accum, "tf32": tf32})
-    final = run(out, cache, resolved.model, resolved.train, resume=resume_mode(resume), override=override,
-                explicit=resolved.explicit, device=device)
+    if (latents is None) == (ae is None) or (ae is None) != (data is None):
+        raise click.UsageError("give --latents, or --ae with --data (encoded as the DiT trains)")
+    resolve = partial(resolve_for_cache, preset=named["preset"], recipe=named["recipe"], lightning=lightning,
+                      file=read_overrides(config_file) if config_file else None,
+                      model={"manifold": manifold or PATHS.get(path_), "prediction": prediction, "radius": radius},
+                      train={"steps": steps, "batch_size": batch_size, "lr": lr, "time_sampler": time_sampler,
+                             "shift": shift, "num_workers": num_workers, "seed": seed, "compile": compile_,
+                             "precision": precision, "grad_checkpoint": grad_checkpoint, "grad_accum": grad_accum,
+                             "tf32": tf32})
+    final = run(out, latents, resume=resume_mode(resume), override=override, device=device, ae=ae, data=data,
+                teacher_weights=teacher_weights, resolve=resolve)
     click.echo(f"DiT training done: {final}")
 
 

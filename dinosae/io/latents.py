@@ -94,8 +94,10 @@ class LatentCache(torch.utils.data.Dataset):
     """A finished latent cache, indexed by ``(index, flip)`` like ``dinosae.data.images.ImageDataset``.
 
     Items are float32 latents (N, D), renormalized onto the spheres (bf16
-    storage moves them off by ~1e-3), and their labels. Shards are opened
-    lazily and read by slices, so a cache larger than memory works.
+    storage moves them off by ~1e-3), and their labels; ``stored`` gives
+    them as stored (what training loaders read, see ``StoredLatents``).
+    Shards are opened lazily and read by slices, so a cache larger than
+    memory works.
 
     Example:
         >>> import tempfile
@@ -154,6 +156,11 @@ class LatentCache(torch.utils.data.Dataset):
         return self._handles[index]
 
     def __getitem__(self, key: tuple[int, bool]) -> tuple[torch.Tensor, int]:
+        latent, label = self.stored(key)
+        return sphere_ops.normalize(latent.float()), label
+
+    def stored(self, key: tuple[int, bool]) -> tuple[torch.Tensor, int]:
+        """The latent (N, D) as stored, bfloat16 and off the spheres by its rounding, and its label."""
         index, flip = key
         if not 0 <= index < self.num:
             raise IndexError(f"latent index {index} out of range [0, {self.num})")
@@ -161,15 +168,41 @@ class LatentCache(torch.utils.data.Dataset):
         row = index - self.offsets[shard]
         handle = self._shard(shard)
         name = "latents_flip" if flip and self.has_flip else "latents"
-        latent = handle.get_slice(name)[row:row + 1][0].float()
+        latent = handle.get_slice(name)[row:row + 1][0]
         label = int(handle.get_slice("labels")[row:row + 1][0])
-        return sphere_ops.normalize(latent), label
+        return latent, label
 
     def __getstate__(self) -> dict:
         # Open file handles do not cross into DataLoader workers; each worker reopens.
         state = dict(self.__dict__)
         state["_handles"] = {}
         return state
+
+
+class StoredLatents(torch.utils.data.Dataset):
+    """A cache's items as stored (``LatentCache.stored``), for training loaders: bfloat16 crosses the
+    workers' shared memory and the copy to the device at half of float32's bytes, and the device
+    renormalizes (``sphere_ops.normalize``) in a fraction of the time a worker takes.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> _ = write_shard(root, 0, sphere_ops.random_uniform((6, 4), 8), torch.arange(6) % 2)
+        >>> write_meta(root, {"num": 6, "tokens": 4, "dim": 8, "shard_counts": [6], "num_shards": 1,
+        ...                   "flip": False, "classes": ["a", "b"]})
+        >>> latents, labels = collate_latents([StoredLatents(LatentCache(root))[(i, False)] for i in range(2)])
+        >>> latents.dtype, latents.shape, labels.tolist()
+        (torch.bfloat16, torch.Size([2, 4, 8]), [0, 1])
+    """
+
+    def __init__(self, cache: LatentCache) -> None:
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def __getitem__(self, key: tuple[int, bool]) -> tuple[torch.Tensor, int]:
+        return self.cache.stored(key)
 
 
 def collate_latents(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:

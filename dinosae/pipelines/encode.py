@@ -12,8 +12,11 @@ one is encoded again.
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -21,6 +24,7 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from dinosae.data.images import DataError, FolderBatches, ImageDataset
+from dinosae.data.index import folder_listing
 from dinosae.io.atomic import remove_leftovers, write_json
 from dinosae.io.checkpoint import resolve_checkpoint
 from dinosae.io.latents import LatentCache, LatentCacheError, shard_name, shard_problem, write_meta, write_shard
@@ -47,7 +51,8 @@ def encode_folder(ckpt: str | os.PathLike, data_dir: str | os.PathLike, out: str
     try:
         with exclusive(out, "latent cache", env, remove_leftovers):
             model = load_autoencoder(ckpt, teacher_weights=teacher_weights, device=env.device)
-            dataset = ImageDataset(data_dir, model.config.image_size)
+            dataset = ImageDataset(data_dir, model.config.image_size, dtype=torch.uint8,
+                                   listing=folder_listing(data_dir, partial(on_main, env)))
             tokens, dim = model.encoder.grid_size() ** 2, model.latent_dim
             protocol = {"ae_checkpoint": str(resolve_checkpoint(ckpt).resolve()), "data": dataset.identity(),
                         "shard_size": shard_size, "flip": flip, "image_size": model.config.image_size,
@@ -56,14 +61,8 @@ def encode_folder(ckpt: str | os.PathLike, data_dir: str | os.PathLike, out: str
             num_shards = -(-len(dataset) // shard_size)
             mine = [i for i in range(num_shards) if i % env.world_size == env.rank
                     and not _trusted(out / shard_name(i), tokens, dim, flip)]
-            bar = tqdm(total=len(mine), unit="shard", disable=not (progress and env.is_main))
-            for shard in mine:
-                indices = range(shard * shard_size, min((shard + 1) * shard_size, len(dataset)))
-                latents, flipped, labels = _encode_shard(model, dataset, indices, flip, batch_size, num_workers,
-                                                         env.device)
-                write_shard(out, shard, latents, labels, flipped)
-                bar.update(1)
-            bar.close()
+            _encode_shards(model, dataset, out, mine, shard_size, flip=flip, batch_size=batch_size,
+                           num_workers=num_workers, device=env.device, progress=progress and env.is_main)
             barrier(env)
             on_main(env, lambda: _finish(out, protocol, num_shards, dataset, str(ckpt), data_dir))
     finally:
@@ -122,23 +121,87 @@ def _finish(out: Path, protocol: dict, num_shards: int, dataset: ImageDataset, c
 
 
 @torch.no_grad()
-def _encode_shard(model, dataset: ImageDataset, indices: range, flip: bool, batch_size: int,
-                  num_workers: int, device: torch.device):
-    dim, tokens = model.latent_dim, model.encoder.grid_size() ** 2
-    latents, flipped = [torch.empty(0, tokens, dim)], [torch.empty(0, tokens, dim)]
-    labels = [torch.empty(0, dtype=torch.long)]
-    for batch in FolderBatches(dataset, indices, batch_size, num_workers):
-        images = batch.images.to(device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            latents.append(model.encode(images).float().cpu())
-            if flip:
-                flipped.append(model.encode(images.flip(-1)).float().cpu())
-        labels.append(batch.labels)
-    latents, flipped = torch.cat(latents), torch.cat(flipped) if flip else None
-    if not all(bool(torch.isfinite(z).all()) for z in (latents, flipped) if z is not None):
-        raise FloatingPointError(f"the autoencoder gave non-finite latents for images {indices.start}.."
-                                 f"{indices.stop - 1} (NaN weights?); nothing of them was written")
-    return latents, flipped, torch.cat(labels)
+def _encode_shards(model, dataset: ImageDataset, out: Path, shards: list[int], shard_size: int, *, flip: bool,
+                   batch_size: int, num_workers: int, device: torch.device, progress: bool) -> None:
+    """Encode ``shards`` in order through one loader; a background thread writes each finished shard
+    while the device encodes the next."""
+    groups = [range(shard * shard_size, min((shard + 1) * shard_size, len(dataset))) for shard in shards]
+    batches = FolderBatches(dataset, batch_size=batch_size, num_workers=num_workers, groups=groups,
+                            pin_memory=device.type == "cuda")
+    bar = tqdm(total=sum(len(group) for group in groups), unit="img", unit_scale=True, disable=not progress,
+               desc="encode")
+    shape = (model.encoder.grid_size() ** 2, model.latent_dim)
+    with _ShardWriter(out, [_ShardLatents(shard, group, shape) for shard, group in zip(shards, groups)]) as writer:
+        for batch in batches:
+            images = batch.pixels(device)
+            writer.write_before(batch.indices[0] // shard_size)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                latents = model.encode(images).to(torch.bfloat16).cpu()
+                flipped = model.encode(images.flip(-1)).to(torch.bfloat16).cpu() if flip else None
+            writer.current.add(latents, flipped, batch.labels)
+            bar.update(len(batch.indices) + len(batch.skipped))
+    bar.close()
+
+
+class _ShardLatents:
+    """The latents of one shard's readable images, gathered batch by batch."""
+
+    def __init__(self, shard: int, indices: range, shape: tuple[int, int]) -> None:
+        self.shard, self.indices = shard, indices
+        empty = torch.empty(0, *shape, dtype=torch.bfloat16)
+        self.latents, self.flipped = [empty], [empty]
+        self.labels = [torch.empty(0, dtype=torch.long)]
+
+    def add(self, latents: torch.Tensor, flipped: torch.Tensor | None, labels: torch.Tensor) -> None:
+        self.latents.append(latents)
+        self.labels.append(labels)
+        if flipped is not None:
+            self.flipped.append(flipped)
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(latents, labels, flipped latents or None), checked to be finite."""
+        latents, flipped = torch.cat(self.latents), torch.cat(self.flipped) if len(self.flipped) > 1 else None
+        if not all(bool(torch.isfinite(z).all()) for z in (latents, flipped) if z is not None):
+            raise FloatingPointError(f"the autoencoder gave non-finite latents for images {self.indices.start}.."
+                                     f"{self.indices.stop - 1} (NaN weights?); nothing of them was written")
+        return latents, torch.cat(self.labels), flipped
+
+
+class _ShardWriter:
+    """Writes shards, in order, on a background thread: at most one shard waits to be written while the
+    next is encoded, and a failed write raises in the encoding thread at the next shard or at the end."""
+
+    def __init__(self, out: Path, shards: list[_ShardLatents]) -> None:
+        self.out, self.pending = out, shards
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+        self.writing: Future | None = None
+
+    @property
+    def current(self) -> _ShardLatents:
+        return self.pending[0]
+
+    def write_before(self, shard: float) -> None:
+        """Hand every shard before ``shard`` to the writer (those that got no readable image, too)."""
+        while self.pending and self.pending[0].shard < shard:
+            done = self.pending.pop(0)
+            tensors = done.tensors()
+            self._wait()
+            self.writing = self.pool.submit(write_shard, self.out, done.shard, *tensors)
+
+    def _wait(self) -> None:
+        if self.writing is not None:
+            self.writing.result()
+
+    def __enter__(self) -> _ShardWriter:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        try:
+            if error is None:
+                self.write_before(math.inf)
+                self._wait()
+        finally:
+            self.pool.shutdown(wait=True)
 
 
 def _shard_counts(directory: Path, num_shards: int) -> list[int]:

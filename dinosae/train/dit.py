@@ -1,6 +1,6 @@
-"""``dinosae train dit``: the DiT trained with flow matching (``dinosae.flow``) on a latent cache.
+"""``dinosae train dit``: the DiT trained with flow matching (``dinosae.flow``) on a latent cache or on
+an image folder encoded batch by batch (``dinosae.train.latent_sources``).
 
-The autoencoder is never loaded: batches come from ``dinosae.io.latents.LatentCache``.
 As for the autoencoder, batches, noise, times and label dropout are functions
 of ``(seed, step)``, so a resumed run is exact.
 """
@@ -11,26 +11,28 @@ import math
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, Callable, Collection
 
 import torch
 
 from dinosae.config import DiTConfig, DiTTrainConfig, ResolvedRun, read_saved_dit, resolve_dit_run
 from dinosae.data.batches import ResumableBatches
 from dinosae.flow import TimeSampler, draw_times_and_noise, flow_matching_loss, make_time_sampler
-from dinosae.io.latents import LatentCache, check_cache_fits, collate_latents, warn_if_unflipped
+from dinosae.io.latents import LatentCache, check_cache_fits, warn_if_unflipped
 from dinosae.io.checkpoint import Checkpoint, remove_checkpoint_leftovers
 from dinosae.io.loading import DIT
 from dinosae.models.dit import DiT
 from dinosae.pipelines.exclusive import exclusive
 from dinosae.runtime import DistEnv, autocast, init_distributed, shutdown, use_tf32
 from dinosae.train.ema import EMA
+from dinosae.train.latent_sources import CachedLatents, OnlineLatents, latents_to_device
 from dinosae.train.loop import (TrainState, adamw, batch_loader, checkpoint_to_resume, fit, micro_batches,
-                                optimizer_step, sync_gradients, wrap_ddp)
+                                optimizer_step, sync_gradients, warn_skipped, wrap_ddp)
 from dinosae.train.resume import Continuation
 
 
-def resolve_for_cache(cache: LatentCache, preset: str | None = None, **options: Any) -> ResolvedRun:
+def resolve_for_cache(cache: LatentCache | CachedLatents | OnlineLatents, preset: str | None = None,
+                      **options: Any) -> ResolvedRun:
     """The DiT and training configs for a cache's latent grid, width and classes
     (``dinosae.config.resolve_dit_run``'s ``options``: recipe, lightning, file, model, train)."""
     grid = math.isqrt(cache.tokens)
@@ -44,15 +46,21 @@ def dit_config_for(cache: LatentCache, preset: str, **overrides: Any) -> DiTConf
     return resolve_for_cache(cache, preset, model=overrides).model
 
 
-def train_dit(run_dir: str | os.PathLike, latents: str | os.PathLike | LatentCache,
+def train_dit(run_dir: str | os.PathLike, latents: str | os.PathLike | LatentCache | None,
               model_config: DiTConfig | None = None, config: DiTTrainConfig | None = None, *,
               resume: bool | str = False, override: bool = False, explicit: dict[str, Collection[str]] | None = None,
-              device: str | None = None) -> Path:
+              device: str | None = None, ae: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
+              teacher_weights: str | os.PathLike | None = None,
+              resolve: Callable[[CachedLatents | OnlineLatents], ResolvedRun] | None = None) -> Path:
     """Train the DiT; returns the final checkpoint's path.
 
     ``latents`` is a cache directory or an opened ``LatentCache`` (opening one checks every shard's
-    header). A new run without ``model_config`` or ``config`` takes what ``dinosae train dit`` would
-    (:func:`resolve_for_cache` with no options: the XL preset and the ``dino-sae`` recipe). ``resume``,
+    header); or None, and then ``ae`` (an autoencoder run or checkpoint) encodes the images of
+    ``data`` batch by batch, without gradients: the same training as on a cache of the same images
+    encoded with ``--flip``, without the cache. ``resolve`` (the command line's) gives the configs and
+    their explicit fields for the latents once they are open. A new run without ``model_config`` or
+    ``config`` takes what ``dinosae train dit`` would (:func:`resolve_for_cache` with no options: the XL
+    preset and the ``dino-sae`` recipe). ``resume``,
     ``override`` and ``explicit`` are as for ``dinosae.train.autoencoder.train_autoencoder``: a resumed
     run keeps its own configs and latent cache unless told otherwise.
     """
@@ -60,7 +68,10 @@ def train_dit(run_dir: str | os.PathLike, latents: str | os.PathLike | LatentCac
     env = init_distributed(device)
     try:
         with exclusive(run_dir, "run", env, remove_checkpoint_leftovers):
-            cache = latents if isinstance(latents, LatentCache) else LatentCache(latents)
+            cache = _source(latents, ae, data, env, teacher_weights)
+            if resolve is not None:
+                resolved = resolve(cache)
+                model_config, config, explicit = resolved.model, resolved.train, resolved.explicit
             previous = checkpoint_to_resume(run_dir, resume, DIT)
             if previous is not None:
                 _read_saved_configs(previous)
@@ -76,6 +87,18 @@ def train_dit(run_dir: str | os.PathLike, latents: str | os.PathLike | LatentCac
         shutdown(env)
 
 
+def _source(latents: str | os.PathLike | LatentCache | None, ae: str | os.PathLike | None,
+            data: str | os.PathLike | None, env: DistEnv, teacher_weights: str | os.PathLike | None
+            ) -> CachedLatents | OnlineLatents:
+    if latents is not None and (ae is not None or data is not None):
+        raise ValueError("train the DiT on a latent cache or on images encoded as it trains, not both")
+    if latents is None:
+        if ae is None or data is None:
+            raise ValueError("training the DiT needs a latent cache, or an autoencoder and the images it encodes")
+        return OnlineLatents(ae, data, env, teacher_weights)
+    return CachedLatents(latents if isinstance(latents, LatentCache) else LatentCache(latents))
+
+
 def _read_saved_configs(previous: Checkpoint) -> None:
     """A resumed run's configs as today's, in place; a run whose network predicted other units cannot go on."""
     saved = read_saved_dit(previous.meta["dit_config"], previous.meta["train_config"])
@@ -85,7 +108,7 @@ def _read_saved_configs(previous: Checkpoint) -> None:
     previous.meta.update(dit_config=saved.model, train_config=saved.train)
 
 
-def _train(run_dir: Path, cache: LatentCache, model_config: DiTConfig, config: DiTTrainConfig, env: DistEnv,
+def _train(run_dir: Path, cache: CachedLatents | OnlineLatents, model_config: DiTConfig, config: DiTTrainConfig, env: DistEnv,
            previous: Checkpoint | None, provenance: dict) -> Path:
     check_cache_fits(cache, model_config.num_tokens, model_config.in_dim)
     if cache.num_classes > model_config.num_classes:
@@ -95,16 +118,17 @@ def _train(run_dir: Path, cache: LatentCache, model_config: DiTConfig, config: D
     use_tf32(env.device, config.tf32)
     model = DiT(model_config).to(env.device)
     optimizer = adamw(model.parameters(), config.lr, config.betas, config.weight_decay, env.device)
-    state = TrainState({"model": model}, {"optimizer": optimizer}, EMA(model, config.ema_decay, config.ema_warmup))
+    state = TrainState({"model": model}, {"optimizer": optimizer}, EMA(model, config.ema_decay, config.ema_warmup),
+                       extra={"skipped": []})
     if previous is not None:
         state.restore(previous)
     time_sampler = make_time_sampler(config.time_sampler, config.resolved_shift(cache.tokens, cache.dim))
-    step = DiTStep(state, config, env, time_sampler)
+    step = DiTStep(state, config, env, time_sampler, cache.to_device)
     meta = {"kind": DIT, "dit_config": asdict(model_config), "train_config": asdict(config),
-            "latents": str(cache.directory), "classes": cache.classes, "latent_meta": cache.meta, **provenance}
-    sampler = ResumableBatches(len(cache), config.batch_size, config.seed, state.step, env.rank, env.world_size,
-                               flip=config.flip and cache.has_flip)
-    batches = batch_loader(cache, sampler, collate_latents, config.num_workers, config.seed, env.device)
+            **cache.describe(), "classes": cache.classes, **provenance}
+    sampler = ResumableBatches(len(cache.dataset), config.batch_size, config.seed, state.step, env.rank,
+                               env.world_size, flip=config.flip and cache.has_flip)
+    batches = batch_loader(cache.dataset, sampler, cache.collate, config.num_workers, config.seed, env.device)
     return fit(run_dir, state, step, batches, config=config, env=env, meta=meta, log_extra=step.loss_by_time)
 
 
@@ -119,18 +143,19 @@ class DiTStep:
     data (a host read) is skipped here.
     """
 
-    def __init__(self, state: TrainState, config: DiTTrainConfig, env: DistEnv, time_sampler: TimeSampler) -> None:
-        self.config, self.env, self.time_sampler = config, env, time_sampler
+    def __init__(self, state: TrainState, config: DiTTrainConfig, env: DistEnv, time_sampler: TimeSampler,
+                 to_device: Callable = latents_to_device) -> None:
+        self.config, self.env, self.time_sampler, self.to_device = config, env, time_sampler, to_device
         self.model: DiT = state.model
         self.model.checkpointing = config.grad_checkpoint
         self.forward = wrap_ddp(torch.compile(self.model) if config.compile else self.model, env)
         self.loss_options = {"prediction": self.model.config.prediction, "radial_weight": config.radial_weight}
         self._aux: dict[str, torch.Tensor] = {}
 
-    def __call__(self, state: TrainState, batch: tuple[torch.Tensor, torch.Tensor],
-                 generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def __call__(self, state: TrainState, batch: Any, generator: torch.Generator) -> dict[str, torch.Tensor]:
         device = self.env.device
-        x1, y = (t.to(device, non_blocking=True) for t in batch)
+        x1, y, skipped = self.to_device(batch, device)
+        warn_skipped(state, skipped)
         self.model.train()
         y = self.model.drop_labels(y, generator)
         t, x0 = draw_times_and_noise(self.model.manifold, x1, self.time_sampler, generator)
