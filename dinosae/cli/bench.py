@@ -1,4 +1,4 @@
-"""``dinosae bench kernels`` and ``dinosae bench accuracy``: the sphere ops against the alternatives."""
+"""``dinosae bench kernels``, ``accuracy``, ``memory`` and ``data``: measured against the alternatives."""
 
 from __future__ import annotations
 
@@ -128,3 +128,30 @@ def bench_memory(kind, preset, stage, recipe, precision, batch_size, grad_checkp
     click.echo(f"tracing {case.name} on fake CPU tensors ...", err=True)
     prediction = memory.predict(case, gpu_memory_gib=gpu_memory)
     report(memory.to_json(prediction), as_json, memory.format_prediction(prediction))
+
+
+@bench.command("data")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="An ImageFolder tree.")
+@click.option("--image-size", type=click.IntRange(16), default=256, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--workers", type=click.IntRange(0), default=4, show_default=True, help="Loader worker processes.")
+@click.option("--batches", type=click.IntRange(1), default=10, show_default=True, help="Batches per repeat.")
+@click.option("--repeats", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--listing/--no-listing", default=True, show_default=True,
+              help="Also time listing the folder against torchvision's make_dataset.")
+@device_option
+@json_option
+@one_line_errors
+def bench_data(data, image_size, batch_size, workers, batches, repeats, listing, device, as_json) -> None:
+    """Images/s of dinosae's training loader and of torchvision's ImageFolder with PIL on the same folder,
+    workers, batch and output size, side by side; and the listing's time and bytes per record."""
+    import torch
+
+    from dinosae.bench import data as rates
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    listed = rates.listing_rates(data, repeats=repeats) if listing else None
+    loading = rates.loader_rates(data, image_size=image_size, batch_size=batch_size, workers=workers,
+                                 batches=batches, repeats=repeats, device=device)
+    payload = {"loading": loading.to_json(), **({"listing": listed.to_json()} if listed else {})}
+    report(payload, as_json, rates.format_rates(listed, loading))

@@ -1,0 +1,32 @@
+"""``dinosae bench data``: both loaders and both listings measured on the same folder, as JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from click.testing import CliRunner
+from PIL import Image
+
+from dinosae.cli import main
+
+
+def test_bench_data_reports_both_loaders_and_listings(tmp_path):
+    rng = np.random.default_rng(0)
+    for index in range(6):
+        path = tmp_path / f"class_{index % 2}" / f"{index}.jpg"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(path)
+    result = CliRunner().invoke(main, ["bench", "data", "--data", str(tmp_path), "--image-size", "32",
+                                       "--batch-size", "2", "--workers", "0", "--batches", "1", "--repeats", "1",
+                                       "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert set(report["loading"]["images_per_s"]) == {"dinosae", "torchvision"}
+    assert report["listing"]["files"] == 6 and report["listing"]["bytes_per_record"]["dinosae"] > 0
+
+
+def test_bench_data_refuses_a_flat_folder(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    result = CliRunner().invoke(main, ["bench", "data", "--data", str(tmp_path), "--workers", "0", "--no-listing"])
+    assert result.exit_code != 0 and "flat folder" in result.output
