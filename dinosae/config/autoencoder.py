@@ -40,6 +40,12 @@ class DecoderConfig:
     ``"average"`` or ``None``: duplication draws horizontal stripes wherever a
     stage halves the width (``dinosae.models.decoder_blocks.Upsample``), so the
     presets trained here from scratch (tiny, S) average instead.
+    ``patch_shortcut`` adds a linear map of each input token straight to its
+    pixel block (a 1x1 convolution and a pixel shuffle) to the prediction, so
+    the stages learn a residual over a linear patch decoder. It is not in the
+    paper: the tiny preset uses it because a decoder that small, trained for a
+    few CPU minutes, otherwise gets no further than colour blobs (BENCHMARKS.md,
+    "The demo's autoencoder").
 
     Example:
         >>> DecoderConfig(act="relu").act
@@ -59,6 +65,7 @@ class DecoderConfig:
     out_norm: bool = True
     out_act: str = "silu"
     in_shortcut: bool = False
+    patch_shortcut: bool = False
 
     def __post_init__(self) -> None:
         check_fields(self)

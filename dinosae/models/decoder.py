@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -23,7 +24,9 @@ class Decoder(nn.Module):
     the output resolution; the decoder runs from the last stage (the latent
     grid) to stage 0, starting every stage but the last with an ``Upsample``.
     As in DC-AE, a first stage of depth 0 is empty and the head upsamples
-    instead (norm, activation, then an upsampling convolution to RGB).
+    instead (norm, activation, then an upsampling convolution to RGB). With
+    ``patch_shortcut``, a linear map of each token to its pixel block is added
+    to the prediction.
 
     With ``checkpointing`` on, training keeps only each stage's input and
     recomputes the stage in the backward pass: the full-resolution stages'
@@ -60,6 +63,8 @@ class Decoder(nn.Module):
             self.conv_out: nn.Module = nn.Conv2d(head, 3, 3, padding=1)
         else:
             self.conv_out = Upsample(head, 3, config.upsample, shortcut=None)
+        self.scale = 2 ** (len(widths) - 1)
+        self.patch_out = nn.Conv2d(latent_dim, 3 * self.scale ** 2, 1) if config.patch_shortcut else None
 
     def _block(self, kind: str, width: int) -> nn.Module:
         config = self.config
@@ -86,7 +91,10 @@ class Decoder(nn.Module):
             x = x + duplicate_channels(grid, x.shape[1])
         for stage in self.stages:
             x = self._run(stage, x)
-        return self._run(self._head, x)
+        prediction = self._run(self._head, x)
+        if self.patch_out is not None:
+            prediction = prediction + F.pixel_shuffle(self.patch_out(grid), self.scale)
+        return prediction
 
     def _head(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(self.conv_out, nn.Conv2d):

@@ -248,3 +248,22 @@ def test_a_fresh_tiny_decoder_has_no_directional_bias():
     with torch.no_grad():
         y = Decoder(192, config)(F.normalize(torch.randn(8, 16, 192), dim=-1) * 192 ** 0.5)
     assert _row_over_column_variation(y) > 3.0
+
+
+def test_patch_shortcut_adds_each_tokens_linear_pixel_block():
+    torch.manual_seed(0)
+    config = DecoderConfig(widths=(8, 16, 16, 32, 32), depths=(0, 1, 1, 1, 1), head_dim=8,
+                           upsample_shortcut="average", patch_shortcut=True)
+    decoder = Decoder(12, config).double()
+    tokens = torch.randn(2, 4, 12, dtype=torch.float64)
+    grid = tokens.transpose(1, 2).reshape(2, 12, 2, 2)
+    without = decoder(tokens) - F.pixel_shuffle(decoder.patch_out(grid), 16)
+    decoder.patch_out = None
+    torch.testing.assert_close(without, decoder(tokens), rtol=0, atol=1e-12)
+    shortcut = Decoder(12, config).patch_out.double()
+    moved = grid.clone()
+    moved[:, :, 1, 0] += torch.randn(2, 12, dtype=torch.float64)
+    change = (F.pixel_shuffle(shortcut(moved), 16) - F.pixel_shuffle(shortcut(grid), 16)).abs()
+    outside = change.clone()
+    outside[..., 16:, :16] = 0
+    assert change[..., 16:, :16].min() > 0 and outside.max() == 0
