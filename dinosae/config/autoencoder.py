@@ -43,9 +43,9 @@ class DecoderConfig:
     ``patch_shortcut`` adds a linear map of each input token straight to its
     pixel block (a 1x1 convolution and a pixel shuffle) to the prediction, so
     the stages learn a residual over a linear patch decoder. It is not in the
-    paper: the tiny preset uses it because a decoder that small, trained for a
-    few CPU minutes, otherwise gets no further than colour blobs (BENCHMARKS.md,
-    "The demo's autoencoder").
+    paper and no preset sets it: it is for decoders as small as tiny's, trained
+    for a few CPU minutes, which otherwise get no further than colour blobs
+    (BENCHMARKS.md, "The demo's autoencoder").
 
     Example:
         >>> DecoderConfig(act="relu").act

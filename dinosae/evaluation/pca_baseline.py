@@ -9,6 +9,7 @@ what is missing is learning, not room in the latent.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from dinosae.metrics import LPIPS, psnr
@@ -56,7 +57,7 @@ class PatchPCA:
         return (_to_patches(images.double(), self.patch) - self.mean) @ self.basis
 
     def decode(self, codes: Tensor, height: int, width: int) -> Tensor:
-        """Images (N, 3, height, width), in the dtype float32, from codes."""
+        """Images (N, 3, height, width) in float32 from codes."""
         patches = codes.double() @ self.basis.T + self.mean
         return _from_patches(patches, self.patch, height, width).float()
 
@@ -73,19 +74,20 @@ def pca_baseline(train: Tensor, splits: dict[str, Tensor], *, patch: int, compon
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
-        >>> result = pca_baseline(torch.rand(8, 3, 32, 32, generator=g), {"test": torch.rand(2, 3, 32, 32, generator=g)},
-        ...                       patch=16, components=48)
+        >>> train, test = torch.rand(8, 3, 32, 32, generator=g), torch.rand(2, 3, 32, 32, generator=g)
+        >>> result = pca_baseline(train, {"test": test}, patch=16, components=48)
         >>> list(result), list(result["test"])
         (['test'], ['psnr'])
     """
     pca = PatchPCA.fit(train, patch, components)
+    device = None if lpips is None else next(lpips.parameters()).device
     result: dict[str, dict[str, float]] = {}
     for name, images in splits.items():
+        images = images.float()
         reconstruction = pca.reconstruct(images).clamp(0, 1)
-        metrics = {"psnr": float(psnr(reconstruction, images.float()).mean())}
+        metrics = {"psnr": float(psnr(reconstruction, images).mean())}
         if lpips is not None:
-            device = next(lpips.parameters()).device
-            metrics["lpips"] = float(lpips(reconstruction.to(device), images.float().to(device)).mean())
+            metrics["lpips"] = float(lpips(reconstruction.to(device), images.to(device)).mean())
         result[name] = metrics
     return result
 
@@ -99,14 +101,10 @@ def _check_images(images: Tensor, patch: int) -> None:
 
 
 def _to_patches(images: Tensor, patch: int) -> Tensor:
-    """(N, 3, H, W) to (N, tokens, 3 * patch^2), tokens in row-major order."""
-    n, c, h, w = images.shape
-    grid = images.reshape(n, c, h // patch, patch, w // patch, patch)
-    return grid.permute(0, 2, 4, 1, 3, 5).reshape(n, (h // patch) * (w // patch), c * patch * patch)
+    """(N, 3, H, W) to (N, tokens, 3 * patch^2), tokens in row-major order: the decoder's pixel-block layout."""
+    return F.pixel_unshuffle(images, patch).flatten(2).transpose(1, 2)
 
 
 def _from_patches(patches: Tensor, patch: int, height: int, width: int) -> Tensor:
-    n = patches.shape[0]
-    rows, cols = height // patch, width // patch
-    grid = patches.reshape(n, rows, cols, 3, patch, patch)
-    return grid.permute(0, 3, 1, 4, 2, 5).reshape(n, 3, height, width)
+    grid = patches.transpose(1, 2).reshape(patches.shape[0], -1, height // patch, width // patch)
+    return F.pixel_shuffle(grid, patch)

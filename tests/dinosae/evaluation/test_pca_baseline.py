@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from dinosae.evaluation.pca_baseline import PatchPCA, _from_patches, pca_baseline
+from dinosae.metrics import psnr
 
 
 def _images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -35,8 +36,12 @@ def test_components_are_orthonormal_and_ordered_by_variance():
 
 
 def test_baseline_reports_each_split():
-    result = pca_baseline(_images(16), {"a": _images(2, seed=2), "b": _images(3, seed=3)}, patch=16, components=64)
+    splits = {"a": _images(2, seed=2), "b": _images(3, seed=3)}
+    result = pca_baseline(_images(16), splits, patch=16, components=64)
+    pca = PatchPCA.fit(_images(16), 16, 64)
     assert set(result) == {"a", "b"} and all(5 < m["psnr"] < 60 for m in result.values())
+    for name, images in splits.items():
+        assert result[name]["psnr"] == pytest.approx(float(psnr(pca.reconstruct(images).clamp(0, 1), images).mean()))
 
 
 @pytest.mark.parametrize("images, components, message", [
