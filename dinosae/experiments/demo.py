@@ -25,6 +25,7 @@ from dinosae.config import AE_PRESETS, AETrainConfig, DiTTrainConfig, preset
 from dinosae.data.images import ImageDataset
 from dinosae.data.photos import TRAIN_PHOTOS, UNSEEN_PHOTOS, write_photo_dataset
 from dinosae.evaluation.generation import generation_metrics
+from dinosae.evaluation.pca_baseline import pca_baseline
 from dinosae.evaluation.plots import line_plot
 from dinosae.evaluation.reconstruction import reconstruction_metrics
 from dinosae.generation.samples import class_labels, generate_images, generate_latents, write_samples
@@ -37,6 +38,9 @@ from dinosae.runtime import pick_device
 from dinosae.train.autoencoder import train_autoencoder
 from dinosae.train.dit import dit_config_for, train_dit
 from dinosae.train.runlog import read_metrics
+
+# Pixels per token side: every preset's stem and ViT give one token per 16x16 pixels.
+PATCH = 16
 
 
 @dataclass
@@ -143,6 +147,7 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print) -> dict:
                           for split in ("heldout", "unseen") if split in folders}})
     _stage_rows(out / "recon" / "stages.png", folders.get("unseen", folders["heldout"]), out / "ae",
                 len(config.ae_steps), config, device)
+    baseline = _linear_baseline(folders, config.image_size, model.latent_dim, lpips)
     lap("eval_stages")
 
     say("encoding the training images (and their mirror images)")
@@ -162,6 +167,7 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print) -> dict:
     ae = load_autoencoder(previous, teacher_weights=config.teacher_weights, device=device)
     metrics = _evaluate(config, out, ae, cache, folders, dit_train, device, lpips, say, lap)
     metrics["stages"] = stages
+    metrics["linear_baseline"] = baseline
     metrics["seconds"] = timings
     metrics["random_teacher"] = config.teacher_weights is None
     write_json(out / "metrics.json", metrics)
@@ -177,6 +183,20 @@ def _data(config: DemoConfig, out: Path, say: Callable[[str], None]) -> dict[str
     return write_photo_dataset(out / "data", size=config.image_size, train_per_photo=config.photos_per_class,
                                heldout_per_photo=max(2, config.photos_per_class // 8), photos=TRAIN_PHOTOS,
                                unseen=UNSEEN_PHOTOS, seed=config.seed)
+
+
+def _images(folder: Path, size: int) -> torch.Tensor:
+    dataset = ImageDataset(folder, size)
+    return torch.stack([dataset[(i, False)][0] for i in range(len(dataset))])
+
+
+@torch.no_grad()
+def _linear_baseline(folders: dict[str, Path], size: int, latent_dim: int, lpips: LPIPS) -> dict:
+    """Patch PCA with the autoencoder's numbers per token (one token per 16x16 pixels), fit on the training
+    images: what a linear code of the latent's size reconstructs."""
+    splits = {split: _images(folders[split], size) for split in ("heldout", "unseen") if split in folders}
+    return {"components": latent_dim, "patch": PATCH,
+            **pca_baseline(_images(folders["train"], size), splits, patch=PATCH, components=latent_dim, lpips=lpips)}
 
 
 @torch.no_grad()
@@ -285,9 +305,14 @@ def _report(out: Path, config: DemoConfig, metrics: dict) -> None:
         rows.append((f"generation {name} (vs training images)", f"{value:.4g}"))
     rows += [(f"time: {name}", f"{seconds} s") for name, seconds in metrics["seconds"].items()]
     table = "\n".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows)
-    stage_rows = "\n".join(_stage_row(stage) for stage in metrics["stages"])
-    warning = ("<p class='warn'>The DINOv3 teacher is <b>randomly initialized</b> (no --teacher-weights): the "
-               "pipeline runs end to end, but these numbers say nothing about DINO-SAE's quality.</p>"
+    stage_rows = "\n".join([*(_stage_row(stage) for stage in metrics["stages"]),
+                            _baseline_row(metrics["linear_baseline"])])
+    warning = ("<p class='warn'>The DINOv3 teacher is <b>randomly initialized</b> (no --teacher-weights). The "
+               "frozen ViT between the stem and the latent is a random function, and stage 1's alignment pulls "
+               "the stem towards random features. The autoencoder still learns to reconstruct (the stem and the "
+               "decoder train around the random ViT), but its latent carries none of DINOv3's semantics, so the "
+               "DiT's samples are textures rather than objects, and none of these numbers are DINO-SAE's. "
+               "Pass --teacher-weights FILE for the real thing.</p>"
                if metrics["random_teacher"] else "")
     settings = html.escape(json.dumps({k: str(v) for k, v in asdict(config).items()}, indent=1))
     page = f"""<!doctype html>
@@ -307,6 +332,15 @@ def _report(out: Path, config: DemoConfig, metrics: dict) -> None:
 <h2>Settings</h2><pre>{settings}</pre></body></html>
 """
     write_atomic(out / "report.html", lambda tmp: tmp.write_text(page))
+
+
+def _baseline_row(baseline: dict) -> str:
+    cells = ["-" if split not in baseline else
+             f"{baseline[split]['psnr']:.2f} dB / - / {baseline[split]['lpips']:.3f} / -"
+             for split in ("heldout", "unseen")]
+    return (f"<tr><td>linear baseline: patch PCA, {baseline['components']} numbers per {baseline['patch']}x"
+            f"{baseline['patch']} patch, fit on the training images</td><td>{cells[0]}</td><td>{cells[1]}</td>"
+            "<td>-</td><td>-</td></tr>")
 
 
 def _stage_row(stage: dict) -> str:
