@@ -43,8 +43,8 @@ class DecoderConfig:
     ``patch_shortcut`` adds a linear map of each input token straight to its
     pixel block (a 1x1 convolution and a pixel shuffle) to the prediction, so
     the stages learn a residual over a linear patch decoder. It is not in the
-    paper and no preset sets it: it is for decoders as small as tiny's, trained
-    for a few CPU minutes, which otherwise get no further than colour blobs
+    paper; only the tiny preset sets it: decoders as small as tiny's, trained
+    for a few CPU minutes, otherwise get no further than colour blobs
     (BENCHMARKS.md, "The demo's autoencoder").
 
     Example:
@@ -134,9 +134,9 @@ class AEConfig:
 
 
 AE_PRESETS: dict[str, AEConfig] = {
-    "tiny": AEConfig(vit="vit_tiny_patch16_dinov3_qkvb", image_size=64,
+    "tiny": AEConfig(vit="vit_tiny_patch16_dinov3_qkvb", image_size=64, stem_norm="image",
                      decoder=DecoderConfig(widths=(16, 32, 64, 128, 128), depths=(0, 1, 1, 1, 1),
-                                           head_dim=16, upsample_shortcut="average"),
+                                           head_dim=16, upsample_shortcut="average", patch_shortcut=True),
                      disc_depths=(3, 7, 11)),
     "S": AEConfig(vit="vit_small_patch16_dinov3",
                   decoder=DecoderConfig(widths=(128, 256, 256, 512, 512), depths=(2, 2, 2, 2, 2),

@@ -39,8 +39,9 @@ def test_runs_differ_only_in_the_alignment_loss(ablation):
     # Same initialization and first batch: the first reconstruction loss is identical, the alignment loss is not.
     assert cosine[0]["l1"] == mse[0]["l1"]
     # The random teacher's final LayerNorm has unit gain and no bias, so every token has norm sqrt(D)
-    # and the mean squared error is exactly 2 (1 - cos): twice the cosine loss at the same start.
-    assert mse[0]["align"] == pytest.approx(2 * cosine[0]["align"], rel=1e-4)
+    # (up to its eps: sqrt(D var / (var + eps))) and the mean squared error is 2 (1 - cos): twice the
+    # cosine loss at the same start.
+    assert mse[0]["align"] == pytest.approx(2 * cosine[0]["align"], rel=1e-3)
     checkpoints = [load_checkpoint(out / name) for name in ("cosine", "mse")]
     assert [c.meta["train_config"]["align"] for c in checkpoints] == ["cosine", "mse"]
     stems = [{k: v for k, v in c.model.items() if k.startswith("encoder.stem.")} for c in checkpoints]

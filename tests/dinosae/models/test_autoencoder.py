@@ -243,6 +243,12 @@ def test_a_fresh_tiny_decoder_has_no_directional_bias():
     with torch.no_grad():
         y = Decoder(192, config)(F.normalize(torch.randn(8, 16, 192), dim=-1) * 192 ** 0.5)
     assert _row_over_column_variation(y) < 1.5
+    # The stages alone: the preset's linear patch path would hide the shortcut's stripes.
+    config.patch_shortcut = False
+    torch.manual_seed(0)
+    with torch.no_grad():
+        y = Decoder(192, config)(F.normalize(torch.randn(8, 16, 192), dim=-1) * 192 ** 0.5)
+    assert _row_over_column_variation(y) < 1.5
     config.upsample_shortcut = "duplicate"
     torch.manual_seed(0)
     with torch.no_grad():
