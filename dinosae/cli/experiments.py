@@ -58,7 +58,7 @@ def demo(out, quick, data, heldout, preset, dit_preset, image_size, scale, teach
     click.echo(f"latent sliced W2 to the data: samples {metrics['latent_sw_generated']:.4f}, "
                f"uniform noise {metrics['latent_sw_noise']:.4f}")
     if "generation" in metrics:
-        click.echo(f"FID vs training images ({int(metrics['generation']['num_fake'])} samples, not comparable "
+        click.echo(f"FID vs held-out images ({int(metrics['generation']['num_fake'])} samples, not comparable "
                    f"to papers): {metrics['generation']['fid']:.1f}")
     if metrics["random_teacher"]:
         click.echo("the DINOv3 teacher was random (no --teacher-weights): these numbers are a smoke test, "

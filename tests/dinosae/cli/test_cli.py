@@ -234,6 +234,10 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     assert 5.0 < recon["psnr"] < 60.0 and 0.0 < recon["lpips"] < 1.0 and recon["stripe_score"] > 0
     assert [stage["stage"] for stage in metrics["stages"]] == [1, 2, 3, 4]
     assert all({"heldout", "unseen"} <= set(stage) for stage in metrics["stages"])
+    baseline = metrics["linear_baseline"]
+    assert (baseline["components"], baseline["patch"]) == (192, 16)
+    assert all(10.0 < baseline[split]["psnr"] < 60.0 for split in ("heldout", "unseen"))
+    assert "linear baseline: patch PCA" in report and "randomly initialized" in report
 
 
 def test_the_command_line_starts_without_importing_torch():
