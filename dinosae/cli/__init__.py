@@ -1,7 +1,7 @@
 """The ``dinosae`` command line: a click group; each command wires options to library functions.
 
 Commands live in modules by what they work on (``autoencoder``, ``generation``,
-``evaluation``, ``experiments``, ``bench``, ``data``) and import the library lazily, so
+``evaluation``, ``experiments``, ``bench``, ``data``, ``export``) and import the library lazily, so
 that ``dinosae --help`` and option errors never wait for torch.
 """
 
@@ -13,7 +13,7 @@ import sys
 import click
 
 from dinosae import __version__
-from dinosae.cli import autoencoder, bench, data, evaluation, experiments, generation
+from dinosae.cli import autoencoder, bench, data, evaluation, experiments, export, generation
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,3 +65,4 @@ ablate.add_command(experiments.ablate_precision)
 main.add_command(experiments.demo)
 main.add_command(bench.bench)
 main.add_command(data.data)
+main.add_command(export.export)

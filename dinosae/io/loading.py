@@ -17,6 +17,7 @@ from dinosae.config import AEConfig, DiTConfig, from_dict, read_saved_dit
 from dinosae.io.checkpoint import Checkpoint, CheckpointError, load_checkpoint, resolve_checkpoint
 from dinosae.io.official import (OfficialFormatError, infer_config, is_official, map_official, read_settings,
                                  read_state_dict)
+from dinosae.io.pretrained import from_pretrained, is_pretrained, read_pretrained_config
 from dinosae.models.autoencoder import SphericalAutoencoder
 from dinosae.models.dit import DiT
 from dinosae.models.vit import RandomTeacherWarning, load_vit_state
@@ -32,11 +33,13 @@ DISCRIMINATOR = "discriminator"
 
 def load_model(path: str | os.PathLike, *, teacher_weights: str | os.PathLike | None = None, use_ema: bool = True,
                device: str | torch.device = "cpu") -> nn.Module:
-    """The trained model in a run directory, checkpoint or official file, in eval mode.
+    """The trained model in a run directory, checkpoint, exported model folder or official file, in eval mode.
 
-    An autoencoder or a DiT, by the checkpoint's ``kind``; official release
-    files are autoencoders. ``teacher_weights`` is for autoencoders (see
-    :func:`load_autoencoder`). EMA weights are used where present.
+    An autoencoder or a DiT, by the checkpoint's (or folder's) ``kind``; official
+    release files are autoencoders. ``teacher_weights`` is for autoencoders (see
+    :func:`load_autoencoder`). EMA weights are used where present; an exported
+    folder (``dinosae export``, ``save_pretrained``) holds one set of weights,
+    which ``use_ema`` does not change.
 
     Example:
         >>> import tempfile, dinosae
@@ -48,6 +51,10 @@ def load_model(path: str | os.PathLike, *, teacher_weights: str | os.PathLike | 
         >>> type(load_model(run)).__name__
         'DiT'
     """
+    if is_pretrained(path):
+        if teacher_weights is not None and read_pretrained_config(path)["kind"] == DIT:
+            raise CheckpointError(f"{str(path)!r} is a DiT; --teacher-weights is for autoencoders")
+        return from_pretrained(path, teacher_weights=teacher_weights, device=device)
     target = resolve_checkpoint(path)
     if target.is_dir() and load_checkpoint_meta(target).get("kind") == DIT:
         if teacher_weights is not None:
@@ -62,6 +69,24 @@ def load_checkpoint_meta(directory: os.PathLike) -> dict:
         return json.loads((Path(directory) / "meta.json").read_text())
     except (OSError, ValueError) as error:
         raise CheckpointError(f"checkpoint {str(directory)!r} has no readable meta.json: {error}") from error
+
+
+def model_record(path: str | os.PathLike) -> dict:
+    """What a run, checkpoint or exported folder records beside its weights (``kind``, ``train_config``,
+    ``classes``, ...): the checkpoint's ``meta.json`` or the folder's ``config.json``; ``{}`` for an
+    official release file.
+
+    Example:
+        >>> import tempfile, dinosae
+        >>> dit = dinosae.create_model("dit-tiny", in_dim=8, grid_size=2, num_classes=3)
+        >>> folder = dit.save_pretrained(tempfile.mkdtemp() + "/dit", record={"classes": ["a", "b", "c"]})
+        >>> model_record(folder)["classes"]
+        ['a', 'b', 'c']
+    """
+    if is_pretrained(path):
+        return read_pretrained_config(path)
+    target = resolve_checkpoint(path)
+    return {} if target.is_file() else load_checkpoint_meta(target)
 
 
 def split_weights(weights: dict[str, torch.Tensor], names: Iterable[str]
@@ -94,12 +119,15 @@ def autoencoder_weights(model_state: dict[str, torch.Tensor], ema: dict[str, tor
 
 def load_autoencoder(path: str | os.PathLike, *, teacher_weights: str | os.PathLike | None = None,
                      use_ema: bool = True, device: str | torch.device = "cpu") -> SphericalAutoencoder:
-    """An autoencoder in eval mode from a run directory, checkpoint directory or official file.
+    """An autoencoder in eval mode from a run directory, checkpoint directory, exported folder or official file.
 
     ``teacher_weights`` overrides the ViT weights file recorded in the
     checkpoint (needed when that file has moved, and for official files that
-    carry no ViT weights).
+    carry no ViT weights); see :func:`dinosae.io.pretrained.from_pretrained`
+    for what it does with an exported folder.
     """
+    if is_pretrained(path):
+        return from_pretrained(path, kind=AUTOENCODER, teacher_weights=teacher_weights, device=device)
     target = resolve_checkpoint(path)
     if target.is_file():
         model = _load_official(target, teacher_weights)
@@ -167,6 +195,7 @@ def _load_official(path: os.PathLike, teacher_weights: str | os.PathLike | None)
         missing = load_vit_state(model.encoder.vit, vit_state, str(path), config.vit)
         if any(not k.startswith("patch_embed.") for k in missing):
             raise OfficialFormatError(f"{str(path)!r} lacks ViT weights {missing[:5]}")
+    model.teacher_origin = str(teacher_weights or path)
     if teacher_weights is None:
         # The stem replaced the ViT's patch embedding, so the file has none: the teacher cannot run.
         model.encoder.teacher_missing = (f"the official file {str(path)!r} carries no patch embedding for it; "
@@ -193,5 +222,8 @@ def dit_from_checkpoint(checkpoint: Checkpoint, *, use_ema: bool = True) -> DiT:
 
 
 def load_dit(path: str | os.PathLike, *, use_ema: bool = True, device: str | torch.device = "cpu") -> DiT:
-    """A trained DiT in eval mode from a run or checkpoint directory."""
+    """A trained DiT in eval mode from a run or checkpoint directory, or an exported folder (which holds one
+    set of weights: ``use_ema`` does not apply)."""
+    if is_pretrained(path):
+        return from_pretrained(path, kind=DIT, device=device)
     return dit_from_checkpoint(load_checkpoint(path, with_state=False), use_ema=use_ema).to(device)

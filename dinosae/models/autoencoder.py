@@ -12,9 +12,10 @@ import sphere_ops
 from dinosae.config import AEConfig
 from dinosae.models.decoder import Decoder
 from dinosae.models.encoder import DinoSphericalEncoder
+from dinosae.models.pretrained import PretrainedMixin
 
 
-class SphericalAutoencoder(nn.Module):
+class SphericalAutoencoder(PretrainedMixin, nn.Module):
     """Images in [0, 1] -> unit latents (B, N, D) -> images in [0, 1].
 
     ``encode`` returns the spherical latent: each token's direction, which is
@@ -30,6 +31,9 @@ class SphericalAutoencoder(nn.Module):
     ``state_dict`` keys start with ``encoder.stem.``, ``encoder.vit.`` and
     ``decoder.``. Checkpoints store the frozen ViT only when it is not read
     from a teacher-weights file (a random teacher cannot be rebuilt otherwise).
+    ``teacher_origin`` is the file the ViT's weights came from (None: random);
+    it outlives ``teacher_weights`` when the ViT is reloaded from a folder
+    that carries it (``save_pretrained`` / ``from_pretrained``).
 
     Example:
         >>> import warnings
@@ -42,10 +46,13 @@ class SphericalAutoencoder(nn.Module):
         (torch.Size([2, 16, 192]), torch.Size([2, 3, 64, 64]))
     """
 
+    pretrained_kind = "autoencoder"
+
     def __init__(self, config: AEConfig, teacher_weights: str | os.PathLike | None = None) -> None:
         super().__init__()
         self.config = config
         self.teacher_weights = None if teacher_weights is None else str(teacher_weights)
+        self.teacher_origin: str | None = self.teacher_weights
         self.encoder = DinoSphericalEncoder(config.vit, config.image_size, config.stem, teacher_weights,
                                             config.stem_norm, config.pixel_input, config.vit_depth)
         self.decoder = Decoder(self.encoder.dim, config.decoder)

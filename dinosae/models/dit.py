@@ -31,6 +31,7 @@ from torch.utils.checkpoint import checkpoint
 import sphere_ops
 from dinosae.flow.manifolds import make_manifold
 from dinosae.config.dit import DiTConfig
+from dinosae.models.pretrained import PretrainedMixin
 
 __all__ = ["DiT"]
 
@@ -321,7 +322,7 @@ class FinalLayer(nn.Module):
 # ---------------------------------------------------------------- the model
 
 
-class DiT(nn.Module):
+class DiT(PretrainedMixin, nn.Module):
     """A class-conditional velocity field ``v(x_t, t, y)`` on a (grid_size^2, in_dim) token grid.
 
     ``forward(x, t, y)``: tokens x (B, N, D), times t in [0, 1] (B,) (t = 0 noise,
@@ -340,6 +341,8 @@ class DiT(nn.Module):
         >>> model(x, torch.rand(3), torch.tensor([0, 1, 4])).abs().max()  # adaLN-Zero: 0 at init
         tensor(0., grad_fn=<MaxBackward1>)
     """
+
+    pretrained_kind = "dit"
 
     def __init__(self, config: DiTConfig) -> None:
         super().__init__()

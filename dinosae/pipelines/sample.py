@@ -34,8 +34,9 @@ from tqdm.auto import tqdm
 from dinosae.generation.samples import (check_pair, class_labels, generate_images, sampling_record, sampling_shift,
                                        save_grid, write_pngs)
 from dinosae.io.atomic import remove_leftovers, write_atomic, write_json
-from dinosae.io.checkpoint import load_checkpoint
-from dinosae.io.loading import dit_from_checkpoint, load_autoencoder
+from dinosae.io.checkpoint import resolve_checkpoint
+from dinosae.io.loading import load_autoencoder, load_dit, model_record
+from dinosae.io.pretrained import is_pretrained
 from dinosae.pipelines.exclusive import changed_settings, exclusive
 from dinosae.runtime import DistEnv, barrier, init_distributed, on_main, shutdown
 
@@ -103,14 +104,17 @@ def _sample(out: Path, protocol: SampleProtocol, env: DistEnv, teacher_weights: 
     shards_dir = out / SHARDS
     on_main(env, lambda: _claim(shards_dir, protocol))
     ae = load_autoencoder(protocol.ae, teacher_weights=teacher_weights, device=env.device)
-    checkpoint = load_checkpoint(protocol.dit, with_state=False)
-    dit = dit_from_checkpoint(checkpoint).to(env.device)
+    # Resolved once: a run still training may name a newer checkpoint by the time its record is read.
+    dit_path = protocol.dit if is_pretrained(protocol.dit) else resolve_checkpoint(protocol.dit)
+    dit = load_dit(dit_path, device=env.device)
+    record = model_record(dit_path)
     if protocol.decode_scale is not None:
         ae.config.decode_scale = protocol.decode_scale
     check_pair(ae, dit)
-    shift = sampling_shift(dit, checkpoint.meta["train_config"], protocol.shift)
+    # An exported folder without its training config samples with the default shift of today's config.
+    shift = sampling_shift(dit, record.get("train_config", {}), protocol.shift)
     labels = class_labels(protocol.num, dit.config.num_classes, protocol.classes, protocol.labels, protocol.seed)
-    class_names = checkpoint.meta.get("classes", [])
+    class_names = record.get("classes", [])
     ranges = protocol.shard_ranges()
     mine = [i for i in range(len(ranges)) if i % env.world_size == env.rank
             and not _trusted(shards_dir / _shard_name(i), ranges[i])]

@@ -70,6 +70,26 @@ def test_sample_writes_pngs_grid_and_npz(pipeline, tmp_path):
     assert (tmp_path / "s" / "grid.png").is_file()
 
 
+def test_exported_folders_load_and_sample_as_their_runs(pipeline, tmp_path):
+    import numpy as np
+
+    from dinosae.io.loading import load_model
+
+    _ok("export", pipeline / "s2", tmp_path / "ae")
+    _ok("export", pipeline / "dit", tmp_path / "dit")
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / "ae")(images), load_model(pipeline / "s2")(images))
+    card = (tmp_path / "ae" / "README.md").read_text()
+    assert "**The teacher was random.**" in card and "- random-teacher" in card
+    assert "| stage 1 | 2 | 4 |" in card and "| stage 2 | 1 | 4 |" in card  # the stage history, through --init
+    assert "Training, the last logged step (1):" in card and "- Images: 32 files" in card
+    for name, ae, dit in (("runs", pipeline / "s2", pipeline / "dit"), ("folders", tmp_path / "ae", tmp_path / "dit")):
+        _ok("sample", "--ae", ae, "--dit", dit, "--out", tmp_path / name, "--num", "2", "--steps", "2", "--no-png")
+    with np.load(tmp_path / "runs" / "samples.npz") as runs, np.load(tmp_path / "folders" / "samples.npz") as folders:
+        assert np.array_equal(runs["arr_0"], folders["arr_0"]) and np.array_equal(runs["labels"], folders["labels"])
+
+
 def test_eval_recon_json_matches_the_library(pipeline, photos):
     from dinosae.evaluation.reconstruction import reconstruct_folder
 
@@ -151,6 +171,10 @@ BAD_INPUTS = {
                                "--resume", "--device", "cpu"),
     "truncated latent shard": ("cannot be used (it is truncated)", "train", "dit", "--latents", "{tmp}/cut_latents",
                                "--out", "{tmp}/d"),
+    "export into a non-empty folder": ("is not empty; pass --force", "export", "{pipeline}/dit", "{pipeline}/s1"),
+    "export of a missing run": ("does not exist", "export", "{tmp}/missing", "{tmp}/out"),
+    "export of a random vit without it": ("include_vit=False needs a ViT read from a teacher-weights file",
+                                          "export", "{pipeline}/s2", "{tmp}/out", "--no-vit"),
 }
 
 

@@ -1,0 +1,298 @@
+"""Hub-style model folders: bit-exact round trips, the Hub path (without the network), runs exported with a
+model card, and bad input refused in one line without leaving a folder that loads."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import dinosae
+import dinosae.io.pretrained as pretrained_module
+from dinosae.config import DiTTrainConfig
+from dinosae.io.checkpoint import CheckpointError
+from dinosae.io.latents import LatentCache
+from dinosae.io.loading import load_autoencoder, load_dit, load_model, model_record
+from dinosae.io.pretrained import PretrainedError, from_pretrained, is_pretrained, save_pretrained
+from dinosae.models import DiT, SphericalAutoencoder
+from dinosae.models.vit import RandomTeacherWarning
+from dinosae.train.dit import dit_config_for, train_dit
+from dinosae.train.export import export_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _quiet_ae(**overrides) -> SphericalAutoencoder:
+    """ae-tiny (64 px) with a random teacher and two ViT blocks: the whole format, at a fraction of the cost."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomTeacherWarning)
+        return dinosae.create_model("ae-tiny", vit_depth=2, **overrides).eval()
+
+
+def _perturbed(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Every weight moved off its initial value (adaLN-Zero would make a DiT's output 0, and equal by luck)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(0.05 * torch.randn(tensor.shape, generator=generator).to(tensor.dtype))
+    return model.eval()
+
+
+def _small_dit() -> DiT:
+    return _perturbed(dinosae.create_model("dit-tiny", in_dim=8, grid_size=2, num_classes=3, hidden_size=32, depth=2,
+                                           num_heads=2))
+
+
+def _dit_inputs(dtype=torch.float32, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.nn.functional.normalize(torch.randn(3, 4, 8, generator=generator), dim=-1).to(dtype)
+    return x, torch.rand(3, generator=generator).to(dtype), torch.tensor([0, 2, 3])
+
+
+def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    left, right = a.state_dict(), b.state_dict()
+    assert left.keys() == right.keys()
+    for key, value in left.items():
+        assert right[key].dtype == value.dtype and torch.equal(right[key], value), key
+
+
+def test_an_autoencoder_round_trips_bit_for_bit(tmp_path):
+    ae = _quiet_ae()
+    folder = ae.save_pretrained(tmp_path / "ae")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["kind"] == "autoencoder" and saved["format"] == "dinosae-pretrained" and saved["format_version"] == 1
+    assert saved["vit_included"] and saved["teacher_random"] and saved["teacher_weights"] is None
+    assert saved["config"] == dinosae.config.to_dict(ae.config)
+    with pytest.warns(RandomTeacherWarning, match="random ViT teacher"):
+        loaded = SphericalAutoencoder.from_pretrained(folder)
+    _same_state(ae, loaded)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded(images), ae(images))
+        assert torch.equal(loaded.encode(images), ae.encode(images))
+        assert torch.equal(loaded.encoder.teacher_tokens(images), ae.encoder.teacher_tokens(images))
+    assert loaded.teacher_origin is None and not loaded.training
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_dit_round_trips_bit_for_bit_in_its_dtype(tmp_path, dtype):
+    dit = _small_dit().to(dtype)
+    folder = save_pretrained(dit, tmp_path / "dit", record={"classes": ["a", "b", "c"]})
+    loaded = DiT.from_pretrained(folder)
+    _same_state(dit, loaded)
+    assert loaded.config == dit.config and model_record(folder)["classes"] == ["a", "b", "c"]
+    with torch.no_grad():
+        out, again = dit(*_dit_inputs(dtype)), loaded(*_dit_inputs(dtype))
+    assert out.abs().max() > 0 and torch.equal(out, again)
+    for load in (load_model, load_dit):  # what every command calls
+        with torch.no_grad():
+            assert torch.equal(load(folder)(*_dit_inputs(dtype)), out)
+
+
+def test_mixed_dtypes_are_kept_tensor_by_tensor(tmp_path):
+    dit = _small_dit()
+    dit.final_layer.to(torch.float64)
+    loaded = from_pretrained(save_pretrained(dit, tmp_path / "dit"))
+    _same_state(dit, loaded)
+
+
+def _teacher_file(tmp_path: Path, ae: SphericalAutoencoder) -> Path:
+    path = tmp_path / "dinov3.safetensors"
+    save_file({k: v.contiguous() for k, v in ae.encoder.vit.state_dict().items()}, path)
+    return path
+
+
+def test_a_folder_without_the_vit_loads_with_its_teacher_file(tmp_path):
+    teacher = _teacher_file(tmp_path, _perturbed(_quiet_ae(), seed=3))
+    ae = SphericalAutoencoder(_quiet_ae().config, teacher).eval()
+    folder = ae.save_pretrained(tmp_path / "ae", include_vit=False)
+    saved = json.loads((folder / "config.json").read_text())
+    assert (saved["vit_included"], saved["teacher_weights"], saved["teacher_random"]) == (False, str(teacher), False)
+    assert not any(k.startswith("encoder.vit.") for k in pretrained_module.read_safetensors(folder / "model.safetensors"))
+    images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RandomTeacherWarning)  # a real teacher: no warning
+        loaded = load_autoencoder(folder)
+    with torch.no_grad():
+        assert torch.equal(loaded(images), ae(images))
+    moved = teacher.rename(tmp_path / "elsewhere.safetensors")
+    with pytest.raises(PretrainedError, match="are missing; pass teacher_weights"):
+        from_pretrained(folder)
+    with torch.no_grad():
+        assert torch.equal(from_pretrained(folder, teacher_weights=moved)(images), ae(images))
+    with pytest.raises(ValueError, match="include_vit=False needs a ViT read from a teacher-weights file"):
+        _quiet_ae().save_pretrained(tmp_path / "random", include_vit=False)
+
+
+def test_a_teacher_without_patch_embedding_stays_refused_until_one_is_given(tmp_path):
+    # What an official release file loads as: its ViT, a stand-in patch embedding, and the teacher refused.
+    ae = _perturbed(_quiet_ae(), seed=5)
+    ae.teacher_origin, ae.encoder.teacher_missing = "release.pth", "the official file carries no patch embedding"
+    folder = ae.save_pretrained(tmp_path / "ae")
+    assert json.loads((folder / "config.json").read_text())["teacher_random"] is False
+    images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    loaded = from_pretrained(folder)
+    with pytest.raises(ValueError, match="carries no patch embedding"):
+        loaded.encoder.teacher_tokens(images)
+    teacher = _teacher_file(tmp_path, _perturbed(_quiet_ae(), seed=6))
+    fixed = from_pretrained(folder, teacher_weights=teacher)
+    assert fixed.encoder.teacher_tokens(images).shape == (1, 16, 192)
+    assert torch.equal(fixed.encoder.vit.patch_embed.proj.weight,
+                       pretrained_module.read_safetensors(teacher)["patch_embed.proj.weight"])
+    assert torch.equal(fixed.encoder.vit.blocks[0].attn.qkv.weight, ae.encoder.vit.blocks[0].attn.qkv.weight)
+
+
+def test_a_repo_id_is_downloaded_with_snapshot_download(tmp_path, monkeypatch):
+    folder = save_pretrained(_small_dit(), tmp_path / "cache" / "snapshot")
+    calls = []
+
+    def snapshot_download(repo_id, **options):
+        calls.append((repo_id, options))
+        return str(folder)
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
+    monkeypatch.chdir(tmp_path)  # so that "someone/dit-tiny" is surely not a local path
+    loaded = DiT.from_pretrained("someone/dit-tiny", revision="v1")
+    with torch.no_grad():
+        assert torch.equal(loaded(*_dit_inputs()), from_pretrained(folder)(*_dit_inputs()))
+    (repo, options), = calls
+    assert repo == "someone/dit-tiny" and options["revision"] == "v1"
+    assert sorted(options["allow_patterns"]) == ["config.json", "model.safetensors"]
+
+
+def test_a_failed_download_is_one_clear_line(tmp_path, monkeypatch):
+    def offline(repo_id, **options):
+        raise OSError("We couldn't connect to 'https://huggingface.co'\nto load this file")
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", offline)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PretrainedError) as error:
+        from_pretrained("someone/missing")
+    assert "'someone/missing' is not a local folder, and downloading it from the Hugging Face Hub failed" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_bad_folders_are_refused_with_their_reason(tmp_path):
+    ae_folder = save_pretrained(_quiet_ae(), tmp_path / "ae")
+    dit_folder = save_pretrained(_small_dit(), tmp_path / "dit")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "diffusers").mkdir()
+    (tmp_path / "diffusers" / "config.json").write_text('{"_class_name": "AutoencoderDC"}')
+    (tmp_path / "diffusers" / "model.safetensors").write_bytes(b"")
+    no_weights = tmp_path / "no_weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text((dit_folder / "config.json").read_text())
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    (newer / "model.safetensors").write_bytes((dit_folder / "model.safetensors").read_bytes())
+    (newer / "config.json").write_text(json.dumps({**json.loads((dit_folder / "config.json").read_text()),
+                                                   "format_version": 99}))
+    cases = [
+        (lambda: from_pretrained(tmp_path / "missing"), "does not exist"),
+        (lambda: from_pretrained(tmp_path / "empty"), "has no config.json"),
+        (lambda: from_pretrained(tmp_path / "diffusers"), "is not a dinosae model's"),
+        (lambda: load_dit(no_weights), "has no model.safetensors"),
+        (lambda: from_pretrained(newer), "format version 99"),
+        (lambda: DiT.from_pretrained(ae_folder), "holds an autoencoder, not a DiT"),
+        (lambda: SphericalAutoencoder.from_pretrained(dit_folder), "holds a DiT, not an autoencoder"),
+        (lambda: load_autoencoder(dit_folder), "holds a DiT, not an autoencoder"),
+        (lambda: load_model(dit_folder, teacher_weights="dinov3.pth"), "--teacher-weights is for autoencoders"),
+        (lambda: save_pretrained(_small_dit(), ae_folder), "is not empty"),
+    ]
+    for call, reason in cases:
+        with pytest.raises((PretrainedError, ValueError, FileExistsError)) as error:
+            call()
+        assert reason in str(error.value) and "\n" not in str(error.value), (reason, str(error.value))
+    assert not is_pretrained(tmp_path / "diffusers") and is_pretrained(dit_folder)
+
+
+def test_a_failed_write_leaves_no_folder_that_loads(tmp_path, monkeypatch):
+    dit = _small_dit()
+    previous = save_pretrained(dit, tmp_path / "kept")
+
+    def disk_full(tensors, path, metadata=None):
+        Path(path).write_bytes(b"\0" * 10)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pretrained_module, "save_file", disk_full)
+    with pytest.raises(OSError, match="No space left on device"):
+        save_pretrained(dit, tmp_path / "new")
+    with pytest.raises(OSError, match="No space left on device"):
+        save_pretrained(_small_dit(), previous, overwrite=True)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]  # no half folder, no staging leftovers
+    with torch.no_grad():
+        assert torch.equal(from_pretrained(previous)(*_dit_inputs()), dit(*_dit_inputs()))
+
+
+# ---------------------------------------------------------------- export of training runs
+
+
+@pytest.fixture(scope="module")
+def dit_run(tmp_path_factory, vmf_latents) -> Path:
+    """A DiT trained for two steps on a latent cache: a run with metrics and EMA weights."""
+    run = tmp_path_factory.mktemp("dit_run") / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        # A fast EMA, so that the EMA weights are not still the initial ones (whose output is 0).
+        train_dit(run, vmf_latents, dit_config_for(LatentCache(vmf_latents), "tiny"),
+                  DiTTrainConfig(steps=2, batch_size=16, lr=1e-3, num_workers=0, log_every=1, time_sampler="uniform",
+                                 shift=1.5, ema_decay=0.5), device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    return run
+
+
+def test_an_exported_dit_run_samples_as_the_run_does(dit_run, tmp_path):
+    folder = export_run(dit_run, tmp_path / "export")
+    inputs = (torch.nn.functional.normalize(torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(2)), dim=-1),
+              torch.tensor([0.3, 0.7]), torch.tensor([1, 4]))
+    with torch.no_grad():
+        out = load_model(folder)(*inputs)
+    assert out.abs().max() > 0
+    with torch.no_grad():
+        assert torch.equal(out, load_model(dit_run)(*inputs))
+    record = model_record(folder)
+    assert record["train_config"]["shift"] == 1.5 and record["classes"] == ["a", "b", "c", "d"]
+    assert record["source"]["weights"] == "EMA" and record["source"]["step"] == 2
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: dinosae\nlicense: unknown\n")
+    assert "| hidden size | 128 |" in card and "| dit | 2 | 16 | 0.001 |" in card
+    assert "Training, the last logged step (2):" in card and "| loss |" in card
+    assert "(512 latents of 4 x 8, listing hash" in card and "- Classes: 4 (a, b, c, d)." in card
+    raw = export_run(dit_run, tmp_path / "raw", use_ema=False)
+    with torch.no_grad():
+        assert torch.equal(load_model(raw)(*inputs), load_model(dit_run, use_ema=False)(*inputs))
+        assert not torch.equal(load_model(raw)(*inputs), load_model(folder)(*inputs))
+
+
+def test_an_exported_autoencoder_checkpoint_says_its_teacher_was_random(models, tmp_path):
+    folder = export_run(models / "ae", tmp_path / "ae")
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(load_model(folder)(images), load_model(models / "ae")(images))
+    card = (folder / "README.md").read_text()
+    assert "- random-teacher" in card and "**The teacher was random.**" in card
+    assert "`vit_tiny_patch16_dinov3_qkvb`, 12 blocks" in card and "16 tokens x 192 dims" in card
+
+
+def test_export_refuses_what_it_would_destroy_or_overwrite(models, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="is not empty; pass --force"):
+        export_run(models / "dit", out)
+    assert (out / "notes.txt").read_text() == "mine"
+    export_run(models / "dit", out, force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    with pytest.raises(ValueError, match="the model being exported"):
+        export_run(out, out, force=True)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        export_run(tmp_path / "missing", tmp_path / "o")
