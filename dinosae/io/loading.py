@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from dinosae.config import AEConfig, DiTConfig, from_dict, read_saved_dit
-from dinosae.io.checkpoint import Checkpoint, CheckpointError, load_checkpoint, resolve_checkpoint
+from dinosae.io.checkpoint import (Checkpoint, CheckpointError, load_checkpoint, load_weights, resolve_checkpoint,
+                                   saved_weights)
 from dinosae.io.official import (OfficialFormatError, infer_config, is_official, map_official, read_settings,
                                  read_state_dict)
 from dinosae.io.pretrained import from_pretrained, is_pretrained, read_pretrained_config
@@ -154,28 +155,6 @@ def load_autoencoder(path: str | os.PathLike, *, teacher_weights: str | os.PathL
         load_weights(model, weights, str(target))
         model.encoder.teacher_missing = missing
     return model.to(device).eval()
-
-
-def saved_weights(module: nn.Module) -> dict[str, torch.Tensor]:
-    """What a checkpoint holds of ``module``: its ``weights_to_save()`` where it has one (the autoencoder
-    leaves out a ViT that a teacher file provides), else its state dict."""
-    save = getattr(module, "weights_to_save", None)
-    return save() if save is not None else module.state_dict()
-
-
-def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], source: str,
-                 optional: tuple[str, ...] = ()) -> None:
-    """Load ``weights`` into ``module``: every key it saves must be there (but those under ``optional``
-    prefixes), and no other; a ``CheckpointError`` naming ``source`` otherwise."""
-    expected = set(saved_weights(module))
-    try:
-        missing, unexpected = module.load_state_dict(weights, strict=False)
-    except RuntimeError as error:  # shapes that do not fit
-        raise CheckpointError(f"{source} does not fit this model: {str(error).splitlines()[-1].strip()}") from error
-    missing = [k for k in missing if k in expected and not k.startswith(optional)]
-    if missing or unexpected:
-        raise CheckpointError(f"{source} does not fit this model: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}")
 
 
 def _load_official(path: os.PathLike, teacher_weights: str | os.PathLike | None) -> SphericalAutoencoder:

@@ -48,7 +48,7 @@ from torch import nn
 from dinosae import __version__
 from dinosae.config import AEConfig, ConfigError, DiTConfig, from_dict, to_dict
 from dinosae.io.atomic import fsync_dir, fsync_file, naming, temporary_dir
-from dinosae.io.checkpoint import CheckpointError, check_finite
+from dinosae.io.checkpoint import CheckpointError, check_finite, load_weights
 from dinosae.io.tensor_files import read_safetensors
 from dinosae.models.autoencoder import SphericalAutoencoder
 from dinosae.models.dit import DiT
@@ -353,29 +353,21 @@ def _autoencoder(ae_config: AEConfig, config: dict[str, Any], weights: dict[str,
     if replace_patch_embed:
         weights = {k: v for k, v in weights.items() if not k.startswith(f"{VIT_PREFIX}patch_embed.")}
         missing = None
-    _load(model, weights, str(folder), optional=VIT_PREFIX if teacher is not None else None)
+    _load(model, weights, str(folder))
     model.teacher_origin = config.get("teacher_origin") if included else str(teacher)
     model.encoder.teacher_missing = missing
     return model
 
 
-def _load(model: nn.Module, weights: dict[str, torch.Tensor], source: str, optional: str | None = None) -> None:
-    """Load ``weights`` bit for bit: every key of the model (but those under ``optional``) and no other,
-    in the dtypes they were saved in."""
+def _load(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``weights`` bit for bit, in the dtypes they were saved in: every key the model saves (an
+    autoencoder given a teacher file does not save its ViT) and no other."""
     dtypes = {t.dtype for t in weights.values() if t.is_floating_point()}
-    mixed = len(dtypes) > 1
     if len(dtypes) == 1:
         # The whole model in the saved dtype, non-persistent buffers too (they enter the outputs).
         model.to(dtype=next(iter(dtypes)))
-    try:
-        # Mixed dtypes: keep each saved tensor as it is rather than cast it into the model's.
-        missing, unexpected = model.load_state_dict(weights, strict=False, assign=mixed)
-    except RuntimeError as error:  # shapes that do not fit
-        raise PretrainedError(f"{source} does not fit its own config: {str(error).splitlines()[-1].strip()}") from error
-    missing = [k for k in missing if optional is None or not k.startswith(optional)]
-    if missing or unexpected:
-        raise PretrainedError(f"{source} does not fit its own config: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}")
+    # Mixed dtypes: keep each saved tensor as it is rather than cast it into the model's.
+    load_weights(model, weights, source, assign=len(dtypes) > 1, error=PretrainedError)
 
 
 def _named(kind: str) -> str:

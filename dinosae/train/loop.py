@@ -30,9 +30,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dinosae.data.images import DataError
 from dinosae.io.atomic import write_json
-from dinosae.io.checkpoint import Checkpoint, CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
+from dinosae.io.checkpoint import (Checkpoint, CheckpointError, has_checkpoint, load_checkpoint, load_weights,
+                                   save_checkpoint, saved_weights)
 from dinosae.io.images import save_pairs
-from dinosae.io.loading import load_weights, saved_weights, split_weights
+from dinosae.io.loading import split_weights
 from dinosae.runtime import DistEnv, barrier, mean_across_ranks
 from dinosae.train.ema import EMA
 from dinosae.train.preemption import PreemptionWatch, RunPreempted, ignore_stop_signals
