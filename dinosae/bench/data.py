@@ -8,14 +8,21 @@ Loading: images per second of dinosae's training loader (uint8 decoding in the
 workers, pinned batches on a GPU, conversion to float on the device) and of
 torchvision's ImageFolder with PIL (Resize, CenterCrop, RandomHorizontalFlip,
 ToTensor) on the same folder, with the same workers, batch size and output
-size. Both loaders start their workers first; then each repeat pulls
-``batches`` batches from each, in a fresh random order (see
-``dinosae.bench.timing.measure_side_by_side``).
+size. Each repeat runs both loaders one after the other, in a fresh random
+order, and only one loader's workers exist at a time: the loader starts its
+workers, pulls ``warmup`` batches untimed (workers up, prefetch drained to the
+steady state), is timed over ``batches`` batches and is shut down. Workers left
+alive between turns would refill their prefetch queue on the same cores while
+the other loader is timed, charging one loader's decoding to the other.
 """
 
 from __future__ import annotations
 
+import gc
 import os
+import random
+import statistics
+import time
 import tracemalloc
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -92,15 +99,37 @@ def listing_rates(root: str | os.PathLike, repeats: int = 5) -> ListingRates:
 
 
 def _endless(loader: torch.utils.data.DataLoader) -> Iterator:
-    while True:
-        yield from loader
+    """Batches of ``loader`` epoch after epoch, its workers started now rather than at the first batch."""
+
+    def epochs(batches: Iterator) -> Iterator:
+        while True:
+            yield from batches
+            batches = iter(loader)
+
+    return epochs(iter(loader))
+
+
+def _seconds_for(batches: Iterator, pull: Callable[[object], None], warmup: int, count: int,
+                 device: torch.device) -> float:
+    for _ in range(warmup):
+        pull(next(batches))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(count):
+        pull(next(batches))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
 
 
 def loader_rates(root: str | os.PathLike, *, image_size: int = 256, batch_size: int = 32, workers: int = 2,
-                 batches: int = 10, repeats: int = 5, device: str | torch.device = "cpu") -> LoaderRates:
+                 batches: int = 10, repeats: int = 5, warmup: int | None = None,
+                 device: str | torch.device = "cpu") -> LoaderRates:
     """Images/s of dinosae's training loader and of torchvision's ImageFolder with PIL, measured side by side.
 
     ``root`` must be an ImageFolder tree (torchvision's ImageFolder needs class sub-folders).
+    ``warmup`` batches (by default one per prefetched batch, plus one) are pulled untimed each turn.
 
     Example:
         >>> import tempfile, PIL.Image
@@ -115,33 +144,45 @@ def loader_rates(root: str | os.PathLike, *, image_size: int = 256, batch_size: 
     from torchvision import datasets, transforms
 
     device = torch.device(device)
+    # DataLoader's default prefetch is two batches per worker.
+    warmup = 2 * workers + 1 if warmup is None else warmup
     dataset = ImageDataset(root, image_size, dtype=torch.uint8)
     if not dataset.classes:
         raise DataError(f"{str(root)!r} is a flat folder; torchvision's ImageFolder needs class sub-folders")
-    sampler = ResumableBatches(len(dataset), batch_size, seed=0)
-    ours = batch_loader(dataset, sampler, collate_images, workers, 0, device)
     pil = transforms.Compose([transforms.Resize(image_size, transforms.InterpolationMode.BICUBIC),
                               transforms.CenterCrop(image_size), transforms.RandomHorizontalFlip(),
                               transforms.ToTensor()])
-    reference = torch.utils.data.DataLoader(datasets.ImageFolder(str(root), transform=pil), batch_size=batch_size,
-                                            shuffle=True, num_workers=workers, pin_memory=device.type == "cuda",
-                                            persistent_workers=workers > 0, drop_last=True)
-    theirs = _endless(reference)
+    reference = datasets.ImageFolder(str(root), transform=pil)
 
-    def pull_ours(_: int) -> None:
-        for _ in range(batches):
-            next(ours).pixels(device)
+    def ours(turn: int) -> Iterator:
+        return batch_loader(dataset, ResumableBatches(len(dataset), batch_size, seed=turn), collate_images, workers,
+                            turn, device)
 
-    def pull_theirs(_: int) -> None:
-        for _ in range(batches):
-            images, _labels = next(theirs)
-            images.to(device, non_blocking=True)
+    def theirs(turn: int) -> Iterator:
+        return _endless(torch.utils.data.DataLoader(
+            reference, batch_size=batch_size, shuffle=True, num_workers=workers, pin_memory=device.type == "cuda",
+            drop_last=True, generator=torch.Generator().manual_seed(turn)))
 
-    timings = measure_side_by_side({"dinosae": pull_ours, "torchvision": pull_theirs}, device, repeats=repeats,
-                                   warmup=1)
-    return LoaderRates({name: batches * batch_size / timing.median for name, timing in timings.items()},
+    def to_device(images: torch.Tensor) -> None:
+        images.to(device, non_blocking=True)
+
+    loaders = {"dinosae": (ours, lambda batch: batch.pixels(device)),
+               "torchvision": (theirs, lambda batch: to_device(batch[0]))}
+    seconds: dict[str, list[float]] = {name: [] for name in loaders}
+    order = random.Random(0)
+    names = list(loaders)
+    for turn in range(repeats):
+        order.shuffle(names)
+        for name in names:
+            start_loader, pull = loaders[name]
+            batches_of = start_loader(turn)
+            seconds[name].append(_seconds_for(batches_of, pull, warmup, batches, device))
+            # The iterator and its DataLoader refer to each other, so only a collection ends its workers.
+            del batches_of
+            gc.collect()
+    return LoaderRates({name: batches * batch_size / statistics.median(ts) for name, ts in seconds.items()},
                        {"image_size": image_size, "batch_size": batch_size, "workers": workers, "batches": batches,
-                        "repeats": repeats, "device": str(device), "images": len(dataset)})
+                        "repeats": repeats, "warmup": warmup, "device": str(device), "images": len(dataset)})
 
 
 def format_rates(listing: ListingRates | None, loading: LoaderRates) -> str:

@@ -135,7 +135,8 @@ def bench_memory(kind, preset, stage, recipe, precision, batch_size, grad_checkp
 @click.option("--image-size", type=click.IntRange(16), default=256, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=4, show_default=True, help="Loader worker processes.")
-@click.option("--batches", type=click.IntRange(1), default=10, show_default=True, help="Batches per repeat.")
+@click.option("--batches", type=click.IntRange(1), default=20, show_default=True,
+              help="Batches timed per loader and repeat, after untimed warm-up batches.")
 @click.option("--repeats", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--listing/--no-listing", default=True, show_default=True,
               help="Also time listing the folder against torchvision's make_dataset.")

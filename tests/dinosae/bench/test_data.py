@@ -30,3 +30,28 @@ def test_bench_data_refuses_a_flat_folder(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     result = CliRunner().invoke(main, ["bench", "data", "--data", str(tmp_path), "--workers", "0", "--no-listing"])
     assert result.exit_code != 0 and "flat folder" in result.output
+
+
+def test_only_the_timed_loader_has_workers(tmp_path, monkeypatch):
+    """A loader whose workers stayed alive would decode on the same cores while the other one is timed."""
+    import multiprocessing
+
+    from dinosae.bench import data
+
+    rng = np.random.default_rng(1)
+    for index in range(8):
+        path = tmp_path / f"class_{index % 2}" / f"{index}.jpg"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(path)
+    workers_while_timed = []
+    timed = data._seconds_for
+
+    def counting(*args, **kwargs):
+        workers_while_timed.append(len(multiprocessing.active_children()))
+        return timed(*args, **kwargs)
+
+    monkeypatch.setattr(data, "_seconds_for", counting)
+    rates = data.loader_rates(tmp_path, image_size=16, batch_size=2, workers=1, batches=2, repeats=2)
+    assert workers_while_timed == [1, 1, 1, 1]
+    assert multiprocessing.active_children() == []
+    assert all(rate > 0 for rate in rates.images_per_s.values()) and rates.settings["warmup"] == 3
