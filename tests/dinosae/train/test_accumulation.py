@@ -56,10 +56,25 @@ def _assert_same_gradients(first, second):
 
 
 def _assert_close_weights(a, b):
+    """Root-mean-square per tensor: Adam's first update is about LR times the gradient's sign, so the few
+    weights whose gradient is zero up to rounding may move apart by up to 2 LR (a different summation order,
+    e.g. another CPU's vector width, flips them); a wrongly weighted rank or batch moves whole tensors."""
     first, second = load_checkpoint(a), load_checkpoint(b)
     assert first.model.keys() == second.model.keys()
     for name, value in first.model.items():
-        torch.testing.assert_close(second.model[name], value, atol=0.03 * LR, rtol=0, msg=name)
+        if value.is_floating_point():
+            rms = float((second.model[name] - value).float().pow(2).mean().sqrt())
+            assert rms < 0.01 * LR, f"{name}: weights differ by {rms:.2e} (root mean square)"
+        else:
+            assert torch.equal(second.model[name], value), name
+
+
+def _assert_close_grad_norms(a, b):
+    """The first step's gradient norms agree to rounding; later ones follow weights that Adam's sign-like
+    first update may have moved apart a little (see :func:`_assert_close_weights`)."""
+    first, second = _grad_norms(a), _grad_norms(b)
+    assert first[0] == pytest.approx(second[0], rel=1e-5)
+    assert first[1:] == pytest.approx(second[1:], rel=1e-4)
 
 
 @pytest.mark.parametrize("stage, extra", [(1, {}), (2, {"gan_adaptive": False}), (4, {"gan_weight": 0.0})],
@@ -103,7 +118,7 @@ def test_two_ranks_with_micro_batches_train_as_one_process(tmp_path, photos):
               "--device", "cpu", "--config", config]
     run_dinosae(*common, "--out", tmp_path / "one")
     run_dinosae(*common, "--out", tmp_path / "two", "--grad-accum", "2", ranks=2)
-    assert _grad_norms(tmp_path / "two") == pytest.approx(_grad_norms(tmp_path / "one"), rel=1e-5)
+    _assert_close_grad_norms(tmp_path / "two", tmp_path / "one")
     _assert_close_weights(tmp_path / "one", tmp_path / "two")
 
 
@@ -113,5 +128,5 @@ def test_two_dit_ranks_with_micro_batches_match_two_ranks_without(tmp_path, vmf_
               "--num-workers", "0", "--lr", LR, "--device", "cpu"]
     run_dinosae(*common, "--out", tmp_path / "plain", ranks=2)
     run_dinosae(*common, "--out", tmp_path / "accum", "--grad-accum", "2", ranks=2)
-    assert _grad_norms(tmp_path / "accum") == pytest.approx(_grad_norms(tmp_path / "plain"), rel=1e-5)
+    _assert_close_grad_norms(tmp_path / "accum", tmp_path / "plain")
     _assert_close_weights(tmp_path / "plain", tmp_path / "accum")
