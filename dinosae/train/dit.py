@@ -129,7 +129,8 @@ def _train(run_dir: Path, cache: CachedLatents | OnlineLatents, model_config: Di
     sampler = ResumableBatches(len(cache.dataset), config.batch_size, config.seed, state.step, env.rank,
                                env.world_size, flip=config.flip and cache.has_flip)
     batches = batch_loader(cache.dataset, sampler, cache.collate, config.num_workers, config.seed, env.device)
-    return fit(run_dir, state, step, batches, config=config, env=env, meta=meta, log_extra=step.loss_by_time)
+    return fit(run_dir, state, step, batches, config=config, env=env, meta=meta, log_extra=step.loss_by_time,
+               count_items=cache.count_items, data_size=len(cache.dataset))
 
 
 class DiTStep:
@@ -138,7 +139,12 @@ class DiTStep:
     Label dropout, times and starting noise are drawn for the rank's whole
     batch, then the batch goes through in ``grad_accum`` micro-batches whose
     gradients add up (DDP all-reduces on the last): the result of one big
-    batch, at the memory of one micro-batch. The cache serves every latent
+    batch, at the memory of one micro-batch. Each micro-batch's loss is
+    weighted by its share of the global batch (times the ranks, whose
+    gradients DDP averages), so that images skipped as unreadable (training on
+    an image folder) change neither the gradient's scale nor the balance
+    between ranks; a micro-batch with none left still takes part in DDP's
+    all-reduce with a zero-weight stand-in. The cache serves every latent
     renormalized onto the spheres, so the objective's unit-norm check of the
     data (a host read) is skipped here.
     """
@@ -160,18 +166,33 @@ class DiTStep:
         y = self.model.drop_labels(y, generator)
         t, x0 = draw_times_and_noise(self.model.manifold, x1, self.time_sampler, generator)
         parts = micro_batches(x1.shape[0], self.config.grad_accum)
-        auxes = []
+        auxes, losses = [], []
         for index, part in enumerate(parts):
+            weight = (part.stop - part.start) * self.env.world_size / self.config.batch_size
+            draws = (x1[part], y[part], t[part], x0[part]) if weight else self._stand_in(x1, t.dtype)
             with sync_gradients(self.forward, index == len(parts) - 1):
                 with autocast(device, self.config.precision):
-                    loss, aux = flow_matching_loss(self.forward, self.model.manifold, x1[part], y[part],
-                                                   draws=(t[part], x0[part]), check_data=False, **self.loss_options)
-                (loss if len(parts) == 1 else loss * ((part.stop - part.start) / x1.shape[0])).backward()
-            auxes.append(aux)
+                    loss, aux = flow_matching_loss(self.forward, self.model.manifold, draws[0], draws[1],
+                                                   draws=draws[2:], check_data=False, **self.loss_options)
+                (loss if weight == 1.0 else loss * weight).backward()
+            losses.append(loss.detach())
+            if weight:
+                auxes.append(aux)
         grad_norm = optimizer_step(state.optimizers["optimizer"], self.model.parameters(), self.config.grad_clip)
         state.ema.update(self.model)
-        self._aux = {key: torch.cat([aux[key] for aux in auxes]) for key in auxes[0]}
-        return {"loss": loss.detach() if len(parts) == 1 else self._aux["loss"].mean(), "grad_norm": grad_norm}
+        self._aux = ({key: torch.cat([aux[key] for aux in auxes]) for key in auxes[0]} if auxes else
+                     {"t": t, "loss": t.new_empty(0)})
+        # A rank without data logs its stand-in's (finite, unweighted) loss.
+        logged = losses[0] if len(parts) == 1 or not auxes else self._aux["loss"].mean()
+        return {"loss": logged, "grad_norm": grad_norm}
+
+    def _stand_in(self, x1: torch.Tensor, time_dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """One latent, label, time and starting point for a micro-batch without data (its loss weighs 0);
+        drawn from a fixed generator, so that the run's own draws stay as they were."""
+        generator = torch.Generator(x1.device).manual_seed(0)
+        points = self.model.manifold.prior((2, *x1.shape[1:]), generator=generator, dtype=x1.dtype, device=x1.device)
+        return (points[:1], torch.zeros(1, dtype=torch.long, device=x1.device),
+                torch.full((1,), 0.5, dtype=time_dtype, device=x1.device), points[1:])
 
     def loss_by_time(self) -> dict[str, float]:
         """Mean loss of the last step over the early (t < 0.5, near noise) and late halves: where a model

@@ -64,6 +64,11 @@ class CachedLatents:
 
     to_device = staticmethod(latents_to_device)
 
+    @staticmethod
+    def count_items(batch: tuple[torch.Tensor, torch.Tensor]) -> int:
+        """How many latents a loaded batch holds."""
+        return batch[0].shape[0]
+
 
 class OnlineLatents:
     """The latents of an image folder, encoded batch by batch on the device by a frozen autoencoder.
@@ -93,6 +98,11 @@ class OnlineLatents:
         digest = hashlib.sha256(f"{identity['listing']}\t{self.ae_checkpoint}".encode()).hexdigest()[:16]
         return {**identity, "listing": digest}
 
+    @staticmethod
+    def count_items(batch: ImageBatch) -> int:
+        """How many readable images a loaded batch holds."""
+        return batch.images.shape[0]
+
     def describe(self) -> dict[str, Any]:
         return {"latents": None, "images": str(self.dataset.root), "ae_checkpoint": self.ae_checkpoint,
                 "latent_meta": {"tokens": self.tokens, "dim": self.dim, "classes": self.classes,
@@ -101,6 +111,9 @@ class OnlineLatents:
     @torch.no_grad()
     def to_device(self, batch: ImageBatch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """Unit latents (float32) of the batch's readable images, their labels, and the paths skipped."""
+        if batch.images.shape[0] == 0:
+            empty = torch.empty(0, self.tokens, self.dim, device=device)
+            return empty, batch.labels.to(device), batch.skipped
         images = batch.pixels(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             latents = self.model.encode(images)
