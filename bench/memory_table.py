@@ -6,9 +6,12 @@
   and on; DiT-B/L/XL with the dino-sae recipe (bf16, 32 per GPU: global 256 on 8 GPUs) and the hae recipe
   (float32, 128 per GPU: global 1024 on one node), block checkpointing off and on;
 - the check: the prediction against a real CPU step's peak (live tensor storage, and the resident memory
-  of a process whose allocator returns freed blocks at once) for tiny presets.
+  of a process whose allocator returns freed blocks at once) for tiny presets;
+- with ``--image-size 512``, the predictions alone at 512 px: autoencoders B and L in stages 1 and 2 at 8 and
+  16 per GPU, and the DiTs over 32 x 32 = 1024 tokens.
 
     python bench/memory_table.py > bench/results/memory_predictions.md     # about 10 minutes on 2 cores
+    python bench/memory_table.py --image-size 512 > bench/results/memory_predictions_512.md
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ from dinosae.bench import memory  # noqa: E402
 from dinosae.bench.memory import GIB  # noqa: E402
 from dinosae.bench.trainer_steps import MemoryCase, Tracer, measure_peak  # noqa: E402
 
-AE_PRESETS, STAGES, AE_BATCHES = ("B", "L"), (1, 2, 3, 4), (32, 64)
+AE_PRESETS = ("B", "L")
+# Stages 3 and 4 train what stage 1 does (see the 256 px table), so 512 px shows stages 1 and 2.
+STAGES = {256: (1, 2, 3, 4), 512: (1, 2)}
+AE_BATCHES = {256: (32, 64), 512: (8, 16)}
 DIT_PRESETS = ("B", "L", "XL")
 DIT_RECIPES = {"dino-sae": 32, "hae": 128}
 CHECKS = [dict(kind="ae", preset="tiny", image_size=64, stage=1, batch=8),
@@ -52,18 +58,19 @@ MODULES = {"ae": ("stem", "vit", "decoder", "lpips", "alignment teacher", "discr
            "dit": ("embeddings", "blocks", "final layer", "other")}
 
 
-def predictions(progress) -> tuple[list[str], dict[str, list[str]]]:
+def predictions(progress, image_size: int = 256) -> tuple[list[str], dict[str, list[str]]]:
     summary = [memory.SUMMARY_HEADER]
     modules = {kind: [f"| model | stage | recipe | checkpointing | {' | '.join(labels)} | total |",
                       "|---" * (len(labels) + 5) + "|"] for kind, labels in MODULES.items()}
-    cases = [MemoryCase("ae", p, stage=s, batch=AE_BATCHES[0], checkpointing=c)
-             for p in AE_PRESETS for s in STAGES for c in (False, True)]
-    cases += [MemoryCase("dit", p, recipe=r, batch=b, checkpointing=c)
+    ae_batches = AE_BATCHES[image_size]
+    cases = [MemoryCase("ae", p, stage=s, batch=ae_batches[0], checkpointing=c, image_size=image_size)
+             for p in AE_PRESETS for s in STAGES[image_size] for c in (False, True)]
+    cases += [MemoryCase("dit", p, recipe=r, batch=b, checkpointing=c, image_size=image_size)
               for p in DIT_PRESETS for r, b in DIT_RECIPES.items() for c in (False, True)]
     for case in cases:
         progress(f"{case.name} {case.recipe} checkpointing={case.checkpointing}")
         tracer = Tracer(case)
-        for batch in AE_BATCHES if case.kind == "ae" else (case.batch,):
+        for batch in ae_batches if case.kind == "ae" else (case.batch,):
             prediction = memory.predict(replace(case, batch=batch), tracer=tracer)
             summary.append(memory.summary_row(prediction))
         saved = prediction.saved_per_image
@@ -104,6 +111,7 @@ def checks(progress) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check-one", help=argparse.SUPPRESS)
+    parser.add_argument("--image-size", type=int, choices=sorted(AE_BATCHES), default=256)
     args = parser.parse_args()
     if args.check_one:
         print(json.dumps(check_one(json.loads(args.check_one))))
@@ -112,12 +120,14 @@ def main() -> None:
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    print("\n".join(["### Lean training path", "", *lean_path(), ""]))
-    summary, modules = predictions(progress)
-    print("\n".join(["### Predicted peak per GPU (GiB)", "", *summary, "",
+    if args.image_size == 256:
+        print("\n".join(["### Lean training path", "", *lean_path(), ""]))
+    summary, modules = predictions(progress, args.image_size)
+    print("\n".join([f"### Predicted peak per GPU (GiB), {args.image_size} px", "", *summary, "",
                      "### Saved for the backward per image, by module (MiB)", "", *modules["ae"], "",
                      *modules["dit"], ""]))
-    print("\n".join(["### Prediction against a real CPU step", "", *checks(progress)]))
+    if args.image_size == 256:
+        print("\n".join(["### Prediction against a real CPU step", "", *checks(progress)]))
 
 
 if __name__ == "__main__":
