@@ -9,7 +9,7 @@ from torch import nn
 
 import sphere_ops
 from dinosae.models.stem import create_stem
-from dinosae.models.vit import create_vit, patch_grid, pixel_input, run_on_grid, standardize
+from dinosae.models.vit import create_vit, pixel_input, run_on_grid, teacher_grid
 
 
 class DinoSphericalEncoder(nn.Module):
@@ -18,8 +18,9 @@ class DinoSphericalEncoder(nn.Module):
     The latent of a token is the ViT's final-norm output for that token,
     L2-normalized: only its direction carries information, so the decoder sees
     points on S^(D-1). ``teacher_tokens`` runs the same ViT through its own patch
-    embedding (on ImageNet-standardized pixels, as DINOv3 was trained), which
-    gives the alignment target. Only the stem trains; the ViT stays frozen and in
+    embedding (on pixels standardized as the ViT was trained, and resized for a
+    patch other than 16: ``dinosae.models.vit.teacher_grid``), which gives the
+    alignment target. Only the stem trains; the ViT stays frozen and in
     eval mode whatever ``train()`` is called with. ``pixel_input`` is what the
     stem sees of images in [0, 1] (``dinosae.config.autoencoder.PIXEL_INPUTS``).
 
@@ -78,7 +79,7 @@ class DinoSphericalEncoder(nn.Module):
         """The frozen DINOv3 output tokens (B, N, D) through the ViT's own patch embedding."""
         self._check(images)
         self.require_teacher("the teacher's tokens")
-        tokens, _ = run_on_grid(self.vit, patch_grid(self.vit, standardize(images)))
+        tokens, _ = run_on_grid(self.vit, teacher_grid(self.vit, images))
         return tokens
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

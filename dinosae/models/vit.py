@@ -1,9 +1,19 @@
-"""The frozen DINOv3 ViT: creation from a local weights file, and running it on a token grid.
+"""The frozen ViT: creation from a local weights file, and running it on a token grid.
 
 The student and the teacher share one ViT; they differ only in what turns the
 image into the NHWC token grid (the trainable stem or the ViT's own patch
 embedding). ``run_on_grid`` is the ViT's ``forward_features`` with the patch
 embedding taken out.
+
+Two timm model families work: DINOv3 (timm's ``Eva``, RoPE) and the plain
+``VisionTransformer`` with learned positions, which timm resamples to any grid
+(DINOv2 with registers, SigLIP2, MAE, CLIP). The latent grid is always the
+image's size / 16, whatever the ViT's patch: the stem reaches it, and the
+teacher sees the image resized to grid x patch (224 px for a patch-14 ViT at
+256 px), so that student and teacher tokens match position for position and the
+decoder and the DiT are those of every other encoder. The teacher's pixels are
+standardized with the statistics of the timm model's own ``pretrained_cfg``
+(ImageNet's for DINOv3, DINOv2 and MAE, 0.5 for SigLIP2, OpenAI's for CLIP).
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ import warnings
 import timm
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from dinosae.models.weights import read_weights
 
@@ -28,12 +39,14 @@ class RandomTeacherWarning(UserWarning):
 
 def create_vit(name: str, image_size: int, weights: str | os.PathLike | None = None,
                depth: int | None = None) -> nn.Module:
-    """A frozen timm DINOv3 ViT in eval mode, with weights from a local file if given.
+    """A frozen timm ViT in eval mode, with weights from a local file if given.
 
-    ``weights`` is a ``.pth`` or ``.safetensors`` file in timm's key names or in
-    Meta's original ones (see :func:`load_vit_state`). Without it the ViT is
-    randomly initialized, and a ``RandomTeacherWarning`` says so: nothing is
-    downloaded. ``depth`` keeps only the first blocks.
+    ``name`` is a timm model name, with a pretrained tag where the tag sets the
+    input statistics (``vit_base_patch16_224.mae``). ``weights`` is a ``.pth``
+    or ``.safetensors`` file in timm's key names or in the family's original
+    release names (see :func:`load_vit_state`). Without it the ViT is randomly
+    initialized, and a ``RandomTeacherWarning`` says so: nothing is downloaded.
+    ``depth`` keeps only the first blocks.
 
     Example:
         >>> import warnings
@@ -44,9 +57,19 @@ def create_vit(name: str, image_size: int, weights: str | os.PathLike | None = N
         (192, 2, False)
     """
     overrides = {} if depth is None else {"depth": depth}
-    vit = timm.create_model(name, pretrained=False, img_size=image_size, num_classes=0, **overrides)
-    if not getattr(vit, "dynamic_img_size", False):
-        raise ValueError(f"{name} does not take NHWC token grids (dynamic_img_size); use a timm DINOv3 ViT")
+
+    def build(size: int) -> nn.Module:
+        return timm.create_model(name, pretrained=False, img_size=size, num_classes=0, dynamic_img_size=True,
+                                 **overrides)
+
+    vit = build(image_size)
+    if not hasattr(vit, "_pos_embed") or not getattr(vit, "dynamic_img_size", False):
+        raise ValueError(f"{name} does not take NHWC token grids (dynamic_img_size); use a timm DINOv3 ViT or "
+                         "VisionTransformer")
+    patch = patch_size(vit)
+    if patch != 16:
+        # Learned positions are stored for the teacher's grid: the image's grid at the ViT's own patch.
+        vit = build(image_size // 16 * patch)
     if weights is not None:
         missing = load_vit_state(vit, read_weights(weights, "teacher weights"), source=str(weights),
                                  name=name)
@@ -55,9 +78,20 @@ def create_vit(name: str, image_size: int, weights: str | os.PathLike | None = N
     else:
         warnings.warn(f"no --teacher-weights given: {name} is randomly initialized, so the "
                       "teacher, the alignment loss and the discriminator features are not "
-                      "DINOv3's and results are not meaningful", RandomTeacherWarning, stacklevel=2)
+                      "the pretrained ViT's and results are not meaningful", RandomTeacherWarning, stacklevel=2)
     vit.requires_grad_(False)
     return vit.eval()
+
+
+def patch_size(vit: nn.Module) -> int:
+    """The side of the ViT's own (square) patches."""
+    size = vit.patch_embed.patch_size
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def uses_rope(vit: nn.Module) -> bool:
+    """Whether the ViT places tokens by rotary embeddings (DINOv3) rather than learned positions."""
+    return getattr(vit, "rope", None) is not None
 
 
 def nonzero_qv_biases(state: dict[str, torch.Tensor]) -> list[str]:
@@ -71,24 +105,36 @@ def nonzero_qv_biases(state: dict[str, torch.Tensor]) -> list[str]:
 
 
 def load_vit_state(vit: nn.Module, state: dict[str, torch.Tensor], source: str, name: str = "the ViT") -> list[str]:
-    """Load DINOv3 weights in timm's or Meta's key names into a timm ViT; returns the keys still missing.
+    """Load weights in timm's key names or the family's original ones into a timm ViT; returns the keys
+    still missing.
 
-    Meta's names go through timm's own converter, which drops a ``qkv.bias``
-    the model has no parameter for: a ViT without q/v biases would silently
-    compute other tokens, so non-zero ones are refused (take the ``_qkvb``
-    variant). Blocks beyond the model's depth are dropped; any other unknown
+    DINOv3 in Meta's names goes through timm's own converter, which drops a
+    ``qkv.bias`` the model has no parameter for: a ViT without q/v biases would
+    silently compute other tokens, so non-zero ones are refused (take the
+    ``_qkvb`` variant). The other families go through timm's ViT converter,
+    which reads DINOv2's release names (``register_tokens``, ``mask_token``),
+    OpenAI's and OpenCLIP's CLIP names, and resamples learned positions stored
+    for another grid. A state wrapped as ``{"model": ...}`` (MAE's release) is
+    unwrapped. Blocks beyond the model's depth are dropped; any other unknown
     key is an error.
     """
-    from timm.models.eva import checkpoint_filter_fn
-
+    if isinstance(state, dict) and len(state) == 1 and set(state) <= {"model", "state_dict"}:
+        state = next(iter(state.values()))  # a training script's wrapper, as MAE's release has
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{source} does not hold a flat dict of tensors")
-    if "storage_tokens" in state:
-        has_qv_bias = any(k.endswith("q_bias") for k in vit.state_dict())
-        biased = nonzero_qv_biases(state)
-        if biased and not has_qv_bias:
-            raise ValueError(f"{source} has non-zero q/v biases ({biased[0]}, ...), which {name} has no "
-                             f"parameters for: use {name.removesuffix('_qkvb')}_qkvb")
+    if uses_rope(vit):
+        if "storage_tokens" in state:
+            from timm.models.eva import checkpoint_filter_fn
+
+            has_qv_bias = any(k.endswith("q_bias") for k in vit.state_dict())
+            biased = nonzero_qv_biases(state)
+            if biased and not has_qv_bias:
+                raise ValueError(f"{source} has non-zero q/v biases ({biased[0]}, ...), which {name} has no "
+                                 f"parameters for: use {name.removesuffix('_qkvb')}_qkvb")
+            state = checkpoint_filter_fn(state, vit)
+    else:
+        from timm.models.vision_transformer import checkpoint_filter_fn
+
         state = checkpoint_filter_fn(state, vit)
     depth = len(vit.blocks)
     state = {k: v for k, v in state.items() if not (k.startswith("blocks.") and int(k.split(".")[1]) >= depth)}
@@ -115,33 +161,41 @@ def pixel_input(images: torch.Tensor, convention: str) -> torch.Tensor:
     raise ValueError(f"unknown pixel input convention {convention!r}")
 
 
-def standardize(images: torch.Tensor) -> torch.Tensor:
-    """Images in [0, 1] to the ViT's input statistics."""
-    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (images - mean) / std
+def standardize(images: torch.Tensor, mean: tuple[float, ...] = IMAGENET_MEAN,
+                std: tuple[float, ...] = IMAGENET_STD) -> torch.Tensor:
+    """Images in [0, 1] to zero mean and unit variance under ``mean`` and ``std`` (ImageNet's by default)."""
+    return (images - images.new_tensor(mean).view(1, 3, 1, 1)) / images.new_tensor(std).view(1, 3, 1, 1)
 
 
 def run_on_grid(vit: nn.Module, grid: torch.Tensor, depths: tuple[int, ...] = ()
                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Patch tokens after the final norm for an NHWC grid, and the tokens after blocks ``depths``.
 
-    Prefix tokens (class and registers) take part in attention as in DINOv3 and
-    are dropped from the outputs: (B, H*W, D), and one (B, H*W, D) per depth.
+    Prefix tokens (class and registers) take part in attention as in the ViT's
+    training and are dropped from the outputs: (B, H*W, D), and one (B, H*W, D)
+    per depth.
     """
     if grid.dim() != 4:
         raise ValueError(f"expected an NHWC token grid (B, H, W, D), got shape {tuple(grid.shape)}")
-    tokens, rope = vit._pos_embed(grid)
+    placed = vit._pos_embed(grid)
+    tokens, rope = placed if isinstance(placed, tuple) else (placed, None)
     tokens = vit.norm_pre(tokens)
     prefix = vit.num_prefix_tokens
     taps = []
     for depth, block in enumerate(vit.blocks):
-        tokens = block(tokens, rope=rope)
+        tokens = block(tokens, rope=rope) if rope is not None else block(tokens)
         if depth in depths:
             taps.append(tokens[:, prefix:])
     return vit.norm(tokens)[:, prefix:], taps
 
 
-def patch_grid(vit: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The ViT's own patch embedding of standardized images: the teacher's NHWC grid."""
-    return vit.patch_embed(images)
+def teacher_grid(vit: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The teacher's NHWC grid of images in [0, 1]: the ViT's own patch embedding of its standardized
+    pixels, resized first when its patch is not 16, so that the grid is the image's size / 16."""
+    patch = patch_size(vit)
+    if patch != 16:
+        height, width = images.shape[-2:]
+        images = F.interpolate(images, size=(height // 16 * patch, width // 16 * patch), mode="bicubic",
+                               antialias=True, align_corners=False)
+    config = getattr(vit, "pretrained_cfg", None) or {}
+    return vit.patch_embed(standardize(images, config.get("mean", IMAGENET_MEAN), config.get("std", IMAGENET_STD)))

@@ -81,11 +81,11 @@ def test_latents_are_unit_tokens_and_only_the_stem_trains(tiny_model):
 
 def test_student_with_the_patch_embedding_reproduces_the_teacher(tiny_model):
     # With the ViT's own embedding as the "stem", student and teacher are one path.
-    from dinosae.models.vit import patch_grid, run_on_grid, standardize
+    from dinosae.models.vit import run_on_grid, standardize, teacher_grid
 
     images = torch.rand(2, 3, 64, 64)
     vit = tiny_model.encoder.vit
-    student, _ = run_on_grid(vit, patch_grid(vit, standardize(images)))
+    student, _ = run_on_grid(vit, teacher_grid(vit, images))
     torch.testing.assert_close(student, tiny_model.encoder.teacher_tokens(images))
     reference = vit.forward_features(standardize(images))[:, vit.num_prefix_tokens:]
     torch.testing.assert_close(student, reference)
