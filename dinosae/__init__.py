@@ -3,8 +3,10 @@
 The models by name, timm-style:
 
     >>> import dinosae
-    >>> dinosae.list_models("ae")
+    >>> dinosae.list_models("ae")[:4]
     ['ae-tiny', 'ae-S', 'ae-B', 'ae-L']
+    >>> [name for name in dinosae.list_models("ae") if name.startswith("ae-B-")]
+    ['ae-B-dinov2', 'ae-B-siglip2', 'ae-B-mae', 'ae-B-clip']
 
 ``dinosae.create_model(name, **overrides)`` builds one, ``dinosae.load_model(path)``
 reads a run directory, a checkpoint or an official release file. Importing the

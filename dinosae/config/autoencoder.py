@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dinosae.config.base import check_fields
 
@@ -144,3 +144,15 @@ AE_PRESETS: dict[str, AEConfig] = {
     "B": AEConfig(vit="vit_base_patch16_dinov3"),
     "L": AEConfig(vit="vit_large_patch16_dinov3", disc_depths=(5, 11, 17, 23)),
 }
+
+# Other frozen encoders, as RAE ships them, by timm name; the tag sets the input statistics. Each size keeps
+# the DINOv3 preset's stem, decoder and discriminator taps (the block counts are the same).
+ENCODER_FAMILIES: dict[str, dict[str, str]] = {
+    "dinov2": {"S": "vit_small_patch14_reg4_dinov2.lvd142m", "B": "vit_base_patch14_reg4_dinov2.lvd142m",
+               "L": "vit_large_patch14_reg4_dinov2.lvd142m"},
+    "siglip2": {"B": "vit_base_patch16_siglip_256.v2_webli", "L": "vit_large_patch16_siglip_256.v2_webli"},
+    "mae": {"B": "vit_base_patch16_224.mae", "L": "vit_large_patch16_224.mae"},
+    "clip": {"B": "vit_base_patch16_clip_224.openai", "L": "vit_large_patch14_clip_224.openai"},
+}
+AE_PRESETS.update({f"{size}-{family}": replace(AE_PRESETS[size], vit=vit)
+                   for family, sizes in ENCODER_FAMILIES.items() for size, vit in sizes.items()})

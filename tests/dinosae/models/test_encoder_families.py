@@ -1,0 +1,138 @@
+"""Frozen encoders other than DINOv3 (issue 22): DINOv2 with registers (patch 14), SigLIP2, MAE and CLIP from
+timm, with random weights and two blocks. What only real weights can show (the tokens' meaning, the
+alignment's and the probe's numbers) is left to users; see the README."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch.nn import functional as F
+
+import dinosae
+from dinosae.cli.evaluation import check_magnitude, eval_probe
+from dinosae.config import AE_PRESETS, AETrainConfig, model_config
+from dinosae.config.autoencoder import ENCODER_FAMILIES
+from dinosae.models.discriminator import DinoDiscriminator
+from dinosae.models.vit import create_vit, load_vit_state, patch_size, run_on_grid, standardize, teacher_grid
+
+# One timm model per family and patch size: the smallest registered size, and CLIP-L for CLIP's patch 14.
+VITS = {"dinov2": ENCODER_FAMILIES["dinov2"]["S"], "siglip2": ENCODER_FAMILIES["siglip2"]["B"],
+        "mae": ENCODER_FAMILIES["mae"]["B"], "clip": ENCODER_FAMILIES["clip"]["B"],
+        "clip-patch14": ENCODER_FAMILIES["clip"]["L"]}
+SMALL = {"image_size": 64, "vit_depth": 2, "decoder": AE_PRESETS["tiny"].decoder, "disc_depths": (0, 1),
+         "stem_norm": "image"}
+
+
+def _vit(name: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vit = create_vit(name, image_size=64, depth=2)
+    # Random but not initial weights: timm zero-initializes some biases and class tokens.
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in vit.parameters():
+            parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
+    return vit
+
+
+@pytest.mark.parametrize("name", VITS.values(), ids=VITS.keys())
+def test_the_teacher_path_is_the_vits_own_forward(name):
+    """On a 4 x 4 grid at 64 px: a patch-14 ViT sees the image at 56 px, standardized with its own statistics."""
+    vit = _vit(name)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    tokens, taps = run_on_grid(vit, teacher_grid(vit, images), depths=(0,))
+    side = 4 * patch_size(vit)
+    resized = images if side == 64 else F.interpolate(images, size=(side, side), mode="bicubic", antialias=True)
+    reference = vit.forward_features(standardize(resized, vit.pretrained_cfg["mean"], vit.pretrained_cfg["std"]))
+    assert tokens.shape == (2, 16, vit.embed_dim) and taps[0].shape == tokens.shape
+    torch.testing.assert_close(tokens, reference[:, vit.num_prefix_tokens:])
+
+
+def test_each_family_standardizes_with_its_own_statistics():
+    means = {family: _vit(name).pretrained_cfg["mean"] for family, name in VITS.items()}
+    assert means["dinov2"] == means["mae"] == (0.485, 0.456, 0.406)
+    assert means["siglip2"] == (0.5, 0.5, 0.5) and means["clip"][0] == pytest.approx(0.4815, abs=1e-4)
+
+
+@pytest.mark.parametrize("family", ENCODER_FAMILIES)
+def test_autoencoder_of_each_family(family):
+    size = "S" if "S" in ENCODER_FAMILIES[family] else "B"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = dinosae.create_model(f"ae-{size}-{family}", **SMALL)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    latents = model.encode(images)
+    assert latents.shape == (2, 16, model.latent_dim)
+    torch.testing.assert_close(latents.norm(dim=-1), torch.ones(2, 16))
+    assert model.encoder.teacher_tokens(images).shape == latents.shape
+    logits = DinoDiscriminator(model.latent_dim, depths=(0, 1))(images, model.encoder.vit)
+    model.decode(latents).square().mean().backward()
+    logits.sum().backward()
+    assert logits.shape[0] == 2 and all(p.grad is None for p in model.encoder.vit.parameters())
+    assert any(p.grad is not None for p in model.encoder.stem.parameters())
+
+
+def test_dinov2_weights_load_in_timm_and_in_meta_names():
+    """Meta's release names the registers ``register_tokens``, keeps a ``mask_token``, and stores the class
+    token's position in front of the patches' (timm folds it into the class token)."""
+    source = _vit(VITS["dinov2"])
+    generator = torch.Generator().manual_seed(3)
+    grid = torch.randn(1, 4, 4, source.embed_dim, generator=generator)
+    expected, _ = run_on_grid(source, grid)
+    timm_names = source.state_dict()
+    class_position = 0.1 * torch.randn(1, 1, source.embed_dim, generator=generator)
+    meta_names = {("register_tokens" if key == "reg_token" else key): value for key, value in timm_names.items()}
+    meta_names.update(cls_token=timm_names["cls_token"] - class_position, mask_token=torch.zeros(1, source.embed_dim),
+                      pos_embed=torch.cat([class_position, timm_names["pos_embed"]], dim=1))
+    for state, tolerance in ((timm_names, 0.0), (meta_names, 1e-5)):
+        target = _vit(VITS["dinov2"])
+        assert load_vit_state(target, dict(state), source="test") == []
+        torch.testing.assert_close(run_on_grid(target, grid)[0], expected, rtol=tolerance, atol=tolerance)
+
+
+def test_mae_weights_load_from_their_release_wrapper():
+    source = _vit(VITS["mae"])
+    grid = torch.randn(1, 4, 4, source.embed_dim, generator=torch.Generator().manual_seed(4))
+    target = _vit(VITS["mae"])
+    assert load_vit_state(target, {"model": source.state_dict()}, source="mae_pretrain_vit_base.pth") == []
+    torch.testing.assert_close(run_on_grid(target, grid)[0], run_on_grid(source, grid)[0], rtol=0, atol=0)
+
+
+def test_unknown_keys_are_refused():
+    target = _vit(VITS["mae"])
+    state = {**target.state_dict(), "blocks.0.attn.extra": torch.ones(2)}
+    with pytest.raises(ValueError, match="does not: \\['blocks.0.attn.extra'\\]"):
+        load_vit_state(target, state, source="weights.pth")
+
+
+@pytest.fixture(scope="module", params=list(ENCODER_FAMILIES))
+def family_run(request, tmp_path_factory, three_photos):
+    from dinosae.train.autoencoder import train_autoencoder
+
+    family = request.param
+    size = "S" if "S" in ENCODER_FAMILIES[family] else "B"
+    run = tmp_path_factory.mktemp(f"run_{family}")
+    config = AETrainConfig(steps=1, batch_size=4, lr=3e-4, lpips_weight=0.0, num_workers=0, image_every=10**6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train_autoencoder(run, three_photos / "train", model_config(f"ae-{size}-{family}", **SMALL)[1], config,
+                          device="cpu")
+    return run
+
+
+def test_check_magnitude_and_eval_probe_run_unchanged(family_run, three_photos, tmp_path):
+    def last_json(command, args):
+        result = CliRunner().invoke(command, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    magnitude = last_json(check_magnitude, ["--ckpt", family_run, "--data", three_photos, "--out", tmp_path / "m",
+                                            "--points", 3, "--num-workers", 0, "--json"])
+    assert abs(magnitude["psnr_change"]) < 1e-4
+    probe = last_json(eval_probe, ["--ckpt", family_run, "--data", three_photos, "--json", "--weight-decay", "0.01",
+                                   "--sweep", "0.1,1", "--num-workers", "0"])
+    assert probe["classes"] == 3 and 0.0 <= probe["probe_latent"] <= 1.0 and 0.0 <= probe["probe_teacher"] <= 1.0
