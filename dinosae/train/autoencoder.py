@@ -109,13 +109,23 @@ def set_trainable(model: SphericalAutoencoder, config: AETrainConfig) -> list[nn
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _load_init(init: str | os.PathLike, model: SphericalAutoencoder,
-               discriminator: DinoDiscriminator | None) -> None:
-    """Start a stage from the previous stage's checkpoint: its EMA weights, and its discriminator heads."""
+def _load_init(init: str | os.PathLike, model: SphericalAutoencoder, discriminator: DinoDiscriminator | None,
+               teacher_weights: str | os.PathLike | None) -> None:
+    """Start a stage from the previous stage's checkpoint: its EMA weights, and its discriminator heads.
+
+    A previous stage that had no teacher (fine-tuned from an official file, which carries no patch
+    embedding) passes that on, unless ``teacher_weights`` now give the teacher its own patch embedding.
+    """
     checkpoint = load_checkpoint(init, with_state=False)
     if checkpoint.meta.get("kind") != AUTOENCODER:
         raise CheckpointError(f"--init {str(init)!r} is not an autoencoder checkpoint")
-    load_weights(model, autoencoder_weights(checkpoint.model, checkpoint.ema, use_ema=True), f"--init {str(init)!r}")
+    weights = autoencoder_weights(checkpoint.model, checkpoint.ema, use_ema=True)
+    missing = checkpoint.meta.get("teacher_missing")
+    if missing is not None and teacher_weights is not None:
+        weights = {k: v for k, v in weights.items() if not k.startswith("encoder.vit.patch_embed.")}
+        missing = None
+    load_weights(model, weights, f"--init {str(init)!r}")
+    model.encoder.teacher_missing = missing
     heads = split_weights(checkpoint.model, [DISCRIMINATOR])[1][DISCRIMINATOR]
     if discriminator is not None and heads:
         discriminator.load_state_dict(heads)
@@ -173,7 +183,7 @@ def _train(run_dir: Path, dataset: ImageDataset, ae_config: AEConfig, config: AE
     dataset.crop = _crop(ae_config, config)  # an official file's own size
     discriminator = DinoDiscriminator(model.latent_dim, ae_config.disc_depths) if config.gan_weight > 0 else None
     if init is not None and previous is None and not official:
-        _load_init(init, model, discriminator)
+        _load_init(init, model, discriminator, teacher_weights)
     if config.trains_stem and config.align_weight > 0:
         model.encoder.require_teacher("the alignment loss")
     if discriminator is not None:

@@ -185,3 +185,36 @@ def test_an_official_file_starts_a_stage_with_its_own_config(tmp_path, photos):
         model.encoder.teacher_tokens(torch.rand(1, 3, 64, 64))
     stem = model.encoder.stem.layers[0].weight
     torch.testing.assert_close(stem, state["dino_model.patch_embed.cnn.0.conv.weight"])  # stage 3 keeps the stem
+
+
+def test_a_stage_after_an_official_file_keeps_knowing_the_teacher_is_missing(tmp_path, photos):
+    """--init RUN, RUN fine-tuned from an official file: its patch embedding is a random stand-in, not a teacher."""
+    from dinosae.config import AEConfig, AETrainConfig, from_dict, model_config
+    from dinosae.io.checkpoint import load_checkpoint
+    from dinosae.train.autoencoder import train_autoencoder
+
+    release = VARIANTS["vit-s, relu, interpolate, first stage empty"][0]
+    state = {k: v.float() for k, v in ref.release_state(release).items()}
+    settings = {**release.settings, "pixel_input": "imagenet", "pixel_output": "unit", "image_size": 64}
+    path = write_release(tmp_path, release, state, settings)
+    _, preset = model_config("ae-tiny")
+    fast = dict(steps=1, batch_size=2, lpips_weight=0.0, num_workers=0, log_every=1, image_every=10**6)
+    train_autoencoder(tmp_path / "s3", photos["heldout"], preset, AETrainConfig(stage=3, gan_weight=0.0, **fast),
+                      init=path, device="cpu")
+    preset = from_dict(AEConfig, load_checkpoint(tmp_path / "s3").meta["ae_config"])  # the release's, as resolved
+    with pytest.raises(ValueError, match="the DINO discriminator needs the DINOv3 teacher"):
+        train_autoencoder(tmp_path / "s4", photos["heldout"], preset, AETrainConfig(stage=4, **fast),
+                          init=tmp_path / "s3", device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomTeacherWarning)
+        teacher = create_vit("vit_small_patch16_dinov3_qkvb", image_size=64)
+    generator = torch.Generator().manual_seed(0)
+    teacher_state = {k: v + 0.01 * torch.randn(v.shape, generator=generator) for k, v in teacher.state_dict().items()}
+    torch.save(teacher_state, tmp_path / "teacher.pth")
+    train_autoencoder(tmp_path / "s4", photos["heldout"], preset, AETrainConfig(stage=4, **fast),
+                      init=tmp_path / "s3", teacher_weights=tmp_path / "teacher.pth", device="cpu")
+    assert load_checkpoint(tmp_path / "s4").meta["teacher_missing"] is None
+    model = load_autoencoder(tmp_path / "s4")
+    torch.testing.assert_close(model.encoder.vit.patch_embed.proj.weight, teacher_state["patch_embed.proj.weight"],
+                               rtol=0, atol=0)
+    assert model.encoder.teacher_tokens(torch.rand(1, 3, 64, 64)).shape == (1, 16, 384)
