@@ -136,6 +136,9 @@ def load_vit_state(vit: nn.Module, state: dict[str, torch.Tensor], source: str, 
         from timm.models.vision_transformer import checkpoint_filter_fn
 
         state = checkpoint_filter_fn(state, vit)
+        if not any(key.startswith("head.") for key in vit.state_dict()):
+            # A classifier, or CLIP's projection into the text space: neither is on the tokens' path.
+            state = {k: v for k, v in state.items() if not k.startswith("head.")}
     depth = len(vit.blocks)
     state = {k: v for k, v in state.items() if not (k.startswith("blocks.") and int(k.split(".")[1]) >= depth)}
     missing, unexpected = vit.load_state_dict(state, strict=False)

@@ -102,6 +102,35 @@ def test_mae_weights_load_from_their_release_wrapper():
     torch.testing.assert_close(run_on_grid(target, grid)[0], run_on_grid(source, grid)[0], rtol=0, atol=0)
 
 
+def _openai_clip_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A timm CLIP ViT's weights as OpenAI's release names them, text tower and projection included."""
+    swaps = [("patch_embed.proj", "conv1"), ("norm_pre", "ln_pre"), ("blocks.", "transformer.resblocks."),
+             ("norm1", "ln_1"), ("norm2", "ln_2"), ("attn.qkv.", "attn.in_proj_"), ("attn.proj", "attn.out_proj"),
+             ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj")]
+    released = {"visual.class_embedding": state["cls_token"][0, 0],
+                "visual.positional_embedding": state["pos_embed"][0],
+                "visual.proj": torch.ones(state["cls_token"].shape[-1], 8),
+                "token_embedding.weight": torch.ones(4, 8)}
+    for key, value in state.items():
+        if key in ("cls_token", "pos_embed"):
+            continue
+        if key.startswith("norm."):
+            key = key.replace("norm.", "ln_post.")
+        for timm_name, openai_name in swaps:
+            key = key.replace(timm_name, openai_name)
+        released[f"visual.{key}"] = value
+    return released
+
+
+def test_clip_weights_load_in_timm_and_in_openai_names():
+    source = _vit(VITS["clip"])
+    grid = torch.randn(1, 4, 4, source.embed_dim, generator=torch.Generator().manual_seed(5))
+    for state in (source.state_dict(), _openai_clip_names(source.state_dict())):
+        target = _vit(VITS["clip"])
+        assert load_vit_state(target, state, source="ViT-B-16.pt") == []
+        torch.testing.assert_close(run_on_grid(target, grid)[0], run_on_grid(source, grid)[0], rtol=0, atol=0)
+
+
 def test_unknown_keys_are_refused():
     target = _vit(VITS["mae"])
     state = {**target.state_dict(), "blocks.0.attn.extra": torch.ones(2)}
