@@ -70,7 +70,9 @@ def create_vit(name: str, image_size: int, weights: str | os.PathLike | None = N
     if patch != 16:
         # Learned positions are stored for the teacher's grid: the image's grid at the ViT's own patch.
         vit = build(image_size // 16 * patch)
-    if weights is not None:
+    if weights is not None and str(weights).endswith(".npz"):
+        load_big_vision(vit, weights)
+    elif weights is not None:
         missing = load_vit_state(vit, read_weights(weights, "teacher weights"), source=str(weights),
                                  name=name)
         if missing:
@@ -145,6 +147,19 @@ def load_vit_state(vit: nn.Module, state: dict[str, torch.Tensor], source: str, 
     if unexpected:
         raise ValueError(f"{source} has ViT keys {name} does not: {sorted(unexpected)[:5]}")
     return list(missing)
+
+
+def load_big_vision(vit: nn.Module, path: str | os.PathLike) -> None:
+    """Load a JAX ``.npz`` release (big_vision's SigLIP2, Google's ViTs) with timm's reader; a ViT of timm's
+    ``VisionTransformer`` only. Keys the file lacks are an error naming it."""
+    if uses_rope(vit) or not hasattr(vit, "load_pretrained"):
+        raise ValueError(f"{str(path)!r} is a JAX .npz; {type(vit).__name__} weights come as .pth or .safetensors")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"teacher weights {str(path)!r} do not exist")
+    try:
+        vit.load_pretrained(str(path))
+    except (KeyError, ValueError, RuntimeError) as error:
+        raise ValueError(f"teacher weights {str(path)!r} do not fit {type(vit).__name__}: {error}") from error
 
 
 def pixel_input(images: torch.Tensor, convention: str) -> torch.Tensor:

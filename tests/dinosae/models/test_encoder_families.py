@@ -131,6 +131,62 @@ def test_clip_weights_load_in_timm_and_in_openai_names():
         torch.testing.assert_close(run_on_grid(target, grid)[0], run_on_grid(source, grid)[0], rtol=0, atol=0)
 
 
+def _big_vision_siglip(vit) -> dict[str, object]:
+    """A timm SigLIP ViT's weights as big_vision's JAX release stores them (``params/img/...``)."""
+    dim, heads = vit.embed_dim, vit.blocks[0].attn.num_heads
+
+    def heads_kernel(weight):  # (heads * head_dim, D) -> (D, heads, head_dim)
+        return weight.T.reshape(dim, heads, -1)
+
+    files = {"embedding/kernel": vit.patch_embed.proj.weight.permute(2, 3, 1, 0),
+             "embedding/bias": vit.patch_embed.proj.bias, "pos_embedding": vit.pos_embed,
+             "Transformer/encoder_norm/scale": vit.norm.weight, "Transformer/encoder_norm/bias": vit.norm.bias}
+    pool, head = vit.attn_pool, "MAPHead_0/"
+    files.update({f"{head}probe": pool.latent, f"{head}LayerNorm_0/scale": pool.norm.weight,
+                  f"{head}LayerNorm_0/bias": pool.norm.bias,
+                  f"{head}MultiHeadDotProductAttention_0/query/kernel": heads_kernel(pool.q.weight),
+                  f"{head}MultiHeadDotProductAttention_0/query/bias": pool.q.bias.reshape(heads, -1),
+                  f"{head}MultiHeadDotProductAttention_0/out/kernel": pool.proj.weight.reshape(dim, heads, -1)
+                  .permute(1, 2, 0), f"{head}MultiHeadDotProductAttention_0/out/bias": pool.proj.bias})
+    for name, weight, bias in zip(("key", "value"), pool.kv.weight.chunk(2), pool.kv.bias.chunk(2)):
+        files[f"{head}MultiHeadDotProductAttention_0/{name}/kernel"] = heads_kernel(weight)
+        files[f"{head}MultiHeadDotProductAttention_0/{name}/bias"] = bias.reshape(heads, -1)
+    for index, layer in enumerate((pool.mlp.fc1, pool.mlp.fc2)):
+        files.update({f"{head}MlpBlock_0/Dense_{index}/kernel": layer.weight.T,
+                      f"{head}MlpBlock_0/Dense_{index}/bias": layer.bias})
+    for index, block in enumerate(vit.blocks):
+        prefix = f"Transformer/encoderblock_{index}/"
+        attention = f"{prefix}MultiHeadDotProductAttention_0/"
+        files.update({f"{prefix}LayerNorm_0/scale": block.norm1.weight, f"{prefix}LayerNorm_0/bias": block.norm1.bias,
+                      f"{prefix}LayerNorm_1/scale": block.norm2.weight, f"{prefix}LayerNorm_1/bias": block.norm2.bias,
+                      f"{attention}out/kernel": block.attn.proj.weight.reshape(dim, heads, -1).permute(1, 2, 0),
+                      f"{attention}out/bias": block.attn.proj.bias})
+        for name, weight, bias in zip(("query", "key", "value"), block.attn.qkv.weight.chunk(3),
+                                      block.attn.qkv.bias.chunk(3)):
+            files[f"{attention}{name}/kernel"] = heads_kernel(weight)
+            files[f"{attention}{name}/bias"] = bias.reshape(heads, -1)
+        for layer_index, layer in enumerate((block.mlp.fc1, block.mlp.fc2)):
+            files.update({f"{prefix}MlpBlock_0/Dense_{layer_index}/kernel": layer.weight.T,
+                          f"{prefix}MlpBlock_0/Dense_{layer_index}/bias": layer.bias})
+    return {f"params/img/{key}": value.detach().numpy() for key, value in files.items()}
+
+
+def test_siglip2_weights_load_from_big_visions_npz(tmp_path):
+    import numpy as np
+
+    source = _vit(VITS["siglip2"])
+    np.savez(tmp_path / "siglip2.npz", **_big_vision_siglip(source))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # weights given: no random-teacher warning
+        target = create_vit(VITS["siglip2"], image_size=64, weights=tmp_path / "siglip2.npz", depth=2)
+    grid = torch.randn(1, 4, 4, source.embed_dim, generator=torch.Generator().manual_seed(6))
+    torch.testing.assert_close(run_on_grid(target, grid)[0], run_on_grid(source, grid)[0], rtol=0, atol=0)
+    truncated = {k: v for k, v in _big_vision_siglip(source).items() if "encoderblock_1" not in k}
+    np.savez(tmp_path / "truncated.npz", **truncated)
+    with pytest.raises(ValueError, match="truncated.npz' do not fit VisionTransformer"):
+        create_vit(VITS["siglip2"], image_size=64, weights=tmp_path / "truncated.npz", depth=2)
+
+
 def test_unknown_keys_are_refused():
     target = _vit(VITS["mae"])
     state = {**target.state_dict(), "blocks.0.attn.extra": torch.ones(2)}
