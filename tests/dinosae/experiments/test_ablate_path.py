@@ -146,6 +146,7 @@ def test_speedup_is_the_ratio_of_steps_to_one_quality():
     assert speedup(steps, sphere, euclidean, 0.5)["speedup"] is None  # reached before training: no ratio
 
 
+@pytest.mark.slow  # about 30 s; the command's JSON is checked by the vMF-only run below, the result by the fixture's
 def test_cli_prints_the_result_as_json_and_writes_the_plots(tmp_path, cache_dir):
     out = tmp_path / "run"
     result = CliRunner().invoke(command, ["--out", str(out), "--latents", str(cache_dir), *TINY_FLAGS])
