@@ -44,7 +44,8 @@ def create_vit(name: str, image_size: int, weights: str | os.PathLike | None = N
     ``name`` is a timm model name, with a pretrained tag where the tag sets the
     input statistics (``vit_base_patch16_224.mae``). ``weights`` is a ``.pth``
     or ``.safetensors`` file in timm's key names or in the family's original
-    release names (see :func:`load_vit_state`). Without it the ViT is randomly
+    release names (see :func:`load_vit_state`), or a JAX ``.npz``
+    (:func:`load_big_vision`). Without it the ViT is randomly
     initialized, and a ``RandomTeacherWarning`` says so: nothing is downloaded.
     ``depth`` keeps only the first blocks.
 
