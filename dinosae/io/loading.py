@@ -146,15 +146,23 @@ def load_autoencoder(path: str | os.PathLike, *, teacher_weights: str | os.PathL
             # A checkpoint of a random-teacher run carries that ViT; the warning was given at training.
             warnings.simplefilter("ignore", RandomTeacherWarning)
             model = SphericalAutoencoder(config, teacher)
-        weights = autoencoder_weights(checkpoint.model, checkpoint.ema, use_ema)
-        missing = checkpoint.meta.get("teacher_missing")
-        if missing is not None and teacher_weights is not None:
-            # The run had no teacher: its patch embedding is a random stand-in, the given file's is the teacher.
-            weights = {k: v for k, v in weights.items() if not k.startswith("encoder.vit.patch_embed.")}
-            missing = None
-        load_weights(model, weights, str(target))
-        model.encoder.teacher_missing = missing
+        load_run_weights(model, checkpoint, teacher_weights, str(target), use_ema)
     return model.to(device).eval()
+
+
+def load_run_weights(model: SphericalAutoencoder, checkpoint: Checkpoint, teacher_weights: str | os.PathLike | None,
+                     source: str, use_ema: bool = True) -> None:
+    """Load an autoencoder run's weights into ``model`` (built with ``teacher_weights``, if any), and whether
+    its teacher is missing: a run without one (fine-tuned from an official file) passes that on, unless
+    ``teacher_weights`` now give the teacher its own patch embedding."""
+    weights = autoencoder_weights(checkpoint.model, checkpoint.ema, use_ema)
+    missing = checkpoint.meta.get("teacher_missing")
+    if missing is not None and teacher_weights is not None:
+        # The run had no teacher: its patch embedding is a random stand-in, the given file's is the teacher.
+        weights = {k: v for k, v in weights.items() if not k.startswith("encoder.vit.patch_embed.")}
+        missing = None
+    load_weights(model, weights, source)
+    model.encoder.teacher_missing = missing
 
 
 def _load_official(path: os.PathLike, teacher_weights: str | os.PathLike | None) -> SphericalAutoencoder:

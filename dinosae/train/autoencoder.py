@@ -26,8 +26,7 @@ from dinosae.data.images import ImageBatch, ImageDataset, collate_images
 from dinosae.data.index import folder_listing
 from dinosae.io.checkpoint import (Checkpoint, CheckpointError, load_checkpoint, remove_checkpoint_leftovers,
                                    resolve_checkpoint)
-from dinosae.io.loading import (AUTOENCODER, DISCRIMINATOR, autoencoder_weights, load_autoencoder, load_weights,
-                                split_weights)
+from dinosae.io.loading import AUTOENCODER, DISCRIMINATOR, load_autoencoder, load_run_weights, split_weights
 from dinosae.models.autoencoder import SphericalAutoencoder
 from dinosae.models.discriminator import DinoDiscriminator
 from dinosae.pipelines.exclusive import exclusive
@@ -111,21 +110,12 @@ def set_trainable(model: SphericalAutoencoder, config: AETrainConfig) -> list[nn
 
 def _load_init(init: str | os.PathLike, model: SphericalAutoencoder, discriminator: DinoDiscriminator | None,
                teacher_weights: str | os.PathLike | None) -> None:
-    """Start a stage from the previous stage's checkpoint: its EMA weights, and its discriminator heads.
-
-    A previous stage that had no teacher (fine-tuned from an official file, which carries no patch
-    embedding) passes that on, unless ``teacher_weights`` now give the teacher its own patch embedding.
-    """
+    """Start a stage from the previous stage's checkpoint: its EMA weights (and whether its teacher is
+    missing, see ``load_run_weights``), and its discriminator heads."""
     checkpoint = load_checkpoint(init, with_state=False)
     if checkpoint.meta.get("kind") != AUTOENCODER:
         raise CheckpointError(f"--init {str(init)!r} is not an autoencoder checkpoint")
-    weights = autoencoder_weights(checkpoint.model, checkpoint.ema, use_ema=True)
-    missing = checkpoint.meta.get("teacher_missing")
-    if missing is not None and teacher_weights is not None:
-        weights = {k: v for k, v in weights.items() if not k.startswith("encoder.vit.patch_embed.")}
-        missing = None
-    load_weights(model, weights, f"--init {str(init)!r}")
-    model.encoder.teacher_missing = missing
+    load_run_weights(model, checkpoint, teacher_weights, f"--init {str(init)!r}")
     heads = split_weights(checkpoint.model, [DISCRIMINATOR])[1][DISCRIMINATOR]
     if discriminator is not None and heads:
         discriminator.load_state_dict(heads)
