@@ -157,16 +157,21 @@ def test_unknown_official_keys_are_errors():
         map_official({**state, "decoder.stages.0.op_list.1.context_module.main.extra.weight": torch.ones(1)})
 
 
+def _release_to_fine_tune(tmp_path):
+    """A 64 px release file of ViT-S (float32) that ``train ae --init`` fine-tunes, and its state."""
+    release = VARIANTS["vit-s, relu, interpolate, first stage empty"][0]
+    state = {k: v.float() for k, v in ref.release_state(release).items()}
+    settings = {**release.settings, "pixel_input": "imagenet", "pixel_output": "unit", "image_size": 64}
+    return write_release(tmp_path, release, state, settings), state
+
+
 def test_an_official_file_starts_a_stage_with_its_own_config(tmp_path, photos):
     """--init FILE fine-tunes the release's decoder; without a teacher, stages that need one refuse."""
     from dinosae.config import AETrainConfig, model_config
     from dinosae.io.checkpoint import load_checkpoint
     from dinosae.train.autoencoder import train_autoencoder
 
-    release = VARIANTS["vit-s, relu, interpolate, first stage empty"][0]
-    state = {k: v.float() for k, v in ref.release_state(release).items()}
-    settings = {**release.settings, "pixel_input": "imagenet", "pixel_output": "unit", "image_size": 64}
-    path = write_release(tmp_path, release, state, settings)
+    path, state = _release_to_fine_tune(tmp_path)
     _, preset = model_config("ae-tiny")
     fast = dict(steps=2, batch_size=2, lpips_weight=0.0, num_workers=0, log_every=1, image_every=10**6)
     with pytest.raises(ValueError, match="the alignment loss needs the DINOv3 teacher"):
@@ -193,10 +198,7 @@ def test_a_stage_after_an_official_file_keeps_knowing_the_teacher_is_missing(tmp
     from dinosae.io.checkpoint import load_checkpoint
     from dinosae.train.autoencoder import train_autoencoder
 
-    release = VARIANTS["vit-s, relu, interpolate, first stage empty"][0]
-    state = {k: v.float() for k, v in ref.release_state(release).items()}
-    settings = {**release.settings, "pixel_input": "imagenet", "pixel_output": "unit", "image_size": 64}
-    path = write_release(tmp_path, release, state, settings)
+    path, _ = _release_to_fine_tune(tmp_path)
     _, preset = model_config("ae-tiny")
     fast = dict(steps=1, batch_size=2, lpips_weight=0.0, num_workers=0, log_every=1, image_every=10**6)
     train_autoencoder(tmp_path / "s3", photos["heldout"], preset, AETrainConfig(stage=3, gan_weight=0.0, **fast),
