@@ -183,13 +183,17 @@ class SavedBytes:
         self._hooks: torch.autograd.graph.saved_tensors_hooks | None = None
 
     def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
-        key = storage_key(tensor)
+        storage = tensor.untyped_storage()
+        key = storage._cdata
         if key not in self._seen and key not in self.exclude:
             self._seen.add(key)
+            # A graph that is dropped unused frees what it saved before the step ends, and the next
+            # storage may get the same address: it is a new allocation and must count.
+            weakref.finalize(storage, self._seen.discard, key)
             label = self.labels.current if self.labels is not None else OTHER
             if label == OTHER and self.live is not None:
                 label = self.live.creator.get(key, OTHER)
-            self.by_label[label] += tensor.untyped_storage().nbytes()
+            self.by_label[label] += storage.nbytes()
         return tensor
 
     @property
