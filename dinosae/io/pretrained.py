@@ -52,7 +52,7 @@ from dinosae.io.checkpoint import CheckpointError, check_finite, load_weights
 from dinosae.io.tensor_files import read_safetensors
 from dinosae.models.autoencoder import SphericalAutoencoder
 from dinosae.models.dit import DiT
-from dinosae.models.vit import RandomTeacherWarning
+from dinosae.models.vit import RandomTeacherWarning, family_name
 
 __all__ = ["CONFIG", "FORMAT", "FORMAT_VERSION", "PretrainedError", "WEIGHTS", "from_pretrained", "is_pretrained",
            "looks_like_repo_id", "read_pretrained_config", "resolve_pretrained", "save_pretrained"]
@@ -345,8 +345,9 @@ def _autoencoder(ae_config: AEConfig, config: dict[str, Any], weights: dict[str,
                               "pass teacher_weights (--teacher-weights FILE)")
     if config.get("teacher_random"):
         # Said once per load, loud: a shared folder's user did not see the training run's warning.
-        warnings.warn(f"{str(folder)!r} has a random ViT teacher (it was made without DINOv3 weights): its "
-                      "latents and reconstructions are not DINO-SAE's", RandomTeacherWarning, stacklevel=3)
+        warnings.warn(f"{str(folder)!r} has a random ViT teacher (it was made without {family_name(ae_config.vit)} "
+                      "weights): its latents and reconstructions are not DINO-SAE's", RandomTeacherWarning,
+                      stacklevel=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomTeacherWarning)  # the ViT's random weights are replaced below
         model = SphericalAutoencoder(ae_config, teacher)

@@ -9,7 +9,7 @@ from torch import nn
 
 import sphere_ops
 from dinosae.models.stem import create_stem
-from dinosae.models.vit import create_vit, pixel_input, run_on_grid, teacher_grid
+from dinosae.models.vit import create_vit, family_name, pixel_input, run_on_grid, teacher_grid
 
 
 class DinoSphericalEncoder(nn.Module):
@@ -43,6 +43,7 @@ class DinoSphericalEncoder(nn.Module):
                  pixel_input: str = "imagenet", vit_depth: int | None = None) -> None:
         super().__init__()
         self.vit = create_vit(vit_name, image_size, teacher_weights, depth=vit_depth)
+        self.family = family_name(vit_name)
         self.dim = self.vit.embed_dim
         self.stem = create_stem(stem, self.dim, stem_norm)
         self.image_size = image_size
@@ -72,11 +73,11 @@ class DinoSphericalEncoder(nn.Module):
     def require_teacher(self, purpose: str) -> None:
         """Refuse ``purpose`` (what needs the teacher) when the teacher's patch embedding is not loaded."""
         if self.teacher_missing is not None:
-            raise ValueError(f"{purpose} needs the DINOv3 teacher, but {self.teacher_missing}")
+            raise ValueError(f"{purpose} needs the {self.family} teacher, but {self.teacher_missing}")
 
     @torch.no_grad()
     def teacher_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """The frozen DINOv3 output tokens (B, N, D) through the ViT's own patch embedding."""
+        """The frozen ViT's output tokens (B, N, D) through the ViT's own patch embedding."""
         self._check(images)
         self.require_teacher("the teacher's tokens")
         tokens, _ = run_on_grid(self.vit, teacher_grid(self.vit, images))

@@ -86,6 +86,23 @@ def create_vit(name: str, image_size: int, weights: str | os.PathLike | None = N
     return vit.eval()
 
 
+# Substrings of timm names, most specific first ("siglip" before "clip"), and how messages write each family.
+_FAMILY_NAMES = (("dinov3", "DINOv3"), ("dinov2", "DINOv2"), ("siglip", "SigLIP"), ("clip", "CLIP"),
+                 ("mae", "MAE"))
+
+
+def family_name(name: str) -> str:
+    """The encoder family of timm model ``name`` as messages write it, or ``name`` itself if unknown.
+
+    Example:
+        >>> family_name("vit_base_patch16_dinov3"), family_name("vit_base_patch16_siglip_256.v2_webli")
+        ('DINOv3', 'SigLIP')
+        >>> family_name("vit_large_patch14_clip_224.openai"), family_name("vit_base_patch16_224")
+        ('CLIP', 'vit_base_patch16_224')
+    """
+    return next((family for key, family in _FAMILY_NAMES if key in name), name)
+
+
 def patch_size(vit: nn.Module) -> int:
     """The side of the ViT's own (square) patches."""
     size = vit.patch_embed.patch_size

@@ -194,9 +194,10 @@ def model_card(model: nn.Module, history: list[dict[str, Any]], *, source: dict[
 
 def _teacher_statement(model: SphericalAutoencoder, random_teacher: bool) -> str:
     if random_teacher:
-        return ("**The teacher was random.** This autoencoder was trained without DINOv3 weights: its frozen ViT "
+        family = model.encoder.family
+        return (f"**The teacher was random.** This autoencoder was trained without {family} weights: its frozen ViT "
                 "is randomly initialized (and included in `model.safetensors`, so the model reloads exactly). Its "
-                "latents carry no DINOv3 semantics, and its numbers are not DINO-SAE's.")
+                f"latents carry no {family} semantics, and its numbers are not DINO-SAE's.")
     origin = model.teacher_origin or "an official release file"
     text = f"**Teacher:** not random: the frozen ViT's weights come from `{origin}`."
     if model.encoder.teacher_missing is not None:

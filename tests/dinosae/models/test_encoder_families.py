@@ -221,3 +221,14 @@ def test_check_magnitude_and_eval_probe_run_unchanged(family_run, three_photos, 
     probe = last_json(eval_probe, ["--ckpt", family_run, "--data", three_photos, "--json", "--weight-decay", "0.01",
                                    "--sweep", "0.1,1", "--num-workers", "0"])
     assert probe["classes"] == 3 and 0.0 <= probe["probe_latent"] <= 1.0 and 0.0 <= probe["probe_teacher"] <= 1.0
+
+
+@pytest.mark.parametrize(("family", "written"), [("dinov2", "DINOv2"), ("siglip2", "SigLIP"), ("mae", "MAE"),
+                                                 ("clip", "CLIP")])
+def test_a_missing_teacher_is_refused_by_its_familys_name(family, written):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = dinosae.create_model(f"ae-B-{family}", **SMALL)
+    model.encoder.teacher_missing = "the file carries no patch embedding"
+    with pytest.raises(ValueError, match=f"the alignment loss needs the {written} teacher, but the file"):
+        model.encoder.require_teacher("the alignment loss")
