@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dinosae.models.vit import run_on_grid, teacher_grid
+from dinosae.models.vit import tapped_tokens, teacher_grid
 
 
 class TokenHead(nn.Module):
@@ -56,5 +56,5 @@ class DinoDiscriminator(nn.Module):
     def forward(self, images: torch.Tensor, vit: nn.Module) -> torch.Tensor:
         if max(self.depths) >= len(vit.blocks):
             raise ValueError(f"discriminator depths {self.depths} exceed the ViT's {len(vit.blocks)} blocks")
-        _, taps = run_on_grid(vit, teacher_grid(vit, images), self.depths)
+        taps = tapped_tokens(vit, teacher_grid(vit, images), self.depths)
         return torch.cat([head(tap) for head, tap in zip(self.heads, taps)], dim=1)

@@ -211,6 +211,29 @@ def run_on_grid(vit: nn.Module, grid: torch.Tensor, depths: tuple[int, ...] = ()
     training and are dropped from the outputs: (B, H*W, D), and one (B, H*W, D)
     per depth.
     """
+    tokens, taps = _run_blocks(vit, grid, depths, len(vit.blocks))
+    return vit.norm(tokens)[:, vit.num_prefix_tokens:], taps
+
+
+def tapped_tokens(vit: nn.Module, grid: torch.Tensor, depths: tuple[int, ...]) -> list[torch.Tensor]:
+    """The patch tokens after blocks ``depths`` alone, as :func:`run_on_grid` gives them; the blocks past the
+    deepest one and the final norm do not run.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     vit = create_vit("vit_tiny_patch16_dinov3_qkvb", image_size=32, depth=4)
+        >>> grid = torch.randn(1, 2, 2, 192)
+        >>> [torch.equal(a, b) for a, b in zip(tapped_tokens(vit, grid, (0, 2)), run_on_grid(vit, grid, (0, 2))[1])]
+        [True, True]
+    """
+    _, taps = _run_blocks(vit, grid, depths, max(depths) + 1)
+    return taps
+
+
+def _run_blocks(vit: nn.Module, grid: torch.Tensor, depths: tuple[int, ...], count: int
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     if grid.dim() != 4:
         raise ValueError(f"expected an NHWC token grid (B, H, W, D), got shape {tuple(grid.shape)}")
     placed = vit._pos_embed(grid)
@@ -218,11 +241,11 @@ def run_on_grid(vit: nn.Module, grid: torch.Tensor, depths: tuple[int, ...] = ()
     tokens = vit.norm_pre(tokens)
     prefix = vit.num_prefix_tokens
     taps = []
-    for depth, block in enumerate(vit.blocks):
+    for depth, block in enumerate(vit.blocks[:count]):
         tokens = block(tokens, rope=rope) if rope is not None else block(tokens)
         if depth in depths:
             taps.append(tokens[:, prefix:])
-    return vit.norm(tokens)[:, prefix:], taps
+    return tokens, taps
 
 
 def teacher_grid(vit: nn.Module, images: torch.Tensor) -> torch.Tensor:

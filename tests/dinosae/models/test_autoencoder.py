@@ -148,6 +148,19 @@ def test_discriminator_gives_logits_per_token_and_depth(tiny_model):
         DinoDiscriminator(192, depths=(12,))(torch.rand(1, 3, 32, 32), tiny_model.encoder.vit)
 
 
+def test_discriminator_runs_the_vit_only_to_its_deepest_tap(tiny_model):
+    vit = tiny_model.encoder.vit
+    ran = []
+    handles = [module.register_forward_hook(lambda module, *_: ran.append(module))
+               for module in (*vit.blocks, vit.norm)]
+    try:
+        DinoDiscriminator(192, depths=(1, 5))(torch.rand(1, 3, 64, 64), vit)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert ran == list(vit.blocks[:6])
+
+
 @pytest.mark.parametrize("shape, message", [((2, 3, 60, 64), "multiples of 16"), ((2, 1, 64, 64), "B, 3, H, W")])
 def test_encoder_rejects_bad_images(tiny_model, shape, message):
     with pytest.raises(ValueError, match=message):
