@@ -21,7 +21,8 @@ from dinosae.cli.options import (FINITE_FLOAT, ckpt_option, config_option, devic
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Global batch size.")
 @click.option("--image-size", type=click.IntRange(16), default=None, help="Multiple of 16.")
 @click.option("--lr", type=FINITE_FLOAT, default=None, help="Default: the official rate of the stage.")
-@click.option("--init", type=click.Path(path_type=Path), default=None, help="Previous stage's run or checkpoint.")
+@click.option("--init", type=click.Path(path_type=Path), default=None,
+              help="Previous stage's run or checkpoint, an exported model folder or an official release file.")
 @resume_option
 @override_option
 @teacher_weights_option

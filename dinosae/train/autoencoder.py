@@ -27,6 +27,7 @@ from dinosae.data.index import folder_listing
 from dinosae.io.checkpoint import (Checkpoint, CheckpointError, load_checkpoint, remove_checkpoint_leftovers,
                                    resolve_checkpoint)
 from dinosae.io.loading import AUTOENCODER, DISCRIMINATOR, load_autoencoder, load_run_weights, split_weights
+from dinosae.io.pretrained import is_pretrained
 from dinosae.models.autoencoder import SphericalAutoencoder
 from dinosae.models.discriminator import DinoDiscriminator
 from dinosae.pipelines.exclusive import exclusive
@@ -129,8 +130,9 @@ def train_autoencoder(run_dir: str | os.PathLike, data_dir: str | os.PathLike, a
     """Train one stage; returns the path of the final checkpoint.
 
     ``init`` is the previous stage's run or checkpoint (its EMA weights and
-    discriminator heads), or an official release file, whose configuration then
-    replaces ``ae_config``. ``resume`` is ``True``, ``"auto"`` (resume if the
+    discriminator heads), or a released model: an exported folder (``dinosae
+    export``, ``save_pretrained``) or an official release file, whose
+    configuration then replaces ``ae_config``. ``resume`` is ``True``, ``"auto"`` (resume if the
     run has a checkpoint, else start) or ``False``. A resumed run keeps its own
     configs and data (``dinosae.train.resume``): the fields of ``ae_config``
     and ``config`` named in ``explicit`` (``{"model": ..., "train": ...}``;
@@ -161,9 +163,10 @@ def _train(run_dir: Path, dataset: ImageDataset, ae_config: AEConfig, config: AE
            teacher_weights: str | os.PathLike | None, provenance: dict) -> Path:
     torch.manual_seed(config.seed)
     use_tf32(env.device, config.tf32)
-    official = init is not None and previous is None and resolve_checkpoint(init).is_file()
-    if official:
-        # Fine-tuning the release's model: its own configuration wins over the preset's.
+    released = init is not None and previous is None and (is_pretrained(init) or resolve_checkpoint(init).is_file())
+    if released:
+        # Fine-tuning a released model (an official file or an exported folder): its own configuration wins over
+        # the preset's, and it has no discriminator heads to start from.
         model = load_autoencoder(init, teacher_weights=teacher_weights)
         ae_config = model.config
     else:
@@ -172,7 +175,7 @@ def _train(run_dir: Path, dataset: ImageDataset, ae_config: AEConfig, config: AE
         model.encoder.teacher_missing = previous.meta.get("teacher_missing")
     dataset.crop = _crop(ae_config, config)  # an official file's own size
     discriminator = DinoDiscriminator(model.latent_dim, ae_config.disc_depths) if config.gan_weight > 0 else None
-    if init is not None and previous is None and not official:
+    if init is not None and previous is None and not released:
         _load_init(init, model, discriminator, teacher_weights)
     if config.trains_stem and config.align_weight > 0:
         model.encoder.require_teacher("the alignment loss")
@@ -184,7 +187,7 @@ def _train(run_dir: Path, dataset: ImageDataset, ae_config: AEConfig, config: AE
     step = AutoencoderStep(state, config, env, ae_config.image_size)
     meta = {"kind": AUTOENCODER, "stage": config.stage, "ae_config": to_dict(ae_config),
             "train_config": asdict(config),
-            "teacher_weights": None if teacher_weights is None else str(teacher_weights),
+            "teacher_weights": None if model.teacher_weights is None else str(model.teacher_weights),
             "teacher_missing": model.encoder.teacher_missing,
             "classes": dataset.classes, **provenance, "init": None if init is None else str(init)}
     sampler = ResumableBatches(len(dataset), config.batch_size, config.seed, state.step, env.rank,

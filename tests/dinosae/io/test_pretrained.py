@@ -296,3 +296,31 @@ def test_export_refuses_what_it_would_destroy_or_overwrite(models, tmp_path):
         export_run(out, out, force=True)
     with pytest.raises(CheckpointError, match="does not exist"):
         export_run(tmp_path / "missing", tmp_path / "o")
+
+
+@pytest.mark.parametrize("include_vit", [True, False], ids=["vit in the folder", "vit from its teacher file"])
+def test_an_exported_folder_starts_a_stage_with_its_own_config(include_vit, tmp_path, three_photos):
+    """``train ae --init FOLDER``: the folder's configuration wins over the preset, its weights are the start,
+    and the run records where its ViT comes from so that its checkpoints reload."""
+    from dinosae.config import AETrainConfig, model_config
+    from dinosae.io.checkpoint import load_checkpoint
+    from dinosae.train.autoencoder import train_autoencoder
+
+    teacher = None if include_vit else _teacher_file(tmp_path, _perturbed(_quiet_ae(), seed=8))
+    ae = _perturbed(SphericalAutoencoder(_quiet_ae().config, teacher), seed=7)
+    if not include_vit:
+        ae.encoder.vit.load_state_dict(pretrained_module.read_safetensors(teacher))
+    folder = ae.save_pretrained(tmp_path / "ae", include_vit=include_vit)
+    _, preset = model_config("ae-B")
+    fast = dict(steps=1, batch_size=2, lpips_weight=0.0, gan_weight=0.0, num_workers=0, log_every=1,
+                image_every=10**6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomTeacherWarning)
+        train_autoencoder(tmp_path / "s3", three_photos / "heldout", preset, AETrainConfig(stage=3, **fast),
+                          init=folder, device="cpu")
+        tuned = load_autoencoder(tmp_path / "s3")
+    meta = load_checkpoint(tmp_path / "s3").meta
+    assert meta["ae_config"] == dinosae.config.to_dict(ae.config) and meta["init"] == str(folder)
+    assert meta["teacher_weights"] == (None if include_vit else str(teacher))
+    _same_state(tuned.encoder, ae.encoder)  # stage 3 trains the decoder alone
+    assert not all(torch.equal(a, b) for a, b in zip(tuned.decoder.parameters(), ae.decoder.parameters()))
