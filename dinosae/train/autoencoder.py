@@ -132,12 +132,12 @@ def train_autoencoder(run_dir: str | os.PathLike, data_dir: str | os.PathLike, a
     ``init`` is the previous stage's run or checkpoint (its EMA weights and
     discriminator heads), or a released model: an exported folder (``dinosae
     export``, ``save_pretrained``) or an official release file, whose
-    configuration then replaces ``ae_config``. ``resume`` is ``True``, ``"auto"`` (resume if the
-    run has a checkpoint, else start) or ``False``. A resumed run keeps its own
-    configs and data (``dinosae.train.resume``): the fields of ``ae_config``
-    and ``config`` named in ``explicit`` (``{"model": ..., "train": ...}``;
-    every field when None; nothing of a config passed as None) must equal the
-    run's, unless ``override``.
+    configuration then replaces ``ae_config``. ``resume`` is ``True``,
+    ``"auto"`` (resume if the run has a checkpoint, else start) or ``False``.
+    A resumed run keeps its own configs and data (``dinosae.train.resume``):
+    the fields of ``ae_config`` and ``config`` named in ``explicit``
+    (``{"model": ..., "train": ...}``; every field when None; nothing of a
+    config passed as None) must equal the run's, unless ``override``.
     """
     run_dir = Path(run_dir)
     env = init_distributed(device)
