@@ -10,6 +10,7 @@ not the data loader's. Random ViT weights: the same compute as DINOv3's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 import warnings
@@ -47,8 +48,7 @@ def autoencoder(stage: int, preset: str, image_size: int, batch: int, device: to
     from dinosae.train.autoencoder import TrainForward, generator_losses, set_trainable
     from dinosae.config import AETrainConfig
 
-    config = get_preset(AE_PRESETS, preset)
-    config.image_size = image_size
+    config = dataclasses.replace(get_preset(AE_PRESETS, preset), image_size=image_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = SphericalAutoencoder(config)

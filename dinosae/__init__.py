@@ -31,7 +31,7 @@ def create_model(name: str, **overrides: Any) -> Any:
 
 
 def load_model(path: Any, **options: Any) -> Any:
-    """See :func:`dinosae.io.loading.load_model`."""
-    from dinosae.io.loading import load_model as load
+    """See :func:`dinosae.models.loading.load_model`."""
+    from dinosae.models.loading import load_model as load
 
     return load(path, **options)

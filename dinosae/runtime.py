@@ -39,6 +39,30 @@ class DistEnv:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    def on_main(self, work: Callable[[], T]) -> T:
+        """Run ``work`` on the main rank only; every rank returns its result, or raises its error.
+
+        Work that only one process may do (taking a lock, writing a manifest) must not leave the
+        other ranks waiting at a barrier when it fails: they get the same error and stop too.
+
+        Example:
+            >>> init_distributed("cpu").on_main(lambda: 42)
+            42
+        """
+        result, error = None, None
+        if self.is_main:
+            try:
+                result = work()
+            except Exception as caught:  # handed to every rank below
+                error = caught
+        if self.distributed:
+            box = [(result, error)]
+            dist.broadcast_object_list(box, src=0, device=self.device if self.device.type == "cuda" else None)
+            result, error = box[0]
+        if error is not None:
+            raise error
+        return result
+
 
 def pick_device(name: str | None) -> torch.device:
     """``cuda`` when asked for or available (``None``), else ``cpu``; a clear error if CUDA is missing."""
@@ -150,31 +174,6 @@ def mean_across_ranks(values: dict[str, float], env: DistEnv) -> dict[str, float
     sums = torch.stack([torch.where(finite, tensor, 0.0), finite.double()])
     dist.all_reduce(sums)
     return dict(zip(names, (sums[0] / sums[1]).tolist()))
-
-
-def on_main(env: DistEnv, work: Callable[[], T]) -> T:
-    """Run ``work`` on the main rank only; every rank returns its result, or raises its error.
-
-    Work that only one process may do (taking a lock, writing a manifest) must not leave the
-    other ranks waiting at a barrier when it fails: they get the same error and stop too.
-
-    Example:
-        >>> on_main(init_distributed("cpu"), lambda: 42)
-        42
-    """
-    result, error = None, None
-    if env.is_main:
-        try:
-            result = work()
-        except Exception as caught:  # handed to every rank below
-            error = caught
-    if env.distributed:
-        box = [(result, error)]
-        dist.broadcast_object_list(box, src=0, device=env.device if env.device.type == "cuda" else None)
-        result, error = box[0]
-    if error is not None:
-        raise error
-    return result
 
 
 def shutdown(env: DistEnv) -> None:

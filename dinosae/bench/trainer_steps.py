@@ -15,7 +15,7 @@ import contextlib
 import os
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -23,11 +23,11 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 import sphere_ops
 from dinosae.bench.accounting import Labels, LiveBytes, SavedBytes, fake_modules, module_storages, storage_key
-from dinosae.config import AE_PRESETS, DIT_PRESETS, AETrainConfig, DiTTrainConfig, model_config
-from dinosae.config.recipes import ae_model_recipe, ae_train_recipe, dit_model_recipe, dit_train_recipe
+from dinosae.config import AE_PRESETS, DIT_PRESETS, ResolvedRun, RunRequest, resolve_ae_run, resolve_dit_run
+from dinosae.config.recipes import recipe_overrides
 from dinosae.config.training import PRECISIONS
 from dinosae.data.images import ImageBatch
-from dinosae.flow import make_time_sampler
+from dinosae.flow import make_time_sampler, training_shift
 from dinosae.models.autoencoder import SphericalAutoencoder
 from dinosae.models.discriminator import DinoDiscriminator
 from dinosae.models.dit import DiT
@@ -80,24 +80,31 @@ class MemoryCase:
             raise ValueError(f"unknown {self.kind} preset {self.preset!r}; choose one of {list(presets)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
-        # the recipe's and the stage's own checks, before any model is built
-        if self.kind == "ae":
-            AETrainConfig(**{**ae_train_recipe(self.recipe, self.stage, _STEPS), "stage": self.stage})
-        else:
-            dit_train_recipe(self.recipe, 2)
         if self.batch < 1 or self.image_size < 16 or self.image_size % 16:
             raise ValueError(f"batch must be >= 1 and image size a multiple of 16, got {self.batch} and "
                              f"{self.image_size}")
         if self.reserve_gib < 0:
             raise ValueError(f"reserve must be >= 0 GiB, got {self.reserve_gib}")
+        self.run()  # the recipe's and the stage's own checks, before any model is built
 
     @property
     def resolved_precision(self) -> str:
         if self.precision != "auto":
             return self.precision
         if self.kind == "dit":
-            return "fp32" if dit_train_recipe(self.recipe, 2).get("precision") == "fp32" else "bf16"
+            return "fp32" if recipe_overrides(self.recipe, "dit").get("train", {}).get("precision") == "fp32" else "bf16"
         return "bf16"
+
+    def run(self) -> ResolvedRun:
+        """The trainer's configs for this case, resolved as ``dinosae train`` resolves them."""
+        train = {"batch_size": self.batch, "grad_checkpoint": self.checkpointing}
+        if self.kind == "ae":
+            return resolve_ae_run(RunRequest(self.preset, recipe=self.recipe, stage=self.stage,
+                                             model={"image_size": self.image_size}, train={**train, "steps": _STEPS}))
+        return resolve_dit_run(RunRequest(self.preset, recipe=self.recipe,
+                                          train={**train, "precision": self.resolved_precision}),
+                               dim=self.latent_dim or LATENT_DIMS[self.recipe], grid_size=self.image_size // 16,
+                               num_classes=1000)
 
     @property
     def name(self) -> str:
@@ -171,10 +178,8 @@ def build_training(case: MemoryCase, fake: FakeTensorMode | None = None) -> Trai
 
 
 def _ae_training(case: MemoryCase, fake: FakeTensorMode | None) -> Training:
-    _, ae_config = model_config(f"ae-{case.preset}", image_size=case.image_size, **ae_model_recipe(case.recipe))
-    overrides = ae_train_recipe(case.recipe, case.stage, _STEPS)
-    train = AETrainConfig(**{**overrides, "stage": case.stage, "steps": _STEPS, "batch_size": case.batch,
-                             "grad_checkpoint": case.checkpointing})
+    run = case.run()
+    ae_config, train = run.model, run.train
     model = SphericalAutoencoder(ae_config)
     discriminator = DinoDiscriminator(model.latent_dim, ae_config.disc_depths) if train.gan_weight > 0 else None
     parts = [m for m in (model, discriminator) if m is not None]
@@ -203,7 +208,7 @@ def _ae_training(case: MemoryCase, fake: FakeTensorMode | None) -> Training:
     if step.lpips is not None:
         labels.label(step.lpips, "lpips")
         names.append("lpips")
-    if train.trains_stem and train.align_weight > 0:
+    if train.train_stem and train.align_weight > 0:
         teacher = model.encoder.teacher_tokens
 
         def labelled_teacher(images: torch.Tensor) -> torch.Tensor:
@@ -226,19 +231,16 @@ def _ae_training(case: MemoryCase, fake: FakeTensorMode | None) -> Training:
 
 
 def _dit_training(case: MemoryCase, fake: FakeTensorMode | None) -> Training:
-    dim = case.latent_dim or LATENT_DIMS[case.recipe]
-    grid = case.image_size // 16
-    config = replace(DIT_PRESETS[case.preset], in_dim=dim, grid_size=grid, num_classes=1000,
-                     **dit_model_recipe(case.recipe, dim))
-    train = DiTTrainConfig(**{**dit_train_recipe(case.recipe, dim), "batch_size": case.batch,
-                              "precision": case.resolved_precision, "grad_checkpoint": case.checkpointing})
+    run = case.run()
+    config, train = run.model, run.train
+    dim = config.in_dim
     model = DiT(config)
     if fake is not None:
         fake_modules([model], fake)
     params = list(model.parameters())
     state = TrainState({"model": model}, {"optimizer": _adamw(params, train.lr, train.betas, train.weight_decay)},
                        EMA(model, train.ema_decay), step=_STEPS - 1)
-    time_sampler = make_time_sampler(train.time_sampler, train.resolved_shift(config.num_tokens, dim))
+    time_sampler = make_time_sampler(train.time_sampler, training_shift(train.shift, config.num_tokens, dim))
     step = dit_trainer.DiTStep(state, train, _cpu(), time_sampler)
     labels = Labels()
     for block in model.blocks:

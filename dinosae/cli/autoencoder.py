@@ -6,16 +6,19 @@ from pathlib import Path
 
 import click
 
-from dinosae.cli.options import (FINITE_FLOAT, ckpt_option, config_option, device_option, emit, folder_options, given,
+from dinosae.cli.options import (FINITE_FLOAT, ckpt_option, config_option, device_option, emit, folder_options,
                                  grad_accum_option, json_option, one_line_errors, override_option, preset_option,
-                                 recipe_option, resume_mode, resume_option, teacher_weights_option, tf32_option)
+                                 print_config_option, recipe_option, resume_option, teacher_weights_option,
+                                 tf32_option)
+from dinosae.config.recipes import stages
 
 
 @click.command("ae")
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="ImageFolder tree or flat image folder.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
-@preset_option("ae", "B")
-@click.option("--stage", type=click.IntRange(1, 4), default=1, show_default=True)
+@preset_option("ae", "B", resolved=True)
+@click.option("--stage", type=click.IntRange(min(stages()), max(stages())), default=None,
+              help="The stage; its rules are the recipe's ae-stageN.yaml (dinosae/config/recipes). [default: 1]")
 @click.option("--steps", type=click.IntRange(1), default=None,
               help="Default: the training config's (resumed: the run's).")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Global batch size.")
@@ -37,32 +40,32 @@ from dinosae.cli.options import (FINITE_FLOAT, ckpt_option, config_option, devic
 @click.option("--seed", type=int, default=None)
 @recipe_option
 @config_option
+@print_config_option
 @device_option
 @one_line_errors
-@click.pass_context
-def train_ae(ctx, data, out, preset, stage, steps, batch_size, image_size, lr, init, resume, override,
-             teacher_weights, align, stem, compile_, grad_checkpoint, grad_accum, tf32, num_workers, seed, recipe,
-             config_file, device) -> None:
+def train_ae(data, out, preset, stage, steps, batch_size, image_size, lr, init, resume, override, teacher_weights,
+             align, stem, compile_, grad_checkpoint, grad_accum, tf32, num_workers, seed, recipe, config_file,
+             print_config, device) -> None:
     """Train one stage of the autoencoder (1: stem + decoder; 2: + GAN; 3: decoder; 4: + latent noise)."""
-    from dinosae.config import read_overrides, resolve_ae_run
-    from dinosae.train.autoencoder import train_autoencoder
+    from dinosae.config import RunRequest
+    from dinosae.train.autoencoder import plan_stage, train_autoencoder
 
     if image_size is not None and image_size % 16:
         raise click.BadParameter(f"{image_size} is not a multiple of 16", param_hint="--image-size")
-    if stage > 1 and init is None and resume != "latest":
+    if (stage or 1) > 1 and init is None and resume != "latest" and not print_config:
         raise click.UsageError(f"stage {stage} starts from the previous stage: pass --init RUN (--resume auto may "
                                "start it too)")
-    named = given(ctx, "preset", "stage", "recipe")
-    run = resolve_ae_run(named["preset"], recipe=named["recipe"], stage=named["stage"],
-                         file=read_overrides(config_file) if config_file else None,
+    request = RunRequest(preset, recipe=recipe, stage=stage, file=config_file,
                          model={"image_size": image_size, "stem": stem},
                          train={"steps": steps, "batch_size": batch_size, "lr": lr, "align": align, "seed": seed,
                                 "num_workers": num_workers, "compile": compile_, "grad_checkpoint": grad_checkpoint,
                                 "grad_accum": grad_accum, "tf32": tf32})
-    final = train_autoencoder(out, data, run.model, run.train, init=init, resume=resume_mode(resume),
-                              override=override, explicit=run.explicit, teacher_weights=teacher_weights,
-                              device=device)
-    click.echo(f"stage {stage} done: {final}")
+    if print_config:
+        click.echo(plan_stage(out, request, init, resume)[2].describe())
+        return
+    final = train_autoencoder(out, data, request=request, init=init, resume=resume, override=override,
+                              teacher_weights=teacher_weights, device=device)
+    click.echo(f"stage {stage or 1} done: {final}")
 
 
 @click.command("reconstruct")

@@ -116,15 +116,16 @@ def bench_memory(kind, preset, stage, recipe, precision, batch_size, grad_checkp
     gradients, AdamW, EMA, activations and the largest batch that fits, from the trainer's own step
     traced on fake CPU tensors (no GPU, no weights allocated). Predictions, not GPU measurements."""
     from dinosae.config import preset_names
+    from dinosae.config.recipes import DEFAULT_RECIPE
 
     if preset not in preset_names(kind):
         raise click.BadParameter(f"{kind} has no preset {preset!r}; choose one of {', '.join(preset_names(kind))}",
                                  param_hint="--preset")
     from dinosae.bench import memory
 
-    case = memory.MemoryCase(kind, preset, stage=stage, recipe=recipe, precision=precision, batch=batch_size,
-                             checkpointing=grad_checkpoint, image_size=image_size, latent_dim=latent_dim, ddp=ddp,
-                             reserve_gib=reserve)
+    case = memory.MemoryCase(kind, preset, stage=stage, recipe=recipe or DEFAULT_RECIPE, precision=precision,
+                             batch=batch_size, checkpointing=grad_checkpoint, image_size=image_size,
+                             latent_dim=latent_dim, ddp=ddp, reserve_gib=reserve)
     click.echo(f"tracing {case.name} on fake CPU tensors ...", err=True)
     prediction = memory.predict(case, gpu_memory_gib=gpu_memory)
     report(memory.to_json(prediction), as_json, memory.format_prediction(prediction))

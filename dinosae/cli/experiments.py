@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from dinosae.cli.options import (FiniteFloat, comma_separated, device_option, json_option, one_line_errors,
-                                 preset_option, report, teacher_weights_option)
+                                 preset_option, report, resume_option, teacher_weights_option)
 from dinosae.config import preset_names
 
 
@@ -48,7 +48,7 @@ def demo(out, quick, data, heldout, preset, dit_preset, image_size, scale, teach
             config, ae_steps=tuple(max(1, round(s * scale)) for s in config.ae_steps),
             dit_steps=max(1, round(config.dit_steps * scale)), samples=max(1, round(config.samples * scale)))
     if no_fid:
-        config.fid = False
+        config = dataclasses.replace(config, fid=False)
     metrics = run_demo(config, say=lambda line: click.echo(line, err=True))
     recon = metrics["recon"]
     where = "photos never trained on" if metrics["recon_split"] == "unseen" else "held-out images"
@@ -80,7 +80,7 @@ def demo(out, quick, data, heldout, preset, dit_preset, image_size, scale, teach
 @click.option("--probe-per-class", type=click.IntRange(1), default=None,
               help="Train the probes on the first N images of each class only.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue the runs of an interrupted ablation in OUT.")
+@resume_option
 @click.option("--num-workers", type=click.IntRange(0), default=0, show_default=True)
 @teacher_weights_option
 @device_option

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import click
 
-from dinosae.cli.options import (FINITE_FLOAT, FiniteFloat, comma_separated, config_option, device_option, given,
-                                 grad_accum_option, one_line_errors, override_option, preset_option, recipe_option,
-                                 resume_mode, resume_option, teacher_weights_option, tf32_option)
-from dinosae.config.dit import MANIFOLDS, PREDICTIONS
-from dinosae.config.training import PATHS, PRECISIONS, SAMPLING_PRECISIONS, SOLVERS, TIME_SAMPLERS
+from dinosae.cli.options import (FINITE_FLOAT, FiniteFloat, comma_separated, config_option, device_option,
+                                 grad_accum_option, one_line_errors, override_option, preset_option,
+                                 print_config_option, recipe_option, resume_option, teacher_weights_option,
+                                 tf32_option)
+from dinosae.config.training import PRECISIONS, SAMPLING_PRECISIONS
+from dinosae.flow.names import MANIFOLDS, PREDICTIONS, SOLVERS, TIME_SAMPLERS
+
+# --path, the older name of --manifold: Riemannian flow matching, or the Euclidean baseline.
+PATHS = {"rfm": "sphere", "euclidean": "euclidean"}
 
 
 def _floats(ctx: click.Context, param: click.Parameter, value: str | None):
@@ -33,7 +36,7 @@ def _floats(ctx: click.Context, param: click.Parameter, value: str | None):
 @click.option("--data", type=click.Path(path_type=Path), help="With --ae: the image folder to encode.")
 @teacher_weights_option
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
-@preset_option("dit", "XL")
+@preset_option("dit", "XL", resolved=True)
 @click.option("--manifold", type=click.Choice(MANIFOLDS), default=None,
               help="Flow on the product of spheres (Riemannian flow matching, the default) or in R^D (the baseline).")
 @click.option("--path", "path_", type=click.Choice(list(PATHS)), default=None,
@@ -63,32 +66,31 @@ def _floats(ctx: click.Context, param: click.Parameter, value: str | None):
               help="Autocast of the forward pass (default auto: bf16 on CUDA, float32 on the CPU).")
 @recipe_option
 @config_option
+@print_config_option
 @device_option
 @one_line_errors
-@click.pass_context
-def train_dit(ctx, latents, ae, data, teacher_weights, out, preset, manifold, path_, prediction, radius, lightning, steps, batch_size, lr,
-              time_sampler, shift, resume,
-              override, compile_, grad_checkpoint, grad_accum, tf32, num_workers, seed, precision, recipe, config_file,
-              device) -> None:
+def train_dit(latents, ae, data, teacher_weights, out, preset, manifold, path_, prediction, radius, lightning, steps,
+              batch_size, lr, time_sampler, shift, resume, override, compile_, grad_checkpoint, grad_accum, tf32,
+              num_workers, seed, precision, recipe, config_file, print_config, device) -> None:
     """Train a class-conditional DiT on a latent cache, or on images that an autoencoder encodes as it trains."""
-    from dinosae.config import read_overrides
-    from dinosae.train.dit import resolve_for_cache
-    from dinosae.train.dit import train_dit as run
+    from dinosae.config import RunRequest
+    from dinosae.train.dit import resolve_dit, train_dit as run
 
-    named = given(ctx, "preset", "recipe")
     if manifold is not None and path_ is not None and PATHS[path_] != manifold:
         raise click.UsageError(f"--path {path_} contradicts --manifold {manifold}")
     if (latents is None) == (ae is None) or (ae is None) != (data is None):
         raise click.UsageError("give --latents, or --ae with --data (encoded as the DiT trains)")
-    resolve = partial(resolve_for_cache, preset=named["preset"], recipe=named["recipe"], lightning=lightning,
-                      file=read_overrides(config_file) if config_file else None,
-                      model={"manifold": manifold or PATHS.get(path_), "prediction": prediction, "radius": radius},
-                      train={"steps": steps, "batch_size": batch_size, "lr": lr, "time_sampler": time_sampler,
-                             "shift": shift, "num_workers": num_workers, "seed": seed, "compile": compile_,
-                             "precision": precision, "grad_checkpoint": grad_checkpoint, "grad_accum": grad_accum,
-                             "tf32": tf32})
-    final = run(out, latents, resume=resume_mode(resume), override=override, device=device, ae=ae, data=data,
-                teacher_weights=teacher_weights, resolve=resolve)
+    request = RunRequest(preset, recipe=recipe, lightning=lightning, file=config_file,
+                         model={"manifold": manifold or PATHS.get(path_), "prediction": prediction, "radius": radius},
+                         train={"steps": steps, "batch_size": batch_size, "lr": lr, "time_sampler": time_sampler,
+                                "shift": shift, "num_workers": num_workers, "seed": seed, "compile": compile_,
+                                "precision": precision, "grad_checkpoint": grad_checkpoint, "grad_accum": grad_accum,
+                                "tf32": tf32})
+    sources = dict(latents=latents, ae=ae, data=data, teacher_weights=teacher_weights, device=device)
+    if print_config:
+        click.echo(resolve_dit(out, request, resume, **sources).describe())
+        return
+    final = run(out, request=request, resume=resume, override=override, **sources)
     click.echo(f"DiT training done: {final}")
 
 

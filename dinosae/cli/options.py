@@ -20,6 +20,7 @@ import click
 
 from dinosae.config import preset_names
 from dinosae.config.recipes import RECIPES
+from dinosae.config.training import RESUME_MODES
 
 # Failures of input or of the machine's storage (missing or corrupt files, wrong shapes or values, bad
 # data, a NaN in a run, a full or read-only disk, another writer): one line, exit code 1. Anything else
@@ -182,8 +183,13 @@ metrics_out_option = click.option("--out", type=click.Path(file_okay=False, path
                                   help="Also write metrics.json here.")
 
 
-def preset_option(kind: str, default: str, help: str | None = None) -> Callable:
-    """``--preset``, with the choices of the registry's presets of ``kind`` (``"ae"`` or ``"dit"``)."""
+def preset_option(kind: str, default: str, help: str | None = None, resolved: bool = False) -> Callable:
+    """``--preset``, with the choices of the registry's presets of ``kind`` (``"ae"`` or ``"dit"``). With
+    ``resolved`` (a training command) it is None when not given, so that the config's resolution knows
+    whether it was named; the help shows ``default`` all the same."""
+    if resolved:
+        return click.option("--preset", type=click.Choice(preset_names(kind)), default=None,
+                            help=f"{help + ' ' if help else ''}[default: {default}]")
     return click.option("--preset", type=click.Choice(preset_names(kind)), default=default, show_default=True,
                         help=help)
 
@@ -207,9 +213,12 @@ def folder_options(command: Callable) -> Callable:
 
 
 resume_option = click.option(
-    "--resume", type=click.Choice(["latest", "auto"]), is_flag=False, flag_value="latest", default=None,
+    "--resume", type=click.Choice([m for m in RESUME_MODES if m]), is_flag=False, flag_value="latest", default=None,
     help="Continue the run in --out from its latest complete checkpoint. 'auto': continue if it has one, else "
          "start it (one command for a job's first start and every requeue).")
+print_config_option = click.option(
+    "--print-config", is_flag=True,
+    help="Print the resolved configuration, with where each field came from, and exit without training.")
 grad_accum_option = click.option(
     "--grad-accum", type=click.IntRange(1), default=None,
     help="Micro-batches per step: --batch-size stays the global batch, memory is that of one micro-batch.")
@@ -220,23 +229,11 @@ override_option = click.option(
     help="With --resume: continue with flags or data that differ from the run's (otherwise refused, listing them).")
 
 
-def resume_mode(value: str | None) -> bool | str:
-    """``--resume``'s value as the trainers take it: False, True (latest) or ``"auto"``."""
-    return {None: False, "latest": True, "auto": "auto"}[value]
-
-
-def given(ctx: click.Context, *names: str) -> dict[str, Any]:
-    """The values of ``names`` that the user gave (on the command line or in the environment); a default
-    is reported as None, so that a resumed run does not read it as a change."""
-    return {name: ctx.params[name] if ctx.get_parameter_source(name) not in (
-        click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP) else None for name in names}
-
-
 def ckpt_option(help: str = "Autoencoder run directory, checkpoint, or official release file.") -> Callable:
     return click.option("--ckpt", required=True, type=click.Path(path_type=Path), help=help)
 
 
 recipe_option = click.option(
-    "--recipe", type=click.Choice(RECIPES), default="dino-sae", show_default=True,
-    help="The paper version's settings: dino-sae (v1 and the official release; this toolkit's defaults) or hae "
-         "(v2). A --config file and flags override them.")
+    "--recipe", type=click.Choice(RECIPES), default=None,
+    help="The paper version's settings (dinosae/config/recipes): dino-sae (v1 and the official release; this "
+         "toolkit's defaults) or hae (v2). A --config file and flags override them. [default: dino-sae]")

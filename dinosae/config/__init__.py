@@ -22,14 +22,13 @@ from dinosae.config.autoencoder import AE_PRESETS, AEConfig, DecoderConfig
 from dinosae.config.base import ConfigError, from_dict, merge, preset, read_overrides, to_dict
 from dinosae.config.dit import DIT_PRESETS, LIGHTNING_FLAGS, DiTConfig
 from dinosae.config.registry import PRESETS, list_models, model_config, preset_names
-from dinosae.config.resolve import ResolvedRun, resolve_ae_run, resolve_dit_run
-from dinosae.config.saved_dit import SavedDiT, read_saved_dit
-from dinosae.config.training import AETrainConfig, DiTTrainConfig, dimension_shift
+from dinosae.config.resolve import ResolvedRun, RunRequest, resolve_ae_run, resolve_dit_run
+from dinosae.config.training import AETrainConfig, DiTTrainConfig
 
 __all__ = [
     "AE_PRESETS", "AEConfig", "AETrainConfig", "ConfigError", "DIT_PRESETS", "DecoderConfig", "DiTConfig",
-    "DiTTrainConfig", "LIGHTNING_FLAGS", "PRESETS", "ResolvedRun", "dimension_shift", "from_dict", "list_models",
-    "merge", "model_config", "preset", "preset_names", "read_overrides", "read_saved_dit", "SavedDiT",
+    "DiTTrainConfig", "LIGHTNING_FLAGS", "PRESETS", "ResolvedRun", "RunRequest", "from_dict", "list_models",
+    "merge", "model_config", "preset", "preset_names", "read_overrides",
     "resolve_ae_run", "resolve_dit_run",
     "to_dict",
 ]

@@ -19,7 +19,7 @@ UPSAMPLES = ("interpolate", "pixelshuffle")
 SHORTCUTS = ("duplicate", "average", None)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DecoderConfig:
     """Stage widths, depths and block kinds, from full resolution (index 0) to the latent grid.
 
@@ -29,7 +29,7 @@ class DecoderConfig:
     stage of depth 0 has no blocks and the output head upsamples instead.
 
     The remaining fields are DC-AE's variants; the official release's files set
-    them (``dinosae.io.official``), and the ones that weights cannot reveal
+    them (``dinosae.models.official``), and the ones that weights cannot reveal
     (activations) must be stated. ``act`` is the blocks' activation (a ResBlock's
     first convolution, and both of an EfficientViT block's GLU activations);
     ``out_act`` the head's, between its norm and its convolution. ``norm`` is the
@@ -86,7 +86,7 @@ class DecoderConfig:
                 raise ValueError(f"unknown decoder {name} {value!r}; choose one of {options}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class AEConfig:
     """The autoencoder: ViT, stem, decoder, and the conventions at its edges.
 

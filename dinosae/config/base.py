@@ -202,14 +202,22 @@ def _shown(value: Any) -> str:
 def merge(config: T, overrides: dict[str, Any], path: str = "") -> T:
     """``config`` with fields replaced by ``overrides`` (nested dicts merge into nested configs)."""
     data = to_dict(config)
-    _deep_update(data, overrides)
+    deep_update(data, overrides)
     return from_dict(type(config), data, path)
 
 
-def _deep_update(target: dict[str, Any], updates: dict[str, Any]) -> None:
+def deep_update(target: dict[str, Any], updates: dict[str, Any]) -> None:
+    """Update ``target`` in place; nested dicts merge key by key.
+
+    Example:
+        >>> config = {"decoder": {"depths": [1, 1], "act": "silu"}}
+        >>> deep_update(config, {"decoder": {"act": "relu"}})
+        >>> config
+        {'decoder': {'depths': [1, 1], 'act': 'relu'}}
+    """
     for key, value in updates.items():
         if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _deep_update(target[key], value)
+            deep_update(target[key], value)
         else:
             target[key] = value
 

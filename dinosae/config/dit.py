@@ -9,9 +9,6 @@ from dinosae.config.base import check_fields
 
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
-MANIFOLDS = ("sphere", "euclidean")
-# What the network predicts: the velocity at x_t, or the endpoint x1 (see dinosae.flow.prediction).
-PREDICTIONS = ("velocity", "x1")
 
 
 @dataclass(frozen=True)
@@ -21,9 +18,10 @@ class DiTConfig:
     ``in_dim`` is the latent channel D and ``grid_size`` the side of the token
     grid (16 for 256 px images, so N = 256 tokens).
 
-    ``manifold`` is the space the flow runs in (``dinosae.flow``: the product of
-    spheres, or R^D for the Euclidean baseline) and ``prediction`` what the
-    network predicts: the velocity at x_t, or the endpoint x1. ``radius`` is
+    ``manifold`` is the space the flow runs in (the product of spheres, or R^D
+    for the Euclidean baseline) and ``prediction`` what the network predicts:
+    the velocity at x_t, or the endpoint x1; their names are the flow's
+    (``dinosae.flow.names``), checked where the DiT is built. ``radius`` is
     the one scale of the geometry: the network sees a point at ``radius``
     times its data-unit value (on the sphere: the sphere of radius R it
     works on) and predicts velocities of that size; None is sqrt(D), which
@@ -73,7 +71,7 @@ class DiTConfig:
             raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
         if not (self.radius is None or 0 < self.radius < math.inf):
             raise ValueError(f"radius must be a finite number > 0 (or None: sqrt(in_dim)), got {self.radius}")
-        for name, options in (("norm", NORMS), ("mlp", MLPS), ("manifold", MANIFOLDS), ("prediction", PREDICTIONS)):
+        for name, options in (("norm", NORMS), ("mlp", MLPS)):
             if getattr(self, name) not in options:
                 raise ValueError(f"{name} must be one of {options}, got {getattr(self, name)!r}")
 

@@ -1,4 +1,4 @@
-"""What the trainers do: the autoencoder's four stages and the DiT's flow matching."""
+"""What the trainers do: the autoencoder's stages and the DiT's flow matching."""
 
 from __future__ import annotations
 
@@ -7,20 +7,14 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from dinosae.config.base import ConfigError, check_at_least, check_fields
+from dinosae.config.recipes import stage_rules, stages
 
-# The official release's README: stage -> learning rate (batch 256).
-STAGE_LR = {1: 1e-5, 2: 1e-4, 3: 1e-4, 4: 5.4e-5}
-STAGES = {
-    1: "stem + decoder: cosine alignment + L1 + LPIPS",
-    2: "stem + decoder: + adversarial loss (DINO discriminator)",
-    3: "decoder only, encoder frozen",
-    4: "decoder only, latents noised in the tangent space",
-}
-# The command line's names of the two manifolds (`--path`): Riemannian flow matching, or the Euclidean baseline.
-PATHS = {"rfm": "sphere", "euclidean": "euclidean"}
-TIME_SAMPLERS = ("uniform", "logit-normal")
-# ODE solvers of the samplers (dinosae.flow.solvers).
-SOLVERS = ("euler", "heun", "midpoint")
+# The fields whose default is the stage's (the default recipe's stage files: dinosae/config/recipes/dino-sae).
+STAGE_RULE_FIELDS = ("lr", "gan_weight", "train_stem", "latent_noise")
+# How a run continues from a checkpoint in its folder: None starts a new run (refusing a folder that has
+# checkpoints), "latest" continues from the newest complete one, "auto" continues if there is one and starts
+# otherwise (one command for a job's first start and every requeue).
+RESUME_MODES = (None, "latest", "auto")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "bf16", "fp32")  # auto: bf16 autocast on CUDA, float32 on the CPU
 SAMPLING_PRECISIONS = ("auto", "bf16", "tf32", "fp32")  # tf32: float32 with TF32 matmuls
@@ -37,14 +31,16 @@ def _check_counts(config: AETrainConfig | DiTTrainConfig) -> None:
         raise ConfigError(f"batch_size {config.batch_size} is not a multiple of grad_accum {config.grad_accum}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class AETrainConfig:
     """What ``dinosae train ae`` does; ``None`` fields take their stage's default.
 
     Defaults follow the official release where it states them (learning rates
     per stage, batch 256, alignment 0.5, LPIPS 1.0, adversarial 0.5) and common
     practice elsewhere (AdamW, clipping at 1, EMA 0.9999), since the release
-    publishes no training code.
+    publishes no training code. The stage's defaults of ``lr``, ``gan_weight``,
+    ``train_stem`` and ``latent_noise`` are the stage rules: the default
+    recipe's stage files (``dinosae.config.recipes``).
 
     The learning rate warms up linearly over ``warmup_steps`` (every stage
     starts a fresh AdamW, whose first steps move every weight by about lr
@@ -54,7 +50,7 @@ class AETrainConfig:
     starts at ``gan_start``, scaled by the adaptive weight (a ratio of gradient
     norms, at most ``gan_max_weight``) unless ``gan_adaptive`` is off; the
     discriminator trains from ``disc_start`` (default: ``gan_start``).
-    ``train_stem`` defaults to stages 1 and 2, ``latent_noise`` to stage 4.
+    ``train_stem`` is on in stages 1 and 2, ``latent_noise`` in stage 4.
     Latent noise (see ``dinosae.train.autoencoder.noise_decoder_input``) is
     ``noise`` of size up to ``noise_max``: an angle for ``"tangent"``, a
     standard deviation for ``"gaussian"``; with ``noise_ramp_steps`` the bound
@@ -78,7 +74,7 @@ class AETrainConfig:
 
     Example:
         >>> config = AETrainConfig(stage=2)
-        >>> config.lr, config.gan_weight, config.trains_stem, config.latent_noise
+        >>> config.lr, config.gan_weight, config.train_stem, config.latent_noise
         (0.0001, 0.5, True, False)
         >>> AETrainConfig(stage=4, noise_max_start=0.2, noise_max=0.6, noise_ramp_steps=4).noise_bound(2)
         0.4
@@ -133,22 +129,19 @@ class AETrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.stage not in STAGES:
-            raise ValueError(f"stage must be one of {sorted(STAGES)}, got {self.stage}")
-        if self.lr is None:
-            self.lr = STAGE_LR[self.stage]
+        if self.stage not in stages():
+            raise ValueError(f"stage must be one of {stages()}, got {self.stage}")
+        rules = stage_rules(self.stage)
+        for name in STAGE_RULE_FIELDS:
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, rules[name])
         if self.disc_lr is None:
-            self.disc_lr = self.lr
-        if self.gan_weight is None:
-            self.gan_weight = 0.0 if self.stage == 1 else 0.5
+            object.__setattr__(self, "disc_lr", self.lr)
         if self.disc_start is None:
-            self.disc_start = self.gan_start
+            object.__setattr__(self, "disc_start", self.gan_start)
+        check_fields(self)  # the stage rules too
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.train_stem is None:
-            self.train_stem = self.stage in (1, 2)
-        if self.latent_noise is None:
-            self.latent_noise = self.stage == 4
         if self.noise not in NOISES:
             raise ValueError(f"noise must be one of {NOISES}, got {self.noise!r}")
         if self.noise_per not in NOISE_DRAWS:
@@ -161,10 +154,6 @@ class AETrainConfig:
         _check_counts(self)
         check_at_least(self, 1, "image_every")
         check_at_least(self, 0, "warmup_steps", "gan_start", "disc_start")
-
-    @property
-    def trains_stem(self) -> bool:
-        return bool(self.train_stem)
 
     def schedule_depends_on_steps(self) -> bool:
         """Whether the learning rate of a step depends on the run's length (a cosine decays to its end)."""
@@ -196,23 +185,7 @@ class AETrainConfig:
         return self.noise_max_start + progress * (self.noise_max - self.noise_max_start)
 
 
-def dimension_shift(dim: int, base_dim: int = 4096) -> float:
-    """The time shift ``sqrt(dim / base_dim)`` for data of ``dim`` numbers (Esser et al. 2024, RAE).
-
-    ``base_dim = 4096`` is the 32x32x4 SD-VAE latent of a 256 px image, where
-    the unshifted schedule works; DINO-SAE latents (256 tokens x 768) get
-    ``sqrt(196608 / 4096) ~ 6.9``.
-
-    Example:
-        >>> round(dimension_shift(256 * 768), 3)
-        6.928
-    """
-    if dim < 1 or base_dim < 1:
-        raise ValueError(f"dim and base_dim must be >= 1, got {dim} and {base_dim}")
-    return math.sqrt(dim / base_dim)
-
-
-@dataclass
+@dataclass(frozen=True)
 class DiTTrainConfig:
     """What ``dinosae train dit`` does.
 
@@ -226,8 +199,8 @@ class DiTTrainConfig:
     ``tf32`` are as for ``AETrainConfig``.
 
     Example:
-        >>> round(DiTTrainConfig().resolved_shift(tokens=256, dim=768), 3)
-        6.928
+        >>> DiTTrainConfig(shift=3.0).shift
+        3.0
     """
 
     steps: int = 400_000
@@ -258,8 +231,6 @@ class DiTTrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.time_sampler not in TIME_SAMPLERS:
-            raise ValueError(f"time_sampler must be one of {TIME_SAMPLERS}, got {self.time_sampler!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not self.radial_weight >= 0:
@@ -268,6 +239,3 @@ class DiTTrainConfig:
 
     def schedule_depends_on_steps(self) -> bool:
         return False  # a constant learning rate
-
-    def resolved_shift(self, tokens: int, dim: int) -> float:
-        return dimension_shift(tokens * dim) if self.shift is None else float(self.shift)

@@ -84,7 +84,7 @@ def folder_listing(root: str | os.PathLike, on_main: Callable[[Callable[[], Path
     (``dinosae data shard``) are their own index.
 
     ``on_main`` runs a function on the main rank and hands every rank its
-    result (``functools.partial(dinosae.runtime.on_main, env)``); without it,
+    result (``dinosae.runtime.DistEnv.on_main``); without it,
     this process is the main rank.
 
     Example:

@@ -4,7 +4,7 @@ Layout of a cache directory::
 
     LATENTS/shard_00000.safetensors   latents (n, N, D) bfloat16, labels (n,) int64,
                                       and latents_flip (n, N, D) when flips were encoded
-    LATENTS/meta.json                 shapes, shard list, classes, the autoencoder used
+    LATENTS/meta.json                 format version, shapes, shard list, classes, the autoencoder used
 
 Shard ``i`` encodes dataset items ``[i * shard_size, (i + 1) * shard_size)``
 (minus unreadable images, so ``meta.json`` records each shard's count); each
@@ -32,6 +32,8 @@ from dinosae.io.atomic import write_atomic, write_json
 from dinosae.io.tensor_files import TruncatedFile, read_header
 
 META = "meta.json"
+# The layout above; a cache of a newer one is refused (one written before the field existed is version 1).
+FORMAT_VERSION = 1
 
 
 class LatentCacheError(ValueError):
@@ -53,7 +55,8 @@ def write_shard(directory: Path, index: int, latents: torch.Tensor, labels: torc
 
 
 def write_meta(directory: Path, meta: dict) -> None:
-    write_json(directory / META, meta)
+    """Write the cache's ``meta.json`` (its format version added): the cache is finished once it is there."""
+    write_json(directory / META, {"format_version": FORMAT_VERSION, **meta})
 
 
 def shard_problem(path: Path, tokens: int, dim: int, flip: bool) -> str | None:
@@ -126,6 +129,10 @@ class LatentCache(torch.utils.data.Dataset):
             self.classes = list(self.meta.get("classes", []))
         except (ValueError, KeyError, TypeError) as error:
             raise LatentCacheError(f"{str(meta_path)!r} is not a latent cache's meta.json: {error!r}") from error
+        version = self.meta.get("format_version", 1)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise LatentCacheError(f"{str(self.directory)!r} is a latent cache of format version {version!r}; this "
+                                   f"dinosae reads up to {FORMAT_VERSION} (a newer dinosae wrote it)")
         missing = [shard_name(i) for i in range(self.meta["num_shards"])
                    if not (self.directory / shard_name(i)).is_file()]
         if missing:

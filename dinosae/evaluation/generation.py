@@ -20,8 +20,7 @@ import torch
 
 from dinosae.metrics import FeatureStats, ImageSource, frechet_distance, inception_score, precision_recall
 from dinosae.metrics.fid import compute_stats
-from dinosae.metrics.folder import open_npz
-from dinosae.pipelines.sample import read_protocol
+from dinosae.metrics.folder import open_npz, read_samples_record
 
 
 def _is_stats(path: Path) -> bool:
@@ -140,7 +139,7 @@ def evaluate_samples(samples: str | os.PathLike, reference: str | os.PathLike, *
     real = _features(real_source, extractor, device, batch_size, progress, "reference") if real_source else None
     result: dict = {"samples": str(samples), "reference": str(reference), "num_samples": fake.count,
                     "num_reference_images": real.count if real is not None else None,
-                    "protocol": read_protocol(samples), "unavailable": {}}
+                    "protocol": read_samples_record(samples), "unavailable": {}}
     with open_npz(reference) as ref:
         pool = (ref["mu"], ref["sigma"]) if set(POOL_STATS) <= stored else real.pool.compute()
         spatial = (ref["mu_s"], ref["sigma_s"]) if set(SPATIAL_STATS) <= stored else (

@@ -111,8 +111,8 @@ def magnitude_check(model: SphericalAutoencoder, data_dir: str | os.PathLike, fa
     under noise of its own.
 
     Example:
-        >>> from dinosae.io.loading import load_autoencoder
-        >>> model = load_autoencoder("runs/ae")  # doctest: +SKIP
+        >>> from dinosae.models.loading import load_model
+        >>> model = load_model("runs/ae", kind="autoencoder")  # doctest: +SKIP
         >>> result = magnitude_check(model, "data/photos/heldout")  # doctest: +SKIP
         >>> abs(result["psnr_change"]) < 1e-3, result["psnr_change_euclidean"] < 0  # doctest: +SKIP
         (True, True)
@@ -177,11 +177,11 @@ def check_magnitude(ckpt: str | os.PathLike, data_dir: str | os.PathLike, out: s
     """
     from dinosae.evaluation.plots import line_plot
     from dinosae.io.atomic import write_json
-    from dinosae.io.loading import load_autoencoder
+    from dinosae.models.loading import load_model
     from dinosae.runtime import pick_device
 
     sweep = sweep_factors(factors, points)
-    model = load_autoencoder(ckpt, teacher_weights=teacher_weights, device=pick_device(device))
+    model = load_model(ckpt, kind="autoencoder", teacher_weights=teacher_weights, device=pick_device(device))
     result = magnitude_check(model, data_dir, factors, seed, per=per, sweep=sweep, **options)
     if out is not None:
         out = Path(out)

@@ -89,8 +89,8 @@ def probe_features(model: SphericalAutoencoder, data_dir: str | os.PathLike, *, 
     warning.
 
     Example:
-        >>> from dinosae.io.loading import load_autoencoder
-        >>> model = load_autoencoder("runs/ae")  # doctest: +SKIP
+        >>> from dinosae.models.loading import load_model
+        >>> model = load_model("runs/ae", kind="autoencoder")  # doctest: +SKIP
         >>> features = probe_features(model, "data/photos/train")  # doctest: +SKIP
         >>> features.latent.shape, len(features.classes)  # doctest: +SKIP
         (torch.Size([256, 192]), 8)
@@ -213,8 +213,8 @@ def probe_accuracy(model: SphericalAutoencoder, train_dir: str | os.PathLike,
     ``probe_features``.
 
     Example:
-        >>> from dinosae.io.loading import load_autoencoder
-        >>> model = load_autoencoder("runs/ae")  # doctest: +SKIP
+        >>> from dinosae.models.loading import load_model
+        >>> model = load_model("runs/ae", kind="autoencoder")  # doctest: +SKIP
         >>> probe_accuracy(model, "data/photos/train", "data/photos/heldout")  # doctest: +SKIP
         {'probe_latent': 0.96875, 'probe_teacher': 1.0, 'probe_gap': 0.03125, 'classes': 8, ...}
     """
@@ -263,7 +263,7 @@ def evaluate_probe(ckpt: str | os.PathLike, data_dir: str | os.PathLike, out: st
     """
     from dinosae.evaluation.plots import line_plot
     from dinosae.io.atomic import write_json
-    from dinosae.io.loading import load_autoencoder
+    from dinosae.models.loading import load_model
     from dinosae.runtime import pick_device
 
     if min(*sweep, weight_decay) <= 0:
@@ -272,7 +272,7 @@ def evaluate_probe(ckpt: str | os.PathLike, data_dir: str | os.PathLike, out: st
     train_dir, heldout = resolve_splits(data_dir)
     if test is None:
         test = heldout if heldout is not None else test_fraction
-    model = load_autoencoder(ckpt, teacher_weights=teacher_weights, device=pick_device(device))
+    model = load_model(ckpt, kind="autoencoder", teacher_weights=teacher_weights, device=pick_device(device))
     train, held = split_features(model, train_dir, test, seed=seed, **feature_options)
     curve = probe_sweep(train, held, sorted({*sweep, weight_decay}), max_iter)
     at = curve["weight_decay"].index(weight_decay)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -21,10 +20,10 @@ from dinosae.data.images import DataError, FolderBatches, ImageDataset
 from dinosae.data.index import folder_listing
 from dinosae.io.atomic import write_json
 from dinosae.io.images import save_pairs
-from dinosae.io.loading import load_autoencoder
+from dinosae.models.loading import load_model
 from dinosae.metrics import LPIPS, directional_variation, psnr, ssim
 from dinosae.models.autoencoder import SphericalAutoencoder
-from dinosae.runtime import DistEnv, init_distributed, on_main, shutdown
+from dinosae.runtime import DistEnv, init_distributed, shutdown
 
 # Per image: PSNR, SSIM, LPIPS, and the row and column variation of the reconstruction and of the original.
 _COLUMNS = ("psnr", "ssim", "lpips", "rows", "cols", "rows_original", "cols_original")
@@ -45,7 +44,7 @@ def reconstruction_metrics(model: SphericalAutoencoder, data_dir: str | os.PathL
     each direction's variation over the originals'.
     """
     device = next(model.parameters()).device
-    listing = folder_listing(data_dir, None if env is None else partial(on_main, env))
+    listing = folder_listing(data_dir, None if env is None else env.on_main)
     dataset = ImageDataset(data_dir, model.config.image_size, listing=listing, dtype=torch.uint8)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     rank, world = (0, 1) if env is None else (env.rank, env.world_size)
@@ -107,7 +106,7 @@ def reconstruct_folder(ckpt: str | os.PathLike, data_dir: str | os.PathLike, out
     """Load ``ckpt``, reconstruct ``data_dir``; with ``out``, write images, a grid and ``metrics.json``."""
     env = init_distributed(device)
     try:
-        model = load_autoencoder(ckpt, teacher_weights=teacher_weights, device=env.device)
+        model = load_model(ckpt, kind="autoencoder", teacher_weights=teacher_weights, device=env.device)
         out_dir = None if out is None else Path(out)
         metrics = reconstruction_metrics(model, data_dir, out=out_dir, batch_size=batch_size, limit=limit, env=env)
         if out_dir is not None and env.is_main:

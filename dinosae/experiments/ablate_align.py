@@ -67,7 +67,7 @@ def ablate_align(out_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
                  lr: float = 3e-4, lpips_weight: float = 1.0, align_weight: float = 0.5,
                  probe_per_class: int | None = None, preset_name: str = "tiny",
                  seed: int = 0, teacher_weights: str | os.PathLike | None = None, device: str | None = None,
-                 num_workers: int = 0, resume: bool = False, progress: bool = True) -> dict:
+                 num_workers: int = 0, resume: str | None = None, progress: bool = True) -> dict:
     """Train ``OUT/cosine`` and ``OUT/mse``, measure both; write ``OUT/metrics.json`` and ``OUT/loss.png``.
 
     Returns ``{"cosine": {...}, "mse": {...}, "settings": {...}}`` with the
@@ -75,8 +75,10 @@ def ablate_align(out_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     ``data_dir``, the photo dataset is written to ``OUT/data``. The learning
     rate defaults to 3e-4 rather than stage 1's official 1e-5, which is tuned
     for batch 256 over 100k+ steps and barely moves a short ablation. ``resume``
-    continues runs of an interrupted ablation (their stored settings win, except
-    ``steps``); without it, existing runs in ``OUT`` are an error.
+    (``"latest"`` or ``"auto"``: the same, since an interrupted ablation may not
+    have started every run) continues its runs (their stored settings win,
+    except ``steps``) and starts those it had not; without it, existing runs in
+    ``OUT`` are an error.
     ``probe_per_class`` limits the probes' training images per class (they
     test on every held-out image).
 
@@ -87,8 +89,7 @@ def ablate_align(out_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     from dinosae.config import AETrainConfig
     from dinosae.evaluation.plots import line_plot
     from dinosae.io.atomic import write_json
-    from dinosae.io.checkpoint import CHECKPOINTS, LATEST
-    from dinosae.io.loading import load_autoencoder
+    from dinosae.models.loading import load_model
     from dinosae.metrics import LPIPS
     from dinosae.runtime import pick_device
     from dinosae.train.autoencoder import train_autoencoder
@@ -107,8 +108,7 @@ def ablate_align(out_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
                                align_weight=align_weight, lpips_weight=lpips_weight, seed=seed,
                                num_workers=num_workers, log_every=max(1, steps // 100), image_every=steps,
                                ckpt_every=steps)
-        started = (run_dir / CHECKPOINTS / LATEST).is_file()
-        train_autoencoder(run_dir, train_dir, ae_config, config, resume=resume and started,
+        train_autoencoder(run_dir, train_dir, ae_config, config, resume="auto" if resume else None,
                           teacher_weights=teacher_weights, device=device)
         runs[align] = run_dir
 
@@ -117,7 +117,7 @@ def ablate_align(out_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     result: dict = {"settings": settings}
     curves = {}
     for align, run_dir in runs.items():
-        model = load_autoencoder(run_dir, teacher_weights=teacher_weights, device=torch_device)
+        model = load_model(run_dir, kind="autoencoder", teacher_weights=teacher_weights, device=torch_device)
         result[align] = measure_run(model, train_dir, heldout, lpips, probe_per_class=probe_per_class,
                                     num_workers=num_workers, progress=progress)
         history = read_metrics(run_dir)
@@ -135,7 +135,7 @@ def measure_run(model: SphericalAutoencoder, train_dir: str | os.PathLike, heldo
     """Held-out reconstruction, agreement with the teacher, and both probes of one trained model.
 
     Example:
-        >>> measure_run(load_autoencoder("runs/ablate-align/mse"), "data/train", "data/heldout",
+        >>> measure_run(load_model("runs/ablate-align/mse", kind="autoencoder"), "data/train", "data/heldout",
         ...             LPIPS())  # doctest: +SKIP
         {'psnr': 17.9, 'ssim': 0.41, 'lpips': 0.52, 'teacher_cosine': 0.93, 'norm_ratio': 1.0, ...}
     """

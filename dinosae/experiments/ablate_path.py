@@ -33,7 +33,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from dinosae.config.dit import MANIFOLDS, PREDICTIONS
+from dinosae.flow.names import MANIFOLDS, PREDICTIONS
 from dinosae.experiments.problems import PROJECTION_SEED, Problem, latent_problem, seeded, vmf_problem
 
 # Seed offsets, so that each random stream is fixed and shared by every run (PROJECTION_SEED is 4).

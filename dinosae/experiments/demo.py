@@ -10,6 +10,7 @@ The defaults fit a CPU; the options scale the same command up for a GPU.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import time
@@ -28,10 +29,11 @@ from dinosae.evaluation.generation import generation_metrics
 from dinosae.evaluation.pca_baseline import pca_baseline
 from dinosae.evaluation.plots import line_plot
 from dinosae.evaluation.reconstruction import reconstruction_metrics
-from dinosae.generation.samples import class_labels, generate_images, generate_latents, write_samples
+from dinosae.flow import training_shift
+from dinosae.pipelines.sample import class_labels, generate_images, generate_latents, write_samples
 from dinosae.io.atomic import write_atomic, write_json
-from dinosae.io.latents import LatentCache
-from dinosae.io.loading import load_autoencoder, load_dit
+from dinosae.data.latents import LatentCache
+from dinosae.models.loading import load_model
 from dinosae.metrics import LPIPS, sliced_wasserstein
 from dinosae.pipelines.encode import encode_folder
 from dinosae.runtime import pick_device
@@ -133,8 +135,7 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print) -> dict:
     folders = _data(config, out, say)
     lap("data")
 
-    ae_config = preset(AE_PRESETS, config.preset)
-    ae_config.image_size = config.image_size
+    ae_config = dataclasses.replace(preset(AE_PRESETS, config.preset), image_size=config.image_size)
     lpips = LPIPS(validate=False).to(device)
     previous, stages = None, []
     for stage in range(1, len(config.ae_steps) + 1):
@@ -145,7 +146,7 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print) -> dict:
                           teacher_weights=config.teacher_weights, device=device)
         previous = run
         lap(f"ae_stage{stage}")
-        model = load_autoencoder(run, teacher_weights=config.teacher_weights, device=device)
+        model = load_model(run, kind="autoencoder", teacher_weights=config.teacher_weights, device=device)
         last = read_metrics(run)[-1]
         stages.append({"stage": stage, "seconds": timings[f"ae_stage{stage}"],
                        **{key: last[key] for key in ("disc_acc_real", "disc_acc_fake") if key in last},
@@ -171,7 +172,7 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print) -> dict:
     train_dit(out / "dit", cache, dit_config, dit_train, device=device)
     lap("dit")
 
-    ae = load_autoencoder(previous, teacher_weights=config.teacher_weights, device=device)
+    ae = load_model(previous, kind="autoencoder", teacher_weights=config.teacher_weights, device=device)
     metrics = _evaluate(config, out, ae, cache, folders, dit_train, device, lpips, say, lap)
     metrics["stages"] = stages
     metrics["linear_baseline"] = baseline
@@ -217,7 +218,8 @@ def _stage_rows(path: Path, folder: Path, runs: Path, stages: int, config: DemoC
     images = torch.stack([dataset[(i, False)][0] for i in picks]).to(device)
     rows = [images]
     for stage in range(1, stages + 1):
-        model = load_autoencoder(runs / f"stage{stage}", teacher_weights=config.teacher_weights, device=device)
+        model = load_model(runs / f"stage{stage}", kind="autoencoder", teacher_weights=config.teacher_weights,
+                           device=device)
         rows.append(model(images).float().clamp(0, 1))
     grid = make_grid(torch.cat(rows).cpu(), nrow=count, padding=2, pad_value=1.0)
     return write_atomic(path, lambda tmp: save_image(grid, tmp, format="png"))
@@ -231,8 +233,8 @@ def _evaluate(config: DemoConfig, out: Path, ae, cache: LatentCache, folders: di
     recon = reconstruction_metrics(ae, folders[split], out=out / "recon", lpips=lpips, progress=False, num_workers=0)
     lap("eval_recon")
 
-    dit = load_dit(out / "dit", device=device)
-    shift = dit_train.resolved_shift(cache.tokens, cache.dim)
+    dit = load_model(out / "dit", kind="dit", device=device)
+    shift = training_shift(dit_train.shift, cache.tokens, cache.dim)
     labels = class_labels(config.samples, dit.config.num_classes)
     say(f"sampling {config.samples} images ({config.sample_steps} Euler steps, guidance {config.cfg})")
     images = generate_images(ae, dit, labels, seed=config.seed, steps=config.sample_steps, cfg=config.cfg,

@@ -73,7 +73,7 @@ def latent_problem(directory: str | os.PathLike, *, heldout_fraction: float = 0.
 
     The floor compares as many training latents as there are held-out ones to the held-out set.
     """
-    from dinosae.io.latents import LatentCache, LatentCacheError
+    from dinosae.data.latents import LatentCache, LatentCacheError
     from dinosae.metrics import sliced_wasserstein
 
     cache = LatentCache(directory)

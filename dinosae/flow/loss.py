@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from dinosae.config.dit import PREDICTIONS
+from dinosae.flow.names import PREDICTIONS, check_name
 from dinosae.flow.manifolds import Manifold
 from dinosae.flow.prediction import TRAIN_FLOOR, endpoint_velocity, time_left
 from dinosae.flow.times import TimeSampler, UniformTime
@@ -57,8 +57,7 @@ def flow_matching_loss(model: Model, manifold: Manifold, x1: Tensor, y: Tensor, 
         torch.Size([8])
     """
     _check_data(manifold, x1, y, check_data)
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    check_name("prediction", prediction, PREDICTIONS)
     if not radial_weight >= 0:
         raise ValueError(f"radial_weight must be >= 0, got {radial_weight}")
     t, x0 = draws if draws is not None else draw_times_and_noise(manifold, x1, time_sampler, generator)

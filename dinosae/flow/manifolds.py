@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 import sphere_ops
-from dinosae.config.dit import MANIFOLDS
+from dinosae.flow.names import MANIFOLDS, check_name
 
 __all__ = ["Manifold", "Sphere", "Euclidean", "make_manifold", "STEPS"]
 
@@ -271,7 +271,6 @@ def make_manifold(name: str, dim: int, radius: float | None = None, step: str = 
         >>> make_manifold("sphere", 16), make_manifold("euclidean", 16, 2.0)
         (Sphere(radius=4, step='exp'), Euclidean(scale=2))
     """
-    if name not in MANIFOLDS:
-        raise ValueError(f"manifold must be one of {MANIFOLDS}, got {name!r}")
+    check_name("manifold", name, MANIFOLDS)
     scale = math.sqrt(dim) if radius is None else radius
     return Sphere(scale, step) if name == "sphere" else Euclidean(scale)

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from dinosae.config.dit import PREDICTIONS
 from dinosae.flow.manifolds import Manifold
 
-__all__ = ["PREDICTIONS", "TRAIN_FLOOR", "SAMPLE_FLOOR", "time_left", "endpoint_velocity"]
+__all__ = ["TRAIN_FLOOR", "SAMPLE_FLOOR", "time_left", "endpoint_velocity"]
 
 TRAIN_FLOOR = 0.05
 SAMPLE_FLOOR = 1e-4

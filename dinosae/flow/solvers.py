@@ -24,14 +24,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from dinosae.config.dit import PREDICTIONS
-from dinosae.config.training import SOLVERS
+from dinosae.flow.names import PREDICTIONS, SOLVERS, check_name
 from dinosae.flow.loss import Model
 from dinosae.flow.manifolds import Manifold
 from dinosae.flow.prediction import SAMPLE_FLOOR, endpoint_velocity
 from dinosae.flow.times import time_grid
 
-__all__ = ["SOLVERS", "VelocityField", "solve", "sample", "function_evaluations"]
+__all__ = ["VelocityField", "solve", "sample", "function_evaluations"]
 
 
 
@@ -49,8 +48,7 @@ class VelocityField:
 
     def __init__(self, model: Model, manifold: Manifold, y: Tensor, *, prediction: str = "velocity",
                  cfg_scale: float = 1.0, guidance_interval: tuple[float, float] | None = None) -> None:
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        check_name("prediction", prediction, PREDICTIONS)
         if guidance_interval is not None and not 0.0 <= guidance_interval[0] <= guidance_interval[1] <= 1.0:
             raise ValueError(f"guidance_interval must be (lo, hi) with 0 <= lo <= hi <= 1, got {guidance_interval}")
         self.guide = cfg_scale != 1.0
@@ -98,8 +96,7 @@ def solve(field: VelocityField, x: Tensor, grid: Sequence[float], method: str = 
         >>> solve(field, torch.zeros(1, 1, 2), [0.0, 0.5, 1.0], "midpoint"), field.nfe
         (tensor([[[1., 1.]]]), 4)
     """
-    if method not in SOLVERS:
-        raise ValueError(f"method must be one of {SOLVERS}, got {method!r}")
+    check_name("solver", method, SOLVERS)
     manifold = field.manifold
     for t0, t1 in zip(grid[:-1], grid[1:]):
         h = t1 - t0
@@ -123,8 +120,7 @@ def function_evaluations(method: str, steps: int, prediction: str = "velocity") 
         >>> function_evaluations("euler", 50), function_evaluations("heun", 50), function_evaluations("heun", 50, "x1")
         (50, 100, 99)
     """
-    if method not in SOLVERS:
-        raise ValueError(f"method must be one of {SOLVERS}, got {method!r}")
+    check_name("solver", method, SOLVERS)
     if method == "euler":
         return steps
     return 2 * steps - (method == "heun" and prediction == "x1")
@@ -156,8 +152,7 @@ def sample(model: Model, manifold: Manifold, shape: Sequence[int], y: Tensor, *,
         raise ValueError(f"shape must be (B, ..., D) with D >= 2, got {shape}")
     if not isinstance(y, Tensor) or y.shape != shape[:1]:
         raise ValueError(f"y must be a tensor of {shape[0]} labels, got {getattr(y, 'shape', type(y).__name__)}")
-    if method not in SOLVERS:
-        raise ValueError(f"method must be one of {SOLVERS}, got {method!r}")
+    check_name("solver", method, SOLVERS)
     if noise is None:
         x = manifold.prior(shape, generator=generator, dtype=dtype, device=y.device)
     elif tuple(noise.shape) != shape:

@@ -8,15 +8,16 @@ warps either towards noise for high-dimensional latents (:func:`time_shift`,
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from dinosae.config.training import TIME_SAMPLERS, dimension_shift
+from dinosae.flow.names import TIME_SAMPLERS, check_name
 
 __all__ = ["TimeSampler", "UniformTime", "LogitNormalTime", "ShiftedTime", "time_shift", "dimension_shift",
-           "make_time_sampler", "time_grid"]
+           "training_shift", "make_time_sampler", "time_grid"]
 
 
 class Draws(NamedTuple):
@@ -135,6 +136,33 @@ class ShiftedTime(TimeSampler):
         return f"ShiftedTime({self.base!r}, shift={self.shift})"
 
 
+def dimension_shift(dim: int, base_dim: int = 4096) -> float:
+    """The time shift ``sqrt(dim / base_dim)`` for data of ``dim`` numbers (Esser et al. 2024, RAE).
+
+    ``base_dim = 4096`` is the 32x32x4 SD-VAE latent of a 256 px image, where
+    the unshifted schedule works; DINO-SAE latents (256 tokens x 768) get
+    ``sqrt(196608 / 4096) ~ 6.9``.
+
+    Example:
+        >>> round(dimension_shift(256 * 768), 3)
+        6.928
+    """
+    if dim < 1 or base_dim < 1:
+        raise ValueError(f"dim and base_dim must be >= 1, got {dim} and {base_dim}")
+    return math.sqrt(dim / base_dim)
+
+
+def training_shift(shift: float | None, tokens: int, dim: int) -> float:
+    """The time shift of a training config's ``shift`` for latents of ``tokens`` x ``dim``: the
+    dimension-dependent ``sqrt(tokens * dim / 4096)`` when it is None.
+
+    Example:
+        >>> round(training_shift(None, tokens=256, dim=768), 3), training_shift(3.0, 256, 768)
+        (6.928, 3.0)
+    """
+    return dimension_shift(tokens * dim) if shift is None else float(shift)
+
+
 def make_time_sampler(name: str, shift: float = 1.0) -> TimeSampler:
     """The time sampler of a training config: ``"uniform"`` or ``"logit-normal"``, then shifted.
 
@@ -142,8 +170,7 @@ def make_time_sampler(name: str, shift: float = 1.0) -> TimeSampler:
         >>> make_time_sampler("logit-normal", 3.0)
         ShiftedTime(LogitNormalTime(mean=0.0, std=1.0), shift=3.0)
     """
-    if name not in TIME_SAMPLERS:
-        raise ValueError(f"unknown time sampler {name!r}; choose one of {TIME_SAMPLERS}")
+    check_name("time sampler", name, TIME_SAMPLERS)
     base = UniformTime() if name == "uniform" else LogitNormalTime()
     return base if shift == 1.0 else ShiftedTime(base, shift)
 

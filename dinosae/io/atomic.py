@@ -132,3 +132,54 @@ def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
         {'psnr': 21.5}
     """
     return write_text(path, json.dumps(data, indent=2, sort_keys=True))
+
+
+def write_folder(directory: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = False) -> Path:
+    """Make ``directory`` whole or not at all: ``write(staging)`` fills a staging folder beside it, every file
+    in it is flushed, and the folder is renamed into place. A non-empty ``directory`` is refused unless
+    ``overwrite``, which replaces it (only once the new one is whole). Returns ``directory``.
+
+    Example:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "out"
+        >>> _ = write_folder(target, lambda staging: (staging / "a.txt").write_text("a"))
+        >>> write_folder(target, lambda staging: (staging / "b.txt").write_text("b"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        FileExistsError: ... is not empty; pass overwrite=True (dinosae export --force) to replace it
+        >>> _ = write_folder(target, lambda staging: (staging / "b.txt").write_text("b"), overwrite=True)
+        >>> sorted(p.name for p in target.iterdir())
+        ['b.txt']
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"{str(directory)!r} is a file, not a folder")
+    occupied = directory.is_dir() and any(directory.iterdir())
+    if occupied and not overwrite:
+        raise FileExistsError(f"{str(directory)!r} is not empty; pass overwrite=True (dinosae export --force) to replace it")
+    parent = directory.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = temporary_dir(parent, directory.name)
+    aside: Path | None = None
+    try:
+        with naming(directory):
+            write(staging)
+        for path in staging.iterdir():
+            fsync_file(path)
+        fsync_dir(staging)
+        if occupied:
+            aside = temporary_dir(parent, f"old.{directory.name}")
+            os.replace(directory, aside / directory.name)
+        elif directory.is_dir():
+            directory.rmdir()  # an empty folder: rename() would replace it, but only on POSIX
+        os.replace(staging, directory)
+        fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if aside is not None and not directory.exists() and (aside / directory.name).exists():
+            os.replace(aside / directory.name, directory)  # the old folder back where it was
+        raise
+    finally:
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+    return directory

@@ -6,7 +6,7 @@ Layout of a run directory::
                                   ema.safetensors     EMA of the trainable weights, if any
                                   state.safetensors   tensors of the training state (optimizers, ...)
                                   state.json          the rest of it: step counters, skipped files, ...
-                                  meta.json           step, kind, config
+                                  meta.json           format version, step, kind, config
     RUN/checkpoints/latest                            name of the newest complete checkpoint
 
 A checkpoint directory is assembled under a temporary name and renamed into
@@ -16,11 +16,10 @@ run dies at, ``latest`` names a complete checkpoint; if it was damaged anyway
 (a copy, a hand edit), the newest complete checkpoint is used, with a warning.
 
 Nothing is unpickled: weights and state are safetensors, the rest JSON
-(``dinosae.io.state``). Checkpoints of earlier versions keep their state in
-``state.pt``, read with ``weights_only=True``, which refuses any code. Tensors
-are memory-mapped rather than read (``mmap=True``): the ranks of a node then
-share one copy in the page cache, and a write (an optimizer step) copies only
-the pages it touches.
+(``dinosae.io.state``). Weights are memory-mapped rather than read: the ranks
+of a node then share one copy in the page cache. ``meta.json`` carries the
+layout's ``format_version``: a checkpoint of a newer layout is refused (one
+written before the field existed is version 1).
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from dinosae.io.atomic import fsync_dir, fsync_file, naming, remove_leftovers, temporary_dir, write_text
@@ -45,7 +44,8 @@ from dinosae.io.tensor_files import read_safetensors
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 MODEL, EMA_FILE, META = "model.safetensors", "ema.safetensors", "meta.json"
-STATE_TENSORS, STATE_JSON, LEGACY_STATE = "state.safetensors", "state.json", "state.pt"
+STATE_TENSORS, STATE_JSON = "state.safetensors", "state.json"
+FORMAT_VERSION = 1
 
 
 class CheckpointError(ValueError):
@@ -123,7 +123,7 @@ def save_checkpoint(run_dir: str | os.PathLike, checkpoint: Checkpoint, keep_las
                 save_file(contiguous, staging / filename)
         with naming(root / name / STATE_TENSORS):
             save_state(checkpoint.state, staging / STATE_TENSORS, staging / STATE_JSON)
-        meta = dict(checkpoint.meta, step=checkpoint.step)
+        meta = dict(checkpoint.meta, step=checkpoint.step, format_version=FORMAT_VERSION)
         with naming(root / name / META):
             (staging / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
             for path in staging.iterdir():
@@ -168,13 +168,6 @@ def remove_checkpoint_leftovers(run_dir: str | os.PathLike) -> list[Path]:
     under the run's lock); returns what was removed."""
     run_dir = Path(run_dir)
     removed = remove_leftovers(run_dir) + remove_leftovers(run_dir / CHECKPOINTS)
-    root = run_dir / CHECKPOINTS
-    if root.is_dir():
-        # Staging names of earlier versions: ".step_XXXXXXXX.*" and ".old.step_XXXXXXXX.*".
-        for path in root.iterdir():
-            if path.is_dir() and path.name.startswith((".step_", ".old.step_")):
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(path)
     return removed
 
 
@@ -215,35 +208,43 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     raise CheckpointError(f"{str(path)!r} is neither a run directory with checkpoints nor a checkpoint")
 
 
-def load_checkpoint(path: str | os.PathLike, with_state: bool = True, mmap: bool = True) -> Checkpoint:
-    """Load a checkpoint written by ``save_checkpoint`` (see ``resolve_checkpoint`` for ``path``).
-
-    With ``mmap`` the tensors map the files instead of being read into private memory.
-    """
+def load_checkpoint(path: str | os.PathLike, with_state: bool = True) -> Checkpoint:
+    """Load a checkpoint written by ``save_checkpoint`` (see ``resolve_checkpoint`` for ``path``); its
+    tensors map the files (copy-on-write) instead of being read into private memory."""
     directory = resolve_checkpoint(path)
     if directory.is_file():
         raise CheckpointError(f"{str(directory)!r} is a weights file, not a checkpoint directory "
                               "(pass it to a loader that accepts external weights)")
-    read = read_safetensors if mmap else load_file
     try:
-        model = read(directory / MODEL)
-        ema = read(directory / EMA_FILE) if (directory / EMA_FILE).is_file() else None
+        model = read_safetensors(directory / MODEL)
+        ema = read_safetensors(directory / EMA_FILE) if (directory / EMA_FILE).is_file() else None
         meta = json.loads((directory / META).read_text())
-        state = _read_state(directory) if with_state else {}
+        state = load_state(directory / STATE_TENSORS, directory / STATE_JSON) if with_state else {}
         step = int(meta["step"])
     except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as error:
         reason = " ".join(str(error).split()) or type(error).__name__
         raise CheckpointError(f"checkpoint {str(directory)!r} is unreadable: {reason}") from error
+    version = meta.get("format_version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {str(directory)!r} has format version {version!r}; this dinosae reads up "
+                              f"to {FORMAT_VERSION} (a newer dinosae wrote it)")
     return Checkpoint(step=step, model=model, ema=ema, state=state, meta=meta, path=directory)
 
 
-def _read_state(directory: Path) -> dict[str, Any]:
-    if (directory / STATE_JSON).is_file():
-        return load_state(directory / STATE_TENSORS, directory / STATE_JSON)
-    if (directory / LEGACY_STATE).is_file():
-        try:
-            return torch.load(directory / LEGACY_STATE, map_location="cpu", weights_only=True)
-        except Exception as error:  # weights_only's refusal of a pickled object is a generic UnpicklingError
-            raise ValueError(f"{LEGACY_STATE} holds more than tensors and plain data, and is not loaded "
-                             f"(a pickle can run code): {' '.join(str(error).split())[:200]}") from error
-    raise ValueError(f"it has no training state ({STATE_JSON})")
+def read_checkpoint_meta(directory: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint directory's ``meta.json`` without its weights.
+
+    Example:
+        >>> import tempfile, torch
+        >>> run = tempfile.mkdtemp()
+        >>> path = save_checkpoint(run, Checkpoint(step=3, model={"w": torch.ones(1)}, meta={"kind": "x"}))
+        >>> read_checkpoint_meta(path)
+        {'format_version': 1, 'kind': 'x', 'step': 3}
+    """
+    try:
+        meta = json.loads((Path(directory) / META).read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {str(directory)!r} has no readable {META}: {error}") from error
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {str(directory)!r}: its {META} does not hold a mapping")
+    return meta

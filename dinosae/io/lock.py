@@ -18,11 +18,16 @@ Taking over renames the stale file aside under a name that carries the holder
 judged stale, then checks that the renamed file is that holder's; if a live
 writer had replaced it meanwhile, its lock is put back (``os.link`` fails
 rather than overwrite), so two writers can never both hold the directory.
+
+A job of many ranks writes a directory as one writer: :func:`exclusive` has
+its main rank hold the lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import socket
 import sys
@@ -30,9 +35,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, Protocol, TypeVar
 
 from dinosae.io.atomic import naming
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LOCK_NAME = ".dinosae.lock"
 HEARTBEAT_S = 30.0
@@ -218,3 +226,49 @@ class DirectoryLock:
 
         self._thread = threading.Thread(target=beat, name=f"lock {self.path}", daemon=True)
         self._thread.start()
+
+
+class Ranks(Protocol):
+    """The processes of a job, as :func:`exclusive` needs them (``dinosae.runtime.DistEnv`` is one)."""
+
+    @property
+    def is_main(self) -> bool: ...
+
+    def on_main(self, work: Callable[[], T]) -> T:
+        """Run ``work`` on the main rank; every rank returns its result or raises its error."""
+
+
+@contextlib.contextmanager
+def exclusive(directory: str | os.PathLike, what: str, ranks: Ranks,
+              clean: Callable[[Path], list[Path]] | None = None) -> Iterator[None]:
+    """Hold ``directory``'s lock for the block, on the main rank of ``ranks``; ``clean(directory)`` then
+    removes what killed writers left. If either fails, every rank stops with that error.
+
+    Example:
+        >>> import tempfile
+        >>> from dinosae.runtime import init_distributed
+        >>> with exclusive(tempfile.mkdtemp(), "a run", init_distributed("cpu")):
+        ...     pass
+    """
+    directory = Path(directory)
+    lock = DirectoryLock(directory, what)
+
+    def take() -> None:
+        lock.acquire()
+        try:
+            if lock.took_over is not None:
+                logger.warning("took over the lock of %s %s: %s", what, directory, lock.took_over["reason"])
+            removed = clean(directory) if clean is not None else []
+            if removed:
+                logger.info("removed %d leftover(s) of interrupted writes in %s (%s, ...)", len(removed),
+                            directory, removed[0].name)
+        except BaseException:
+            lock.release()
+            raise
+
+    ranks.on_main(take)
+    try:
+        yield
+    finally:
+        if ranks.is_main:
+            lock.release()

@@ -43,6 +43,7 @@ def save_state(state: dict[str, Any], tensors_path: str | os.PathLike, json_path
 
 def load_state(tensors_path: str | os.PathLike, json_path: str | os.PathLike) -> dict[str, Any]:
     """Read back what :func:`save_state` wrote; a ``ValueError`` names a file that does not fit."""
+    # Read into private memory, not mapped: an optimizer keeps these tensors and updates them every step.
     tensors = load_file(str(tensors_path))
     structure = json.loads(Path(json_path).read_text())
     state = _decode(structure, tensors)

@@ -1,5 +1,6 @@
-"""safetensors files read without their library: the header alone (to check a file before trusting it),
-or every tensor mapped copy-on-write from the file rather than read into private memory."""
+"""Reading tensor files, the one place that does: safetensors without their library (the header alone, to
+check a file before trusting it, or every tensor mapped copy-on-write from the file rather than read into
+private memory), and torch pickles loaded with ``weights_only`` (they cannot run code)."""
 
 from __future__ import annotations
 
@@ -93,3 +94,28 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                                     count=(end - begin) // dtype.itemsize)
         tensors[name] = flat.view(shape)
     return tensors
+
+
+def read_weights(path: str | os.PathLike, what: str = "weights file") -> Any:
+    """The object stored in a weights file: usually a dict of tensors, possibly wrapped (``{"model": ...}``).
+
+    ``.safetensors`` files are mapped (:func:`read_safetensors`); anything else is a torch pickle loaded
+    with ``weights_only=True``, so a file cannot run code. A missing file is a ``FileNotFoundError``, an
+    unreadable one a ``ValueError``, each naming the file as ``what``.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "w.pt"
+        >>> torch.save({"w": torch.ones(2)}, path)
+        >>> read_weights(path)["w"]
+        tensor([1., 1.])
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            return read_safetensors(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load's refusals and a corrupt zip have no common base
+        raise ValueError(f"cannot read {what} {str(path)!r}: {' '.join(str(error).split())[:300]}") from error

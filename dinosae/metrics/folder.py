@@ -2,12 +2,14 @@
 
 The ``.npz`` layout is the ADM / guided-diffusion evaluator's: ``arr_0`` of shape
 (N, H, W, 3), dtype uint8. It is streamed from the archive batch by batch, so a 50k-image
-reference set never has to fit in memory at once.
+reference set never has to fit in memory at once. ``dinosae sample`` writes beside its
+``samples.npz`` a ``samples.json`` that says how they were drawn (:func:`read_samples_record`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import zipfile
 from pathlib import Path
@@ -145,3 +147,15 @@ def _npz_images(path: Path) -> Iterator[tuple[tuple[int, ...], IO[bytes]]]:
             raise ValueError(f"{path}: '{NPZ_IMAGES_KEY}' must be a C-ordered uint8 array (N, H, W, 3), "
                              f"got {dtype} {shape}")
         yield shape, stream
+
+
+def read_samples_record(samples: str | os.PathLike) -> dict | None:
+    """What ``dinosae sample`` recorded beside a ``samples.npz`` (its ``samples.json``: the protocol and what
+    the solver did), or None where there is none.
+
+    Example:
+        >>> read_samples_record("/nonexistent/samples.npz") is None
+        True
+    """
+    path = Path(samples).with_suffix(".json")
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import warnings
 
 import torch
 from torch import nn
 
 import sphere_ops
 from dinosae.config import AEConfig
+from dinosae.io.checkpoint import CheckpointError
 from dinosae.models.decoder import Decoder
 from dinosae.models.encoder import DinoSphericalEncoder
-from dinosae.models.pretrained import PretrainedMixin
+from dinosae.models.hub import PretrainedMixin
+from dinosae.models.record import VIT_PREFIX, ModelRecord, load_record_weights
+from dinosae.models.vit import RandomTeacherWarning, family_name, load_vit_state
+
+logger = logging.getLogger(__name__)
 
 
 class SphericalAutoencoder(PretrainedMixin, nn.Module):
@@ -96,6 +103,62 @@ class SphericalAutoencoder(PretrainedMixin, nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The reconstruction of images in [0, 1]: encode, and decode as the decoder was trained."""
         return self.to_pixels(self.decoder(self.decoder_input(self.encoder.student_tokens(images))))
+
+    @classmethod
+    def from_record(cls, record: ModelRecord, teacher_weights: str | os.PathLike | None = None
+                    ) -> SphericalAutoencoder:
+        """The autoencoder a file holds (``dinosae.models.record``), with its teacher decided once, here.
+
+        - Weights without the ViT (a run or folder whose ViT came from a teacher file): the ViT is built
+          from ``teacher_weights``, else from the file the record names, which must exist.
+        - Weights with the ViT but not its patch embedding (an official release, and what was trained
+          from one): the ViT is the record's, and the teacher stays refused (``teacher_missing``)
+          unless ``teacher_weights`` supply the patch embedding.
+        - Weights with the whole ViT: it is used as it is. A random one is said so once, loudly, and
+          ``teacher_weights`` are refused: they would not be the ViT its decoder was trained on.
+        """
+        given = None if teacher_weights is None else str(teacher_weights)
+        teacher, weights = record.teacher, dict(record.weights)
+        has_vit = record.vit_in_weights
+        if not has_vit:
+            file = given or teacher.file
+            if file is None:
+                raise CheckpointError(f"{record.source!r} holds no ViT weights and names no teacher file; pass "
+                                      "--teacher-weights FILE (teacher_weights=)")
+        elif teacher.missing is not None:
+            file = given
+        elif teacher.random(has_vit):
+            if given is not None:
+                raise CheckpointError(f"{record.source!r} was trained with a random ViT, which its decoder reads: "
+                                      f"--teacher-weights {given!r} would replace it; leave the flag out")
+            warnings.warn(f"{record.source!r} has a random ViT teacher (it was made without "
+                          f"{family_name(record.config.vit)} weights): its latents and reconstructions are not "
+                          "DINO-SAE's", RandomTeacherWarning, stacklevel=3)
+            file = None
+        else:
+            if given is not None:
+                logger.info("%s carries its own ViT (from %s); --teacher-weights %s is not needed", record.source,
+                            teacher.origin, given)
+            file = None
+        if file is not None and not os.path.isfile(file):
+            raise CheckpointError(f"the teacher weights {file!r} that {record.source!r} needs are missing; pass "
+                                  "--teacher-weights FILE (teacher_weights=)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RandomTeacherWarning)  # the ViT's random weights are replaced below
+            model = cls(record.config, file)
+        missing = teacher.missing
+        if file is not None and missing is not None:
+            # The record's ViT lacks its patch embedding: the file's is the teacher's.
+            weights = {k: v for k, v in weights.items() if not k.startswith(f"{VIT_PREFIX}patch_embed.")}
+            missing = None
+        if record.vit:
+            absent = load_vit_state(model.encoder.vit, record.vit, record.source, record.config.vit)
+            if any(not key.startswith("patch_embed.") for key in absent):
+                raise CheckpointError(f"{record.source!r} lacks ViT weights {absent[:5]}")
+        load_record_weights(model, weights, record.source, optional=(VIT_PREFIX,) if record.vit else ())
+        model.teacher_origin = teacher.origin if has_vit else file
+        model.encoder.teacher_missing = missing
+        return model
 
     def weights_to_save(self) -> dict[str, torch.Tensor]:
         """The state dict minus the frozen ViT when that comes from a weights file."""

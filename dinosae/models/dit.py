@@ -30,8 +30,10 @@ from torch.utils.checkpoint import checkpoint
 
 import sphere_ops
 from dinosae.flow.manifolds import make_manifold
+from dinosae.flow.names import PREDICTIONS, check_name
 from dinosae.config.dit import DiTConfig
-from dinosae.models.pretrained import PretrainedMixin
+from dinosae.models.hub import PretrainedMixin
+from dinosae.models.record import ModelRecord, load_record_weights
 
 __all__ = ["DiT"]
 
@@ -348,6 +350,7 @@ class DiT(PretrainedMixin, nn.Module):
         super().__init__()
         self.config = config
         self.manifold = make_manifold(config.manifold, config.in_dim, config.radius)
+        check_name("prediction", config.prediction, PREDICTIONS)
         self.checkpointing = False
         self.x_embedder = nn.Linear(config.in_dim, config.hidden_size)
         self.t_embedder = TimestepEmbedder(config.hidden_size)
@@ -369,6 +372,13 @@ class DiT(PretrainedMixin, nn.Module):
     def num_classes(self) -> int:
         """The number of real classes, which is also the label of the null class."""
         return self.config.num_classes
+
+    @classmethod
+    def from_record(cls, record: ModelRecord, teacher_weights: None = None) -> DiT:
+        """The DiT a file holds (``dinosae.models.record``), in the dtypes of its weights."""
+        model = cls(record.config)
+        load_record_weights(model, record.weights, record.source)
+        return model
 
     def drop_labels(self, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Labels for a training step: each replaced by the null class with ``class_dropout_prob``."""

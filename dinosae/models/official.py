@@ -31,6 +31,7 @@ sets ``decode_scale`` (the HAE paper's s_vae: 14).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -39,8 +40,12 @@ from typing import Any
 import torch
 
 from dinosae.config import AEConfig, DecoderConfig, merge
+from dinosae.io.checkpoint import CheckpointError
+from dinosae.io.tensor_files import read_weights
+from dinosae.models.record import AUTOENCODER, ModelRecord, Teacher
 from dinosae.models.vit import nonzero_qv_biases
-from dinosae.models.weights import read_weights
+
+logger = logging.getLogger(__name__)
 
 STEM = "dino_model.patch_embed.cnn."
 VIT = "dino_model."
@@ -245,6 +250,26 @@ def _vit_name(state: dict[str, torch.Tensor], dim: int) -> str:
 def _vit_depth(state: dict[str, torch.Tensor]) -> int | None:
     blocks = {int(m.group(1)) for k in state if (m := re.match(rf"^{VIT}blocks\.(\d+)\.", k))}
     return max(blocks) + 1 if blocks else None
+
+
+def read_official(path: str | os.PathLike) -> ModelRecord:
+    """The autoencoder of an official release file, as a record (``dinosae.models.record``): its stem and
+    decoder in this toolkit's names, float32, and its ViT in Meta's names (converted where the ViT is
+    built). The release replaced the ViT's patch embedding by the stem, so the teacher is missing until a
+    teacher-weights file supplies one.
+    """
+    state, which = read_state_dict(path)
+    if not is_official(state):
+        raise CheckpointError(f"{str(path)!r} is a weights file in neither this toolkit's layout (a run or "
+                              "checkpoint directory) nor the official release's")
+    config = infer_config(state, read_settings(path))
+    ours, vit = map_official(state)
+    logger.info("loaded %s of the official file %s", which, path)
+    missing = (f"the official file {str(path)!r} carries no patch embedding for it; pass --teacher-weights FILE"
+               if vit else None)
+    return ModelRecord(AUTOENCODER, config, {k: v.float() for k, v in ours.items()}, source=str(path),
+                       path=Path(path), teacher=Teacher(origin=str(path) if vit else None, missing=missing),
+                       vit=vit or None, meta={"official": str(path)}, released=True)
 
 
 # ---------------------------------------------------------------- the key mapping

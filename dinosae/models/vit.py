@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dinosae.models.weights import read_weights
+from dinosae.io.tensor_files import read_weights
 
 # DINOv3's preprocessing: images in [0, 1] are standardized with ImageNet statistics.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -1,2 +1,3 @@
-"""Whole jobs over a data set that scale out under ``torchrun``: encoding a folder into a latent
-cache. Their results do not depend on the number of processes."""
+"""Whole jobs over a data set that scale out under ``torchrun`` and resume where they stopped: encoding a
+folder into a latent cache (``encode``) and drawing samples (``sample``), both of the one shape of
+``jobs``. Their results do not depend on the number of processes."""

@@ -1,22 +1,16 @@
-"""``dinosae encode``: an image folder to a latent cache (see ``dinosae.io.latents``).
+"""``dinosae encode``: an image folder to a latent cache (see ``dinosae.data.latents``), as a resumable
+sharded job (``dinosae.pipelines.jobs``).
 
-A cache is written by one job at a time (its lock), and records what it
-encodes in ``protocol.json`` before the first shard: the autoencoder's
-checkpoint, the data's identity, the shard size, flips and the image size. A
-rerun with the same protocol resumes; one with another is refused, so that a
-finished cache is never silently mixed with other latents. Shards already
-there are checked (header, size, shapes) before they are trusted; a damaged
-one is encoded again.
+The cache's protocol is the autoencoder's checkpoint, the data's identity, the shard size, flips, the image
+size and the latent shape. Shards already there are checked (header, size, shapes) before they are
+trusted; a damaged one is encoded again.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -25,14 +19,12 @@ from tqdm.auto import tqdm
 
 from dinosae.data.images import DataError, FolderBatches, ImageDataset
 from dinosae.data.index import folder_listing
-from dinosae.io.atomic import remove_leftovers, write_json
-from dinosae.io.checkpoint import resolve_checkpoint
-from dinosae.io.latents import LatentCache, LatentCacheError, shard_name, shard_problem, write_meta, write_shard
-from dinosae.io.loading import load_autoencoder
-from dinosae.pipelines.exclusive import changed_settings, exclusive
-from dinosae.runtime import barrier, init_distributed, on_main, shutdown
-
-PROTOCOL = "protocol.json"
+from dinosae.data.latents import LatentCache, shard_name, shard_problem, write_meta, write_shard
+from dinosae.io.atomic import remove_leftovers
+from dinosae.io.lock import exclusive
+from dinosae.models.loading import build_model, read_model
+from dinosae.pipelines.jobs import claim_folder, shards_to_do
+from dinosae.runtime import barrier, init_distributed, shutdown
 
 
 def encode_folder(ckpt: str | os.PathLike, data_dir: str | os.PathLike, out: str | os.PathLike, *,
@@ -50,62 +42,25 @@ def encode_folder(ckpt: str | os.PathLike, data_dir: str | os.PathLike, out: str
     env = init_distributed(device)
     try:
         with exclusive(out, "latent cache", env, remove_leftovers):
-            model = load_autoencoder(ckpt, teacher_weights=teacher_weights, device=env.device)
+            record = read_model(ckpt, kind="autoencoder")
+            model = build_model(record, teacher_weights).to(env.device).eval()
             dataset = ImageDataset(data_dir, model.config.image_size, dtype=torch.uint8,
-                                   listing=folder_listing(data_dir, partial(on_main, env)))
+                                   listing=folder_listing(data_dir, env.on_main))
             tokens, dim = model.encoder.grid_size() ** 2, model.latent_dim
-            protocol = {"ae_checkpoint": str(resolve_checkpoint(ckpt).resolve()), "data": dataset.identity(),
+            protocol = {"ae_checkpoint": str(record.path.resolve()), "data": dataset.identity(),
                         "shard_size": shard_size, "flip": flip, "image_size": model.config.image_size,
                         "tokens": tokens, "dim": dim}
-            on_main(env, lambda: _claim(out, protocol))
+            claim_folder(env, out, protocol, "latents", "shard_*.safetensors")
             num_shards = -(-len(dataset) // shard_size)
-            mine = [i for i in range(num_shards) if i % env.world_size == env.rank
-                    and not _trusted(out / shard_name(i), tokens, dim, flip)]
+            mine = shards_to_do(env, num_shards, lambda i: out / shard_name(i),
+                                lambda path, _: shard_problem(path, tokens, dim, flip))
             _encode_shards(model, dataset, out, mine, shard_size, flip=flip, batch_size=batch_size,
                            num_workers=num_workers, device=env.device, progress=progress and env.is_main)
             barrier(env)
-            on_main(env, lambda: _finish(out, protocol, num_shards, dataset, str(ckpt), data_dir))
+            env.on_main(lambda: _finish(out, protocol, num_shards, dataset, str(ckpt), data_dir))
     finally:
         shutdown(env)
     return LatentCache(out)
-
-
-def _claim(out: Path, protocol: dict) -> None:
-    """Record what the cache encodes, or refuse a cache that encodes something else."""
-    path = out / PROTOCOL
-    if path.is_file():
-        recorded = json.loads(path.read_text())
-    elif any(out.glob("shard_*.safetensors")) or (out / "meta.json").is_file():
-        recorded = _protocol_of_an_older_cache(out)
-    else:
-        write_json(path, protocol)
-        return
-    changed = changed_settings(recorded, protocol)
-    if changed:
-        raise LatentCacheError(f"{str(out)!r} holds latents encoded with other settings ({', '.join(changed)}); "
-                               "choose another --out, or rerun with the same settings to resume")
-    write_json(path, protocol)
-
-
-def _protocol_of_an_older_cache(out: Path) -> dict:
-    """What a cache written before protocol files says of itself in ``meta.json`` (its shards alone say
-    nothing, and are not trusted)."""
-    meta_path = out / "meta.json"
-    if not meta_path.is_file():
-        raise LatentCacheError(f"{str(out)!r} holds shards of an unknown encoding (no {PROTOCOL} or meta.json); "
-                               "choose another --out")
-    meta = json.loads(meta_path.read_text())
-    return {"shard_size": meta.get("shard_size"), "flip": meta.get("flip"), "image_size": meta.get("image_size"),
-            "tokens": meta.get("tokens"), "dim": meta.get("dim")}
-
-
-def _trusted(path: Path, tokens: int, dim: int, flip: bool) -> bool:
-    if not path.is_file():
-        return False
-    problem = shard_problem(path, tokens, dim, flip)
-    if problem is not None:
-        warnings.warn(f"encoding {path.name} again: {problem}", stacklevel=3)
-    return problem is None
 
 
 def _finish(out: Path, protocol: dict, num_shards: int, dataset: ImageDataset, ckpt: str,

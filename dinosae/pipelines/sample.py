@@ -1,8 +1,14 @@
-"""``dinosae sample``: many samples on many processes, one ``samples.npz`` whatever the number of ranks.
+"""``dinosae sample``: images from a trained DiT and the autoencoder's decoder, many samples on many
+processes, one ``samples.npz`` whatever the number of ranks.
+
+Sample ``i``'s starting noise, and its label when labels are drawn at random,
+come from a generator seeded by ``(seed, i)`` alone (:func:`sample_generator`),
+so a sample does not depend on the batch it was drawn in or on the process
+that drew it.
 
 Samples are split into shards of consecutive indices; under ``torchrun`` rank
 ``r`` draws the shards ``r, r + K, ...``. A sample is a function of
-``(seed, index)`` (``dinosae.generation.samples``) and a shard is drawn in the
+``(seed, index)`` and a shard is drawn in the
 same batches on any rank, so the result is the same, image for image and in
 order, for any number of processes. Layout::
 
@@ -22,26 +28,182 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
+from PIL import Image
+from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
-from dinosae.generation.samples import (check_pair, class_labels, generate_images, sampling_record, sampling_shift,
-                                       save_grid, write_pngs)
+import sphere_ops
+from dinosae.config import DiTTrainConfig, from_dict
+from dinosae.flow import function_evaluations, sample, training_shift
 from dinosae.io.atomic import remove_leftovers, write_atomic, write_json
-from dinosae.io.checkpoint import resolve_checkpoint
-from dinosae.io.loading import load_autoencoder, load_dit, model_record
-from dinosae.io.pretrained import is_pretrained
-from dinosae.pipelines.exclusive import changed_settings, exclusive
-from dinosae.runtime import DistEnv, barrier, init_distributed, on_main, shutdown
+from dinosae.io.lock import exclusive
+from dinosae.io.names import safe_name
+from dinosae.models.loading import build_model, load_model, read_model
+from dinosae.models.autoencoder import SphericalAutoencoder
+from dinosae.models.dit import DiT
+from dinosae.pipelines.jobs import claim_folder, missing_shards, shards_to_do
+from dinosae.runtime import DistEnv, barrier, init_distributed, sampling_precision, shutdown
+
+LABEL_MODES = ("equal", "random")
+# Streams of one sample's randomness.
+_NOISE, _LABEL = 0, 1
+
+
+def sample_generator(seed: int, index: int, stream: int = _NOISE) -> torch.Generator:
+    """A CPU generator that depends only on ``(seed, index, stream)``.
+
+    Example:
+        >>> a = torch.rand(2, generator=sample_generator(0, 5))
+        >>> bool(torch.equal(a, torch.rand(2, generator=sample_generator(0, 5))))
+        True
+    """
+    return torch.Generator().manual_seed(((seed * 1_000_003 + index) * 4 + stream) % (1 << 63))
+
+
+def class_labels(num: int, num_classes: int, classes: Sequence[int] | None = None, mode: str = "equal",
+                 seed: int = 0) -> torch.Tensor:
+    """``num`` labels from ``classes`` (all classes when None).
+
+    ``"equal"`` cycles through them, so each gets an equal share (the usual
+    ImageNet protocol, 50 per class of 50,000); ``"random"`` draws sample ``i``'s
+    label from ``(seed, i)``.
+
+    Example:
+        >>> class_labels(5, 3).tolist(), class_labels(3, 10, [7]).tolist()
+        ([0, 1, 2, 0, 1], [7, 7, 7])
+        >>> bool(torch.equal(class_labels(6, 4, mode="random")[:3], class_labels(3, 4, mode="random")))
+        True
+    """
+    chosen = list(range(num_classes)) if not classes else list(classes)
+    bad = [c for c in chosen if not 0 <= c < num_classes]
+    if bad:
+        raise ValueError(f"classes {bad} are outside [0, {num_classes})")
+    if mode == "equal":
+        picks = [i % len(chosen) for i in range(num)]
+    elif mode == "random":
+        picks = [int(torch.randint(len(chosen), (), generator=sample_generator(seed, i, _LABEL))) for i in range(num)]
+    else:
+        raise ValueError(f"label mode must be one of {LABEL_MODES}, got {mode!r}")
+    return torch.tensor([chosen[p] for p in picks], dtype=torch.long)
+
+
+def starting_noise(dit: DiT, indices: Sequence[int], seed: int) -> torch.Tensor:
+    """The starting points (B, N, D) of samples ``indices``, from the DiT's manifold's prior; drawn on the CPU
+    in float32, so they are the same on every device."""
+    shape = (dit.config.num_tokens, dit.config.in_dim)
+    return torch.stack([dit.manifold.prior(shape, generator=sample_generator(seed, int(index))) for index in indices])
+
+
+@torch.no_grad()
+def generate_latents(dit: DiT, labels: torch.Tensor, *, steps: int = 50, cfg: float = 1.0, method: str = "euler",
+                     guidance_interval: tuple[float, float] | None = None, shift: float = 1.0,
+                     generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Latents (B, N, D) with unit tokens for ``labels``, integrated on the DiT's manifold (a Euclidean DiT's
+    samples normalized onto the spheres, which the decoder takes), from ``noise`` when given (else drawn
+    from ``generator``)."""
+    config = dit.config
+    shape = (labels.shape[0], config.num_tokens, config.in_dim)
+    x = sample(dit, dit.manifold, shape, labels, prediction=config.prediction, steps=steps, method=method,
+               cfg_scale=cfg, guidance_interval=guidance_interval, shift=shift, generator=generator, noise=noise)
+    return sphere_ops.normalize(x)
+
+
+def sampling_shift(dit: DiT, train_config: dict, shift: float | None = None) -> float:
+    """The time shift to sample with: ``shift``, else the one the DiT was trained with (its saved
+    ``train_config``).
+
+    Example:
+        >>> from dinosae import create_model
+        >>> dit = create_model("dit-tiny", in_dim=16, grid_size=4, num_classes=2)
+        >>> sampling_shift(dit, {"shift": 3.0}), sampling_shift(dit, {}, 1.5)
+        (3.0, 1.5)
+    """
+    if shift is not None:
+        return shift
+    return training_shift(from_dict(DiTTrainConfig, train_config).shift, dit.config.num_tokens, dit.config.in_dim)
+
+
+def sampling_record(dit: DiT, steps: int, method: str, shift: float) -> dict:
+    """What ``samples.json`` records of the solver beside the protocol: the number of function evaluations
+    (the model is called once per evaluation, on a doubled batch where guidance applies) and the shift used.
+
+    Example:
+        >>> from dinosae import create_model
+        >>> sampling_record(create_model("dit-tiny", in_dim=16, grid_size=4, num_classes=2), 25, "heun", 1.0)
+        {'nfe': 50, 'shift_used': 1.0}
+    """
+    return {"nfe": function_evaluations(method, steps, dit.config.prediction), "shift_used": shift}
+
+
+def check_pair(ae: SphericalAutoencoder, dit: DiT) -> None:
+    """A clear error when the DiT's latents are not the shape the autoencoder decodes."""
+    if ae.latent_dim != dit.config.in_dim or ae.encoder.grid_size() ** 2 != dit.config.num_tokens:
+        raise ValueError(f"the DiT generates ({dit.config.num_tokens}, {dit.config.in_dim}) latents, the "
+                         f"autoencoder decodes ({ae.encoder.grid_size() ** 2}, {ae.latent_dim})")
+
+
+@torch.no_grad()
+def generate_images(ae: SphericalAutoencoder, dit: DiT, labels: torch.Tensor, *, indices: Sequence[int] | None = None,
+                    batch_size: int = 32, seed: int = 0, progress: bool = True, precision: str = "auto",
+                    **sampler: object) -> np.ndarray:
+    """uint8 images (N, H, W, 3) for ``labels``: sample ``indices[j]`` (default ``j``) for ``labels[j]``, the DiT
+    and the decoder run at ``precision`` (``dinosae.runtime.sampling_precision``; the ODE's state stays float32)."""
+    check_pair(ae, dit)
+    device = next(dit.parameters()).device
+    indices = list(range(labels.shape[0])) if indices is None else list(indices)
+    images = []
+    for start in tqdm(range(0, labels.shape[0], batch_size), unit="batch", disable=not progress):
+        batch = labels[start:start + batch_size].to(device)
+        noise = starting_noise(dit, indices[start:start + batch_size], seed)
+        with sampling_precision(device, precision):
+            latents = generate_latents(dit, batch, noise=noise, **sampler)
+            decoded = ae.decode(latents)
+        if not bool(torch.isfinite(latents).all()) or not bool(torch.isfinite(decoded).all()):
+            raise FloatingPointError(f"samples {indices[start]}..{indices[start + batch.shape[0] - 1]} are not "
+                                     "finite (a DiT or autoencoder with NaN weights?); no image of them was written")
+        pixels = (decoded.float().clamp(0, 1) * 255).round().to(torch.uint8)
+        images.append(pixels.permute(0, 2, 3, 1).cpu().numpy())
+    return np.concatenate(images)
+
+
+def write_pngs(folder: str | os.PathLike, images: np.ndarray, labels: Sequence[int], indices: Sequence[int],
+               class_names: Sequence[str] = ()) -> Path:
+    """One PNG per image, named by its sample index and class (made safe: class names come from files)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for image, label, index in zip(images, labels, indices):
+        name = safe_name(class_names[label]) if label < len(class_names) else str(label)
+        Image.fromarray(image).save(folder / f"{index:06d}_{name}.png")
+    return folder
+
+
+def save_grid(path: str | os.PathLike, images: np.ndarray) -> Path:
+    """The first 64 images as an 8-wide grid."""
+    tensor = torch.from_numpy(np.ascontiguousarray(images[:64])).permute(0, 3, 1, 2).float() / 255
+    return write_atomic(path, lambda tmp: save_image(make_grid(tensor, nrow=8, padding=2, pad_value=1.0), tmp,
+                                                     format="png"))
+
+
+def write_samples(out: str | os.PathLike, images: np.ndarray, labels: torch.Tensor,
+                  class_names: Sequence[str] = ()) -> dict[str, Path]:
+    """PNGs, a grid, and ``samples.npz``; returns their paths."""
+    out = Path(out)
+    folder = write_pngs(out / "images", images, labels.tolist(), range(len(images)), class_names)
+    grid = save_grid(out / "grid.png", images)
+    npz = write_atomic(out / "samples.npz", lambda tmp: np.savez(tmp, arr_0=images, labels=labels.numpy()))
+    return {"images": folder, "grid": grid, "npz": npz}
+
+
+# ---------------------------------------------------------------- the sharded job
 
 SHARDS = "shards"
-PROTOCOL = "protocol.json"
 
 
 class SampleRunError(ValueError):
@@ -102,22 +264,21 @@ def _remove_leftovers(out: Path) -> list[Path]:
 def _sample(out: Path, protocol: SampleProtocol, env: DistEnv, teacher_weights: str | os.PathLike | None,
             png: bool, progress: bool) -> dict[str, Path]:
     shards_dir = out / SHARDS
-    on_main(env, lambda: _claim(shards_dir, protocol))
-    ae = load_autoencoder(protocol.ae, teacher_weights=teacher_weights, device=env.device)
-    # Resolved once: a run still training may name a newer checkpoint by the time its record is read.
-    dit_path = protocol.dit if is_pretrained(protocol.dit) else resolve_checkpoint(protocol.dit)
-    dit = load_dit(dit_path, device=env.device)
-    record = model_record(dit_path)
+    claim_folder(env, shards_dir, protocol.to_json(), "samples", "shard_*.npz")
+    ae = load_model(protocol.ae, kind="autoencoder", teacher_weights=teacher_weights, device=env.device)
+    # Read once, weights and record together: a run still training may write a newer checkpoint meanwhile.
+    record = read_model(protocol.dit, kind="dit")
+    dit = build_model(record).to(env.device).eval()
     if protocol.decode_scale is not None:
-        ae.config.decode_scale = protocol.decode_scale
+        ae.config = replace(ae.config, decode_scale=protocol.decode_scale)
     check_pair(ae, dit)
     # An exported folder without its training config samples with the default shift of today's config.
-    shift = sampling_shift(dit, record.get("train_config", {}), protocol.shift)
+    shift = sampling_shift(dit, record.meta.get("train_config", {}), protocol.shift)
     labels = class_labels(protocol.num, dit.config.num_classes, protocol.classes, protocol.labels, protocol.seed)
-    class_names = record.get("classes", [])
+    class_names = record.meta.get("classes", [])
     ranges = protocol.shard_ranges()
-    mine = [i for i in range(len(ranges)) if i % env.world_size == env.rank
-            and not _trusted(shards_dir / _shard_name(i), ranges[i])]
+    mine = shards_to_do(env, len(ranges), lambda i: shards_dir / _shard_name(i),
+                        lambda path, i: _shard_problem(path, ranges[i]))
     sampler = dict(steps=protocol.steps, cfg=protocol.cfg, method=protocol.method,
                    guidance_interval=protocol.guidance_interval, shift=shift, precision=protocol.precision)
     for shard in tqdm(mine, unit="shard", disable=not (progress and env.is_main)):
@@ -139,45 +300,25 @@ def _shard_name(index: int) -> str:
     return f"shard_{index:05d}.npz"
 
 
-def _trusted(path: Path, expected: range) -> bool:
-    """Whether a shard left by an earlier run can be kept: readable, and of the samples it should hold
-    (its zip directory and array headers are read, not its images)."""
-    if not path.is_file():
-        return False
+def _shard_problem(path: Path, expected: range) -> str | None:
+    """Why a shard left by an earlier run cannot be kept (None when it can): unreadable, or not of the samples
+    it should hold (its zip directory and array headers are read, not its images)."""
     try:
         with np.load(path) as shard:
             fine = np.array_equal(shard["indices"], np.arange(expected.start, expected.stop)) and \
                 shard["labels"].shape == (len(expected),)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        fine, reason = False, f"it is unreadable ({error})"
-    else:
-        reason = "it holds other samples"
-    if not fine:
-        warnings.warn(f"drawing {path.name} again: {reason}", stacklevel=2)
-    return fine
-
-
-def _claim(shards_dir: Path, protocol: SampleProtocol) -> None:
-    """Record the protocol, or refuse a folder whose shards were drawn with another."""
-    path = shards_dir / PROTOCOL
-    if path.is_file():
-        # Fields added since the folder was written had their defaults then.
-        recorded = {**SampleProtocol(ae="", dit="", num=0).to_json(), **json.loads(path.read_text())}
-        changed = changed_settings(recorded, protocol.to_json())
-        if changed:
-            raise SampleRunError(f"{str(shards_dir.parent)!r} holds samples drawn with other settings "
-                                 f"({', '.join(changed)}); choose another --out, or rerun with the same settings "
-                                 "to resume")
-    else:
-        write_json(path, protocol.to_json())
+        return f"it is unreadable ({error})"
+    return None if fine else "it holds other samples"
 
 
 def merge_shards(out: str | os.PathLike, protocol: SampleProtocol, record: dict | None = None) -> dict[str, Path]:
     """Check every shard and stream them into ``samples.npz`` (no copy of all images in memory); ``samples.json``
     holds the protocol and ``record`` (what the solver did: ``nfe``, ``shift_used``)."""
     out = Path(out)
-    shards = [out / SHARDS / _shard_name(i) for i in range(len(protocol.shard_ranges()))]
-    missing = [p.name for p in shards if not p.is_file()]
+    count = len(protocol.shard_ranges())
+    shards = [out / SHARDS / _shard_name(i) for i in range(count)]
+    missing = missing_shards(count, lambda i: shards[i])
     if missing:
         raise SampleRunError(f"{str(out)!r} lacks {len(missing)} shard(s) ({missing[0]}, ...): rerun to finish them")
     shapes = []
@@ -229,10 +370,3 @@ def sample_command(ae: str | os.PathLike, dit: str | os.PathLike, out: str | os.
                               decode_scale=decode_scale, shard_size=shard_size or 32 * batch_size,
                               batch_size=batch_size, precision=precision)
     return sample_to_folder(out, protocol, **options)
-
-
-def read_protocol(samples: str | os.PathLike) -> dict | None:
-    """The protocol recorded beside a ``samples.npz`` (``samples.json``), if any."""
-    path = Path(samples).with_suffix(".json")
-    return json.loads(path.read_text()) if path.is_file() else None
-

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict
-from functools import partial
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Collection
 
@@ -19,23 +18,22 @@ import torch
 from torch import nn
 
 import sphere_ops
-from dinosae.config import AEConfig, AETrainConfig, to_dict
+from dinosae.config import AEConfig, AETrainConfig, ResolvedRun, RunRequest, resolve_ae_run, to_dict
 from dinosae.data.batches import ResumableBatches
 from dinosae.data.decode import Crop
 from dinosae.data.images import ImageBatch, ImageDataset, collate_images
 from dinosae.data.index import folder_listing
-from dinosae.io.checkpoint import (Checkpoint, CheckpointError, load_checkpoint, remove_checkpoint_leftovers,
-                                   resolve_checkpoint)
-from dinosae.io.loading import AUTOENCODER, DISCRIMINATOR, load_autoencoder, load_run_weights, split_weights
-from dinosae.io.pretrained import is_pretrained
+from dinosae.io.lock import exclusive
+from dinosae.io.checkpoint import Checkpoint, remove_checkpoint_leftovers
+from dinosae.models.loading import DISCRIMINATOR, read_model
+from dinosae.models.record import AUTOENCODER, ModelRecord
 from dinosae.models.autoencoder import SphericalAutoencoder
 from dinosae.models.discriminator import DinoDiscriminator
-from dinosae.pipelines.exclusive import exclusive
-from dinosae.runtime import DistEnv, autocast, init_distributed, on_main, shutdown, use_tf32
+from dinosae.runtime import DistEnv, autocast, init_distributed, shutdown, use_tf32
 from dinosae.train.ema import EMA
 from dinosae.train.loop import (TrainState, adamw, batch_loader, checkpoint_to_resume, fit, micro_batches,
                                 optimizer_step, sync_gradients, warn_skipped, wrap_ddp)
-from dinosae.train.resume import Continuation
+from dinosae.train.resume import continue_run, settle
 from dinosae.train.losses import (adaptive_gan_weight, alignment_loss, hinge_discriminator_loss, hinge_generator_loss,
                                   l1_loss)
 
@@ -56,7 +54,7 @@ class TrainForward(nn.Module):
 
     def forward(self, images: torch.Tensor,
                 noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.set_grad_enabled(self.config.trains_stem and torch.is_grad_enabled()):
+        with torch.set_grad_enabled(self.config.train_stem and torch.is_grad_enabled()):
             tokens = self.model.encoder.student_tokens(images)
         inputs = self.model.decoder_input(tokens)
         if noise is not None:
@@ -104,80 +102,78 @@ def noise_decoder_input(inputs: torch.Tensor, kind: str, size: torch.Tensor, noi
 def set_trainable(model: SphericalAutoencoder, config: AETrainConfig) -> list[nn.Parameter]:
     model.requires_grad_(False)
     model.decoder.requires_grad_(True)
-    if config.trains_stem:
+    if config.train_stem:
         model.encoder.stem.requires_grad_(True)
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _load_init(init: str | os.PathLike, model: SphericalAutoencoder, discriminator: DinoDiscriminator | None,
-               teacher_weights: str | os.PathLike | None) -> None:
-    """Start a stage from the previous stage's checkpoint: its EMA weights (and whether its teacher is
-    missing, see ``load_run_weights``), and its discriminator heads."""
-    checkpoint = load_checkpoint(init, with_state=False)
-    if checkpoint.meta.get("kind") != AUTOENCODER:
-        raise CheckpointError(f"--init {str(init)!r} is not an autoencoder checkpoint")
-    load_run_weights(model, checkpoint, teacher_weights, f"--init {str(init)!r}")
-    heads = split_weights(checkpoint.model, [DISCRIMINATOR])[1][DISCRIMINATOR]
-    if discriminator is not None and heads:
-        discriminator.load_state_dict(heads)
+def plan_stage(run_dir: str | os.PathLike, request: RunRequest, init: str | os.PathLike | None = None,
+               resume: str | None = None) -> tuple[Checkpoint | None, ModelRecord | None, ResolvedRun]:
+    """What a stage will do before it does it: the checkpoint it resumes (if any), the model it starts from
+    (``init``, for a new run), and its configs, resolved (``dinosae.config.resolve``) with ``init``'s config in
+    place of the preset and, on a resume, the run's own as the last layer."""
+    previous = checkpoint_to_resume(Path(run_dir), resume, AUTOENCODER)
+    start = _starting_point(init) if previous is None else None
+    run = resolve_ae_run(request, init=None if start is None else start.config)
+    return previous, start, continue_run(run, previous, ("ae_config", "train_config"))
 
 
-def train_autoencoder(run_dir: str | os.PathLike, data_dir: str | os.PathLike, ae_config: AEConfig | None,
-                      config: AETrainConfig | None, *, init: str | os.PathLike | None = None,
-                      resume: bool | str = False, override: bool = False,
+def train_autoencoder(run_dir: str | os.PathLike, data_dir: str | os.PathLike, ae_config: AEConfig | None = None,
+                      config: AETrainConfig | None = None, *, request: RunRequest | None = None,
+                      init: str | os.PathLike | None = None, resume: str | None = None, override: bool = False,
                       explicit: dict[str, Collection[str]] | None = None,
                       teacher_weights: str | os.PathLike | None = None, device: str | None = None) -> Path:
     """Train one stage; returns the path of the final checkpoint.
 
-    ``init`` is the previous stage's run or checkpoint (its EMA weights and
-    discriminator heads), or a released model: an exported folder (``dinosae
-    export``, ``save_pretrained``) or an official release file, whose
-    configuration then replaces ``ae_config``. ``resume`` is ``True``,
-    ``"auto"`` (resume if the run has a checkpoint, else start) or ``False``.
-    A resumed run keeps its own configs and data (``dinosae.train.resume``):
-    the fields of ``ae_config`` and ``config`` named in ``explicit``
-    (``{"model": ..., "train": ...}``; every field when None; nothing of a
-    config passed as None) must equal the run's, unless ``override``.
+    The configs are ``request``'s (the command line's, resolved here) or, from Python, ``ae_config`` and
+    ``config`` (either None: the preset's and the stage's defaults, or a resumed run's own). ``init`` is
+    the previous stage's run or checkpoint (its EMA weights and discriminator heads), or a released model:
+    an exported folder (``dinosae export``, ``save_pretrained``) or an official release file; its
+    configuration replaces the preset's (and ``ae_config``). ``resume`` is None (a new run), ``"latest"``
+    or ``"auto"`` (resume if the run has a checkpoint, else start). A resumed run keeps its own configs and
+    data (``dinosae.train.resume``): the fields set on purpose (``explicit``, ``{"model": ..., "train":
+    ...}``; by default every field of a config passed) must equal the run's, unless ``override``.
     """
     run_dir = Path(run_dir)
+    request = request or RunRequest.of_configs(ae_config, config, explicit)
     env = init_distributed(device)
     try:
         with exclusive(run_dir, "run", env, remove_checkpoint_leftovers):
-            previous = checkpoint_to_resume(run_dir, resume, AUTOENCODER)
-            run = Continuation.of(previous, explicit)
-            ae_config = run.config(AEConfig, "ae_config", ae_config, "model")
-            config = run.config(AETrainConfig, "train_config", config, "train")
-            listing = folder_listing(data_dir, partial(on_main, env))
-            dataset = ImageDataset(data_dir, ae_config.image_size, listing=listing, crop=_crop(ae_config, config),
+            previous, start, run = plan_stage(run_dir, request, init, resume)
+            listing = folder_listing(data_dir, env.on_main)
+            dataset = ImageDataset(data_dir, run.model.image_size, listing=listing, crop=_crop(run.model, run.train),
                                    dtype=torch.uint8)
-            provenance = run.settle(dataset.identity(), override, str(run_dir))
+            provenance = settle(run, previous, dataset.identity(), override, str(run_dir))
             if previous is not None:
                 teacher_weights = teacher_weights or previous.meta.get("teacher_weights")
-            return _train(run_dir, dataset, ae_config, config, env, previous, init, teacher_weights, provenance)
+            return _train(run_dir, dataset, run.model, run.train, env, previous, start, teacher_weights, provenance,
+                          init)
     finally:
         shutdown(env)
 
 
+def _starting_point(init: str | os.PathLike | None) -> ModelRecord | None:
+    """What a new stage starts from: the autoencoder of ``--init`` (a run's EMA weights and discriminator
+    heads, or a released model), or nothing."""
+    return None if init is None else read_model(init, kind=AUTOENCODER)
+
+
 def _train(run_dir: Path, dataset: ImageDataset, ae_config: AEConfig, config: AETrainConfig, env: DistEnv,
-           previous: Checkpoint | None, init: str | os.PathLike | None,
-           teacher_weights: str | os.PathLike | None, provenance: dict) -> Path:
+           previous: Checkpoint | None, start: ModelRecord | None, teacher_weights: str | os.PathLike | None,
+           provenance: dict, init: str | os.PathLike | None) -> Path:
     torch.manual_seed(config.seed)
     use_tf32(env.device, config.tf32)
-    released = init is not None and previous is None and (is_pretrained(init) or resolve_checkpoint(init).is_file())
-    if released:
-        # Fine-tuning a released model (an official file or an exported folder): its own configuration wins over
-        # the preset's, and it has no discriminator heads to start from.
-        model = load_autoencoder(init, teacher_weights=teacher_weights)
-        ae_config = model.config
+    if start is not None:
+        model = SphericalAutoencoder.from_record(replace(start, config=ae_config), teacher_weights)
     else:
         model = SphericalAutoencoder(ae_config, teacher_weights)
     if previous is not None:
         model.encoder.teacher_missing = previous.meta.get("teacher_missing")
-    dataset.crop = _crop(ae_config, config)  # an official file's own size
+        model.teacher_origin = previous.meta.get("teacher_origin", model.teacher_origin)
     discriminator = DinoDiscriminator(model.latent_dim, ae_config.disc_depths) if config.gan_weight > 0 else None
-    if init is not None and previous is None and not released:
-        _load_init(init, model, discriminator, teacher_weights)
-    if config.trains_stem and config.align_weight > 0:
+    if discriminator is not None and start is not None and DISCRIMINATOR in start.parts:
+        discriminator.load_state_dict(start.parts[DISCRIMINATOR])
+    if config.train_stem and config.align_weight > 0:
         model.encoder.require_teacher("the alignment loss")
     if discriminator is not None:
         model.encoder.require_teacher("the DINO discriminator")
@@ -188,7 +184,7 @@ def _train(run_dir: Path, dataset: ImageDataset, ae_config: AEConfig, config: AE
     meta = {"kind": AUTOENCODER, "stage": config.stage, "ae_config": to_dict(ae_config),
             "train_config": asdict(config),
             "teacher_weights": None if model.teacher_weights is None else str(model.teacher_weights),
-            "teacher_missing": model.encoder.teacher_missing,
+            "teacher_origin": model.teacher_origin, "teacher_missing": model.encoder.teacher_missing,
             "classes": dataset.classes, **provenance, "init": None if init is None else str(init)}
     sampler = ResumableBatches(len(dataset), config.batch_size, config.seed, state.step, env.rank,
                                env.world_size, flip=config.flip, crop_draws=config.crop == "random")
@@ -361,7 +357,7 @@ def generator_losses(step_forward: nn.Module, model: SphericalAutoencoder, image
         losses["lpips"] = lpips(reconstruction, images).mean()
     rec = config.l1_weight * losses["l1"] + config.lpips_weight * losses.get("lpips", 0.0)
     total = rec
-    if config.trains_stem and config.align_weight > 0:
+    if config.train_stem and config.align_weight > 0:
         losses["align"] = alignment_loss(tokens, model.encoder.teacher_tokens(images), config.align)
         total = total + config.align_weight * losses["align"]
     if discriminator is not None:

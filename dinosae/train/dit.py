@@ -15,74 +15,87 @@ from typing import Any, Callable, Collection
 
 import torch
 
-from dinosae.config import DiTConfig, DiTTrainConfig, ResolvedRun, read_saved_dit, resolve_dit_run
+from dinosae.config import DiTConfig, DiTTrainConfig, ResolvedRun, RunRequest, resolve_dit_run
 from dinosae.data.batches import ResumableBatches
-from dinosae.flow import TimeSampler, draw_times_and_noise, flow_matching_loss, make_time_sampler
-from dinosae.io.latents import LatentCache, check_cache_fits, warn_if_unflipped
+from dinosae.flow import TimeSampler, draw_times_and_noise, flow_matching_loss, make_time_sampler, training_shift
+from dinosae.data.latents import LatentCache, check_cache_fits, warn_if_unflipped
+from dinosae.io.lock import exclusive
 from dinosae.io.checkpoint import Checkpoint, remove_checkpoint_leftovers
-from dinosae.io.loading import DIT
+from dinosae.models.record import DIT
 from dinosae.models.dit import DiT
-from dinosae.pipelines.exclusive import exclusive
 from dinosae.runtime import DistEnv, autocast, init_distributed, shutdown, use_tf32
 from dinosae.train.ema import EMA
 from dinosae.train.latent_sources import CachedLatents, OnlineLatents, latents_to_device
 from dinosae.train.loop import (TrainState, adamw, batch_loader, checkpoint_to_resume, fit, micro_batches,
                                 optimizer_step, sync_gradients, warn_skipped, wrap_ddp)
-from dinosae.train.resume import Continuation
+from dinosae.train.resume import continue_run, settle
 
 
-def resolve_for_cache(cache: LatentCache | CachedLatents | OnlineLatents, preset: str | None = None,
-                      **options: Any) -> ResolvedRun:
-    """The DiT and training configs for a cache's latent grid, width and classes
-    (``dinosae.config.resolve_dit_run``'s ``options``: recipe, lightning, file, model, train)."""
-    grid = math.isqrt(cache.tokens)
-    if grid * grid != cache.tokens:
-        raise ValueError(f"latent cache tokens {cache.tokens} do not form a square grid")
-    return resolve_dit_run(preset, dim=cache.dim, grid_size=grid, num_classes=cache.num_classes, **options)
+def _grid(tokens: int) -> int:
+    grid = math.isqrt(tokens)
+    if grid * grid != tokens:
+        raise ValueError(f"latent cache tokens {tokens} do not form a square grid")
+    return grid
+
+
+def resolve_for_cache(cache: LatentCache | CachedLatents | OnlineLatents, request: RunRequest = RunRequest()
+                      ) -> ResolvedRun:
+    """The DiT and training configs of ``request`` for a cache's latent grid, width and classes."""
+    return resolve_dit_run(request, dim=cache.dim, grid_size=_grid(cache.tokens), num_classes=cache.num_classes)
 
 
 def dit_config_for(cache: LatentCache, preset: str, **overrides: Any) -> DiTConfig:
     """The DiT of a named size for a cache's latent grid, width and classes, with fields overridden."""
-    return resolve_for_cache(cache, preset, model=overrides).model
+    return resolve_for_cache(cache, RunRequest(preset, model=overrides)).model
 
 
-def train_dit(run_dir: str | os.PathLike, latents: str | os.PathLike | LatentCache | None,
+def plan_dit(run_dir: str | os.PathLike, request: RunRequest, cache: CachedLatents | OnlineLatents,
+             resume: str | None = None) -> tuple[Checkpoint | None, ResolvedRun]:
+    """The checkpoint a DiT run resumes (if any) and its configs, resolved for the latents of ``cache`` and, on a
+    resume, with the run's own as the last layer."""
+    previous = checkpoint_to_resume(Path(run_dir), resume, DIT)
+    return previous, continue_run(resolve_for_cache(cache, request), previous, ("dit_config", "train_config"))
+
+
+def resolve_dit(run_dir: str | os.PathLike, request: RunRequest, resume: str | None = None, *,
+                latents: str | os.PathLike | LatentCache | None = None, ae: str | os.PathLike | None = None,
+                data: str | os.PathLike | None = None, teacher_weights: str | os.PathLike | None = None,
+                device: str | None = None) -> ResolvedRun:
+    """The configs :func:`train_dit` would run with, for its latents and its run (what ``--print-config``
+    prints), without training."""
+    env = init_distributed(device)
+    try:
+        return plan_dit(run_dir, request, _source(latents, ae, data, env, teacher_weights), resume)[1]
+    finally:
+        shutdown(env)
+
+
+def train_dit(run_dir: str | os.PathLike, latents: str | os.PathLike | LatentCache | None = None,
               model_config: DiTConfig | None = None, config: DiTTrainConfig | None = None, *,
-              resume: bool | str = False, override: bool = False, explicit: dict[str, Collection[str]] | None = None,
-              device: str | None = None, ae: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
-              teacher_weights: str | os.PathLike | None = None,
-              resolve: Callable[[CachedLatents | OnlineLatents], ResolvedRun] | None = None) -> Path:
+              request: RunRequest | None = None, resume: str | None = None, override: bool = False,
+              explicit: dict[str, Collection[str]] | None = None, device: str | None = None,
+              ae: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
+              teacher_weights: str | os.PathLike | None = None) -> Path:
     """Train the DiT; returns the final checkpoint's path.
 
     ``latents`` is a cache directory or an opened ``LatentCache`` (opening one checks every shard's
     header); or None, and then ``ae`` (an autoencoder run or checkpoint) encodes the images of
     ``data`` batch by batch, without gradients: the same training as on a cache of the same images
-    encoded with ``--flip``, without the cache. ``resolve`` (the command line's) gives the configs and
-    their explicit fields for the latents once they are open. A new run without ``model_config`` or
-    ``config`` takes what ``dinosae train dit`` would (:func:`resolve_for_cache` with no options: the XL
-    preset and the ``dino-sae`` recipe). ``resume``,
+    encoded with ``--flip``, without the cache. The configs are ``request``'s (the command line's),
+    resolved once the latents are open, or, from Python, ``model_config`` and ``config`` (either None:
+    what ``dinosae train dit`` would take, the XL preset and the ``dino-sae`` recipe). ``resume``,
     ``override`` and ``explicit`` are as for ``dinosae.train.autoencoder.train_autoencoder``: a resumed
     run keeps its own configs and latent cache unless told otherwise.
     """
     run_dir = Path(run_dir)
+    request = request or RunRequest.of_configs(model_config, config, explicit)
     env = init_distributed(device)
     try:
         with exclusive(run_dir, "run", env, remove_checkpoint_leftovers):
             cache = _source(latents, ae, data, env, teacher_weights)
-            if resolve is not None:
-                resolved = resolve(cache)
-                model_config, config, explicit = resolved.model, resolved.train, resolved.explicit
-            previous = checkpoint_to_resume(run_dir, resume, DIT)
-            if previous is not None:
-                _read_saved_configs(previous)
-            elif model_config is None or config is None:
-                defaults = resolve_for_cache(cache)
-                model_config, config = model_config or defaults.model, config or defaults.train
-            run = Continuation.of(previous, explicit)
-            config = run.config(DiTTrainConfig, "train_config", config, "train")
-            model_config = run.config(DiTConfig, "dit_config", model_config, "model")
-            provenance = run.settle(cache.identity(), override, str(run_dir), what="latents")
-            return _train(run_dir, cache, model_config, config, env, previous, provenance)
+            previous, run = plan_dit(run_dir, request, cache, resume)
+            provenance = settle(run, previous, cache.identity(), override, str(run_dir), what="latents")
+            return _train(run_dir, cache, run.model, run.train, env, previous, provenance)
     finally:
         shutdown(env)
 
@@ -99,15 +112,6 @@ def _source(latents: str | os.PathLike | LatentCache | None, ae: str | os.PathLi
     return CachedLatents(latents if isinstance(latents, LatentCache) else LatentCache(latents))
 
 
-def _read_saved_configs(previous: Checkpoint) -> None:
-    """A resumed run's configs as today's, in place; a run whose network predicted other units cannot go on."""
-    saved = read_saved_dit(previous.meta["dit_config"], previous.meta["train_config"])
-    if saved.output_gain != 1.0:
-        raise ValueError(f"{str(previous.path)!r} was trained before the flow layer with a network that predicts "
-                         "velocities at another scale; sample from it, or start a new run")
-    previous.meta.update(dit_config=saved.model, train_config=saved.train)
-
-
 def _train(run_dir: Path, cache: CachedLatents | OnlineLatents, model_config: DiTConfig, config: DiTTrainConfig, env: DistEnv,
            previous: Checkpoint | None, provenance: dict) -> Path:
     check_cache_fits(cache, model_config.num_tokens, model_config.in_dim)
@@ -122,7 +126,7 @@ def _train(run_dir: Path, cache: CachedLatents | OnlineLatents, model_config: Di
                        extra={"skipped": []})
     if previous is not None:
         state.restore(previous)
-    time_sampler = make_time_sampler(config.time_sampler, config.resolved_shift(cache.tokens, cache.dim))
+    time_sampler = make_time_sampler(config.time_sampler, training_shift(config.shift, cache.tokens, cache.dim))
     step = DiTStep(state, config, env, time_sampler, cache.to_device)
     meta = {"kind": DIT, "dit_config": asdict(model_config), "train_config": asdict(config),
             **cache.describe(), "classes": cache.classes, **provenance}

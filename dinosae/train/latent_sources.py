@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from functools import partial
 from typing import Any, Callable
 
 import torch
@@ -21,9 +20,9 @@ import sphere_ops
 from dinosae.data.images import ImageBatch, ImageDataset, collate_images
 from dinosae.data.index import folder_listing
 from dinosae.io.checkpoint import resolve_checkpoint
-from dinosae.io.latents import LatentCache, StoredLatents, collate_latents
-from dinosae.io.loading import load_autoencoder
-from dinosae.runtime import DistEnv, on_main
+from dinosae.data.latents import LatentCache, StoredLatents, collate_latents
+from dinosae.models.loading import load_model
+from dinosae.runtime import DistEnv
 
 
 def latents_to_device(batch: tuple[torch.Tensor, torch.Tensor], device: torch.device
@@ -79,10 +78,10 @@ class OnlineLatents:
     def __init__(self, ae: str | os.PathLike, data_dir: str | os.PathLike, env: DistEnv,
                  teacher_weights: str | os.PathLike | None = None) -> None:
         self.ae_checkpoint = str(resolve_checkpoint(ae).resolve())
-        self.model = load_autoencoder(ae, teacher_weights=teacher_weights, device=env.device).eval()
+        self.model = load_model(ae, kind="autoencoder", teacher_weights=teacher_weights, device=env.device).eval()
         self.model.requires_grad_(False)
         self.dataset = ImageDataset(data_dir, self.model.config.image_size, dtype=torch.uint8,
-                                    listing=folder_listing(data_dir, partial(on_main, env)))
+                                    listing=folder_listing(data_dir, env.on_main))
         self.collate: Callable = collate_images
         self.tokens, self.dim = self.model.encoder.grid_size() ** 2, self.model.latent_dim
         self.classes = self.dataset.classes

@@ -28,12 +28,13 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from dinosae.config.training import RESUME_MODES
 from dinosae.data.images import DataError
 from dinosae.io.atomic import write_json
 from dinosae.io.checkpoint import (Checkpoint, CheckpointError, has_checkpoint, load_checkpoint, load_weights,
                                    save_checkpoint, saved_weights)
 from dinosae.io.images import save_pairs
-from dinosae.io.loading import split_weights
+from dinosae.models.loading import split_weights
 from dinosae.runtime import DistEnv, barrier, mean_across_ranks
 from dinosae.train.ema import EMA
 from dinosae.train.preemption import PreemptionWatch, RunPreempted, ignore_stop_signals
@@ -64,10 +65,11 @@ class TrainState:
 
     ``modules[MAIN]`` is the model (its weights are saved as they are, and
     ``ema`` averages its trainable ones); other modules (the discriminator) are
-    saved beside it under ``"<name>."``. ``optimizers`` are saved in
-    ``state.pt`` under their names, with ``extra``: small run state such as
-    the images a run has skipped. Training randomness needs no saved state
-    (see ``dinosae.train.rng``).
+    saved beside it under ``"<name>."``. ``optimizers`` are saved in the
+    checkpoint's training state (``state.safetensors`` + ``state.json``,
+    ``dinosae.io.state``) under their names, with ``extra``: small run state
+    such as the images a run has skipped. Training randomness needs no saved
+    state (see ``dinosae.train.rng``).
     """
 
     modules: dict[str, nn.Module]
@@ -106,14 +108,12 @@ class TrainState:
         self.step = checkpoint.step
 
 
-RESUME_MODES = (False, True, "auto")
-
-
-def checkpoint_to_resume(run_dir: Path, resume: bool | str, kind: str) -> Checkpoint | None:
+def checkpoint_to_resume(run_dir: Path, resume: str | None, kind: str) -> Checkpoint | None:
     """The run's latest checkpoint when resuming, None for a fresh start.
 
-    ``resume=True`` needs a checkpoint; ``"auto"`` resumes when there is one and starts fresh otherwise
-    (one command for a job's first start and every requeue); ``False`` refuses to overwrite a run.
+    ``resume`` is one of ``dinosae.config.training.RESUME_MODES``: ``"latest"`` needs a checkpoint;
+    ``"auto"`` resumes when there is one and starts fresh otherwise (one command for a job's first start
+    and every requeue); None refuses to overwrite a run.
     """
     if resume not in RESUME_MODES:
         raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")

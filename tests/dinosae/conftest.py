@@ -40,7 +40,7 @@ def three_photos(tmp_path_factory) -> Path:
 def vmf_latents(tmp_path_factory) -> Path:
     """A vMF mixture on 4 tokens x 8 dims with 4 classes, stored as a latent cache (with flips)."""
     from dinosae.data.toy import VMFMixture
-    from dinosae.io.latents import write_meta, write_shard
+    from dinosae.data.latents import write_meta, write_shard
 
     root = tmp_path_factory.mktemp("latents")
     generator = torch.Generator().manual_seed(0)

@@ -87,7 +87,7 @@ def test_cli_prints_a_table_and_json():
 
 @pytest.mark.parametrize("args, message", [
     (["--kind", "ae", "--preset", "XL"], "ae has no preset 'XL'"),
-    (["--recipe", "hae", "--stage", "3"], "two autoencoder stages"),
+    (["--recipe", "hae", "--stage", "3"], "the hae recipe has no autoencoder stage 3 (its stages: [1, 2])"),
     (["--preset", "tiny", "--image-size", "100"], "multiple of 16"),
     (["--batch-size", "0"], "batch-size"),
 ])

@@ -73,7 +73,7 @@ def test_sample_writes_pngs_grid_and_npz(pipeline, tmp_path):
 def test_exported_folders_load_and_sample_as_their_runs(pipeline, tmp_path):
     import numpy as np
 
-    from dinosae.io.loading import load_model
+    from dinosae.models.loading import load_model
 
     _ok("export", pipeline / "s2", tmp_path / "ae")
     _ok("export", pipeline / "dit", tmp_path / "dit")
@@ -124,7 +124,7 @@ BAD_INPUTS = {
                           "--preset", "tiny", "--device", "cpu"),
     "not a latent cache": ("not a finished latent cache", "train", "dit", "--latents", "{tmp}/empty",
                            "--out", "{tmp}/d"),
-    "wrong kind of checkpoint": ("is a 'dit' checkpoint", "reconstruct", "--ckpt", "{pipeline}/dit", "--data",
+    "wrong kind of checkpoint": ("holds a DiT, not an autoencoder", "reconstruct", "--ckpt", "{pipeline}/dit", "--data",
                                  "{heldout}", "--out", "{tmp}/o"),
     "existing run": ("already holds checkpoints", "train", "ae", "--data", "{heldout}", "--out", "{pipeline}/s1",
                      "--preset", "tiny", "--steps", "1", "--device", "cpu"),
@@ -132,7 +132,7 @@ BAD_INPUTS = {
                                  "--stage", "3"),
     "unknown preset": ("'XXL' is not one of", "train", "ae", "--data", "{heldout}", "--out", "{tmp}/x",
                        "--preset", "XXL"),
-    "missing teacher weights": ("are missing", "reconstruct", "--ckpt", "{pipeline}/s2", "--data", "{heldout}",
+    "teacher weights for a random-teacher run": ("trained with a random ViT", "reconstruct", "--ckpt", "{pipeline}/s2", "--data", "{heldout}",
                                 "--out", "{tmp}/o", "--teacher-weights", "{tmp}/missing.pth"),
     # What a careless or hostile user tried (issue "Reliability and security"); the files are made below.
     "infinite lr in a config": ("train.lr: expected a finite number, got inf", "train", "ae", "--data", "{heldout}",
@@ -232,7 +232,7 @@ def _other_dit(tmp_path):
 
     import sphere_ops
     from dinosae.config import DiTTrainConfig
-    from dinosae.io.latents import LatentCache, write_meta, write_shard
+    from dinosae.data.latents import LatentCache, write_meta, write_shard
     from dinosae.train.dit import dit_config_for, train_dit
 
     cache = tmp_path / "other_latents"

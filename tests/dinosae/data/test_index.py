@@ -75,15 +75,15 @@ def test_a_damaged_index_is_listed_again(tree):
 
 
 RANK_SCRIPT = """
-import functools, json, os, sys
+import json, os, sys
 import dinosae.data.index as index
-from dinosae.runtime import init_distributed, on_main, shutdown
+from dinosae.runtime import init_distributed, shutdown
 
 listed = []
 original = index.list_folder
 index.list_folder = lambda root: listed.append(1) or original(root)
 env = init_distributed("cpu")
-listing = index.folder_listing(sys.argv[1], functools.partial(on_main, env))
+listing = index.folder_listing(sys.argv[1], env.on_main)
 names = [listing.relative_path(i) for i in range(len(listing))]
 with open(os.path.join(sys.argv[2], f"rank{env.rank}.json"), "w") as report:
     json.dump({"listed": len(listed), "names": names}, report)

@@ -9,8 +9,9 @@ import torch
 
 import sphere_ops
 from dinosae.config import AETrainConfig
-from dinosae.io.latents import LatentCache, LatentCacheError, check_cache_fits, shard_name
-from dinosae.io.loading import load_autoencoder
+from dinosae.data.latents import LatentCache, LatentCacheError, check_cache_fits, shard_name
+from dinosae.io.protocol import ProtocolMismatchError
+from dinosae.models.loading import load_model
 from dinosae.pipelines.encode import encode_folder
 from dinosae.train.autoencoder import train_autoencoder
 
@@ -30,7 +31,7 @@ def test_cache_holds_the_encoder_latents_and_labels(tmp_path, photos, autoencode
                           num_workers=0, progress=False)
     assert (len(cache), cache.tokens, cache.dim, cache.num_classes) == (32, 16, 192, 8)
     assert cache.meta["shard_counts"] == [10, 10, 10, 2]
-    model = load_autoencoder(autoencoder_run)
+    model = load_model(autoencoder_run, kind="autoencoder")
     from dinosae.data.images import ImageDataset
 
     dataset = ImageDataset(photos["heldout"], 64)
@@ -62,7 +63,7 @@ def test_encode_resumes_at_the_missing_shard(tmp_path, photos, autoencoder_run):
 
 
 def test_cache_shape_mismatch_is_a_clear_error(tmp_path):
-    from dinosae.io.latents import write_meta, write_shard
+    from dinosae.data.latents import write_meta, write_shard
 
     write_shard(tmp_path, 0, sphere_ops.random_uniform((4, 16), 8), torch.zeros(4, dtype=torch.long))
     write_meta(tmp_path, {"num": 4, "tokens": 16, "dim": 8, "shard_counts": [4], "num_shards": 1, "flip": False})
@@ -77,11 +78,11 @@ def test_a_rerun_with_other_settings_is_refused_and_leaves_the_cache_as_it_was(t
     out = tmp_path / "lat"
     encode_folder(autoencoder_run, photos["heldout"], out, shard_size=8, num_workers=0, progress=False)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    for changed in ({"shard_size": 10}, {"flip": True}):
-        with pytest.raises(LatentCacheError, match=f"other settings \\({next(iter(changed))}\\)"):
+    for changed, listed in (({"shard_size": 10}, "shard_size: 8 -> 10"), ({"flip": True}, "flip: False -> True")):
+        with pytest.raises(ProtocolMismatchError, match=f"holds latents made with other settings \\({listed}\\)"):
             encode_folder(autoencoder_run, photos["heldout"], out, num_workers=0, progress=False,
                           **{"shard_size": 8, **changed})
-    with pytest.raises(LatentCacheError, match=r"other settings \(data\)"):
+    with pytest.raises(ProtocolMismatchError, match=r"other settings \(data: "):
         encode_folder(autoencoder_run, photos["train"], out, shard_size=8, num_workers=0, progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
@@ -94,6 +95,6 @@ def test_a_truncated_shard_is_refused_when_read_and_encoded_again_on_a_rerun(tmp
     cut.write_bytes(cut.read_bytes()[:-64])
     with pytest.raises(LatentCacheError, match="shard_00001.safetensors cannot be used \\(it is truncated\\)"):
         LatentCache(out)
-    with pytest.warns(UserWarning, match="encoding shard_00001.safetensors again: it is truncated"):
+    with pytest.warns(UserWarning, match="making shard_00001.safetensors again: it is truncated"):
         cache = encode_folder(autoencoder_run, photos["heldout"], out, shard_size=8, num_workers=0, progress=False)
     assert torch.equal(cache[(9, False)][0], expected)

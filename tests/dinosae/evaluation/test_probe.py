@@ -14,7 +14,7 @@ from dinosae.config import AE_PRESETS, AETrainConfig, preset
 from dinosae.data.images import DataError
 from dinosae.evaluation.probe import (probe_accuracy, probe_features, probe_summary, resolve_splits, split_features,
                                       stratified_split)
-from dinosae.io.loading import load_autoencoder
+from dinosae.models.loading import load_model
 from dinosae.models.autoencoder import SphericalAutoencoder
 from dinosae.models.vit import RandomTeacherWarning
 from dinosae.train.autoencoder import train_autoencoder
@@ -39,7 +39,7 @@ def trained(tmp_path_factory, photos) -> SphericalAutoencoder:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomTeacherWarning)
         train_autoencoder(run, photos["train"], preset(AE_PRESETS, "tiny"), config, device="cpu")
-    return load_autoencoder(run)
+    return load_model(run, kind="autoencoder")
 
 
 @pytest.fixture(scope="module")

@@ -51,10 +51,11 @@ def test_solid_images_give_an_undefined_stripe_score_not_a_crash(models, tmp_pat
     from PIL import Image
 
     from dinosae.evaluation.reconstruction import reconstruction_metrics
-    from dinosae.io.loading import load_autoencoder
+    from dinosae.models.loading import load_model
 
     for i, size in enumerate([(1, 1), (64, 64)]):
         Image.new("RGB", size, (30 * i, 120, 200)).save(tmp_path / f"{i}.png")
-    metrics = reconstruction_metrics(load_autoencoder(models / "ae"), tmp_path, num_workers=0, progress=False)
+    metrics = reconstruction_metrics(load_model(models / "ae", kind="autoencoder"), tmp_path, num_workers=0,
+                                     progress=False)
     assert metrics["images"] == 2 and math.isfinite(metrics["psnr"])
     assert math.isnan(metrics["stripe_score"]) and math.isnan(metrics["stripe_rows"])

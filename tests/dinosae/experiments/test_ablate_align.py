@@ -13,7 +13,7 @@ from PIL import Image
 from dinosae.data.images import DataError
 from dinosae.experiments.ablate_align import COLUMNS, ablate_align, ablation_data, format_table
 from dinosae.io.checkpoint import CheckpointError, load_checkpoint
-from dinosae.io.loading import load_autoencoder
+from dinosae.models.loading import load_model
 from dinosae.train.runlog import read_metrics
 
 SETTINGS = dict(steps=3, batch_size=4, lpips_weight=0.0, progress=False)
@@ -52,7 +52,7 @@ def test_reported_numbers_re_measure(ablation, three_photos):
     out, result = ablation
     images = _heldout_images(three_photos)
     for name in ("cosine", "mse"):
-        model = load_autoencoder(out / name)
+        model = load_model(out / name, kind="autoencoder")
         with torch.no_grad():
             student = model.encoder.student_tokens(images)
             teacher = model.encoder.teacher_tokens(images)
@@ -81,7 +81,7 @@ def test_existing_runs_need_resume_which_reproduces_the_result(ablation, three_p
     out, result = ablation
     with pytest.raises(CheckpointError, match="already holds checkpoints"):
         ablate_align(out, three_photos, **SETTINGS)
-    again = ablate_align(out, three_photos, resume=True, **SETTINGS)
+    again = ablate_align(out, three_photos, resume="latest", **SETTINGS)
     for name in ("cosine", "mse"):
         for column in COLUMNS:
             assert again[name][column] == pytest.approx(result[name][column], abs=1e-6), (name, column)

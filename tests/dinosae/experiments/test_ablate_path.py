@@ -13,7 +13,7 @@ from dinosae.cli.experiments import ablate_path as command
 from dinosae.data.toy import VMFMixture
 from dinosae.experiments.ablate_path import ablate_path, speedup, steps_to_reach, steps_within
 from dinosae.experiments.path_report import format_summary, format_table
-from dinosae.io.latents import write_meta, write_shard
+from dinosae.data.latents import write_meta, write_shard
 
 SMALL = dict(steps=80, eval_every=40, batch_size=32, lr=3e-3, sample_steps=8, components=4, tokens=4, dim=8,
              kappa=40.0, eval_samples=256, nfes=(2, 4), few_step_nfes=(4, 8), device="cpu", progress=False)

@@ -138,7 +138,7 @@ def test_bad_inputs_raise_value_errors() -> None:
         flow_matching_loss(model, UNIT, x1, y[:3])
     with pytest.raises(ValueError, match="the model returned shape"):
         flow_matching_loss(lambda x, t, y: x[..., :2], UNIT, x1, y)
-    with pytest.raises(ValueError, match="prediction must be one of"):
+    with pytest.raises(ValueError, match="unknown prediction .*; choose one of velocity, x1"):
         flow_matching_loss(model, UNIT, x1, y, prediction="noise")
     with pytest.raises(ValueError, match="radial_weight must be >= 0"):
         flow_matching_loss(model, UNIT, x1, y, radial_weight=-1.0)

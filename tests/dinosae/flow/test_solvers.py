@@ -219,7 +219,7 @@ def test_endpoint_and_velocity_predictions_agree(method: str) -> None:
 
 def test_bad_requests_raise_value_errors() -> None:
     y = torch.zeros(2, dtype=torch.long)
-    with pytest.raises(ValueError, match="method must be one of"):
+    with pytest.raises(ValueError, match="unknown solver .*; choose one of euler, heun, midpoint"):
         sample(rotation, SPHERE, (2, 3), y, method="rk4")
     with pytest.raises(ValueError, match="steps must be an integer >= 1"):
         sample(rotation, SPHERE, (2, 3), y, steps=0)
@@ -231,7 +231,7 @@ def test_bad_requests_raise_value_errors() -> None:
         sample(Recorder(rotation), SPHERE, (2, 3), y, cfg_scale=2.0, guidance_interval=(0.8, 0.2))
     with pytest.raises(ValueError, match="model.num_classes"):
         sample(rotation, SPHERE, (2, 3), y, cfg_scale=2.0)
-    with pytest.raises(ValueError, match="prediction must be one of"):
+    with pytest.raises(ValueError, match="unknown prediction .*; choose one of velocity, x1"):
         sample(rotation, SPHERE, (2, 3), y, prediction="eps")
     with pytest.raises(ValueError, match="noise must have the sample shape"):
         sample(rotation, SPHERE, (2, 3), y, noise=torch.ones(2, 4))

@@ -102,27 +102,30 @@ class _Payload:
         return os.system, (f"touch {self.marker}",)
 
 
-def test_a_pickled_payload_in_an_old_state_file_never_runs(tmp_path):
+def test_a_pickled_state_file_is_never_read(tmp_path):
+    """Only JSON and safetensors are read: a ``state.pt`` (what unreleased versions wrote) in its place makes the
+    checkpoint unreadable, in one line, and its payload never runs."""
     path = save_checkpoint(tmp_path, _checkpoint(1))
     (path / "state.json").unlink()
     (path / "state.safetensors").unlink()
     marker = tmp_path / "pwned"
     torch.save({"optimizer": _Payload(marker)}, path / "state.pt")
-    with pytest.raises(CheckpointError, match="can run code"):
+    with pytest.raises(CheckpointError, match="is unreadable") as error:
         load_checkpoint(tmp_path)
-    assert not marker.exists()
+    assert "\n" not in str(error.value) and not marker.exists()
     with open(path / "state.pt", "rb") as handle:  # the file does carry a working payload
         assert b"system" in handle.read()
 
 
-def test_old_checkpoints_with_a_plain_state_file_still_load(tmp_path):
+def test_the_format_version_is_recorded_and_a_newer_one_refused(tmp_path):
     path = save_checkpoint(tmp_path, _checkpoint(1))
-    (path / "state.json").unlink()
-    (path / "state.safetensors").unlink()
-    state = {"optimizer": {"state": {0: {"exp_avg": torch.randn(3)}}, "param_groups": [{"betas": (0.9, 0.95)}]}}
-    torch.save(state, path / "state.pt")
-    loaded = load_checkpoint(tmp_path).state
-    assert torch.equal(loaded["optimizer"]["state"][0]["exp_avg"], state["optimizer"]["state"][0]["exp_avg"])
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["format_version"] == checkpoint_module.FORMAT_VERSION == 1
+    (path / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "format_version"}))
+    assert load_checkpoint(tmp_path).step == 1  # written before the field existed: version 1
+    (path / "meta.json").write_text(json.dumps({**meta, "format_version": 2}))
+    with pytest.raises(CheckpointError, match="format version 2; this dinosae reads up to 1"):
+        load_checkpoint(tmp_path)
 
 
 def test_the_state_is_plain_json_and_safetensors(tmp_path):
@@ -156,13 +159,12 @@ def test_non_finite_weights_are_never_saved(tmp_path, where):
 def test_leftovers_of_killed_saves_are_removed(tmp_path):
     save_checkpoint(tmp_path, _checkpoint(1))
     root = tmp_path / "checkpoints"
-    for name in (".tmp.step_00000002.abc", ".step_00000003.xyz", ".old.step_00000001.q"):
+    for name in (".tmp.step_00000002.abc", ".tmp.old.step_00000001.q"):
         (root / name).mkdir()
         (root / name / "model.safetensors").write_bytes(b"partial")
     (tmp_path / ".tmp.config.json.123.json").write_text("{")
     removed = sorted(p.name for p in checkpoint_module.remove_checkpoint_leftovers(tmp_path))
-    assert removed == [".old.step_00000001.q", ".step_00000003.xyz", ".tmp.config.json.123.json",
-                       ".tmp.step_00000002.abc"]
+    assert removed == [".tmp.config.json.123.json", ".tmp.old.step_00000001.q", ".tmp.step_00000002.abc"]
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step_00000001"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -215,11 +216,11 @@ def test_latent_conventions_decide_what_the_decoder_takes(tiny_config):
     with torch.no_grad():
         torch.testing.assert_close(model(images), model.to_pixels(model.decoder(units * 192 ** 0.5)))
         torch.testing.assert_close(model.decode(model.encode(images)), model(images))
-        model.config.latent_scale = "raw_tokens"
+        model.config = replace(model.config, latent_scale="raw_tokens")
         torch.testing.assert_close(model(images), model.to_pixels(model.decoder(tokens)))
         with pytest.raises(ValueError, match="needs decode_scale"):
             model.decode(units)
-        model.config.decode_scale = 14.0
+        model.config = replace(model.config, decode_scale=14.0)
         torch.testing.assert_close(model.decode(units), model.to_pixels(model.decoder(units * 14.0)))
 
 
@@ -257,12 +258,12 @@ def test_a_fresh_tiny_decoder_has_no_directional_bias():
         y = Decoder(192, config)(F.normalize(torch.randn(8, 16, 192), dim=-1) * 192 ** 0.5)
     assert _row_over_column_variation(y) < 1.5
     # The stages alone: the preset's linear patch path would hide the shortcut's stripes.
-    config.patch_shortcut = False
+    config = replace(config, patch_shortcut=False)
     torch.manual_seed(0)
     with torch.no_grad():
         y = Decoder(192, config)(F.normalize(torch.randn(8, 16, 192), dim=-1) * 192 ** 0.5)
     assert _row_over_column_variation(y) < 1.5
-    config.upsample_shortcut = "duplicate"
+    config = replace(config, upsample_shortcut="duplicate")
     torch.manual_seed(0)
     with torch.no_grad():
         y = Decoder(192, config)(F.normalize(torch.randn(8, 16, 192), dim=-1) * 192 ** 0.5)

@@ -12,13 +12,14 @@ import torch
 from safetensors.torch import save_file
 
 import dinosae
-import dinosae.io.pretrained as pretrained_module
+import dinosae.models.hub as hub_module
 from dinosae.config import DiTTrainConfig
+from dinosae.data.latents import LatentCache
 from dinosae.io.checkpoint import CheckpointError
-from dinosae.io.latents import LatentCache
-from dinosae.io.loading import load_autoencoder, load_dit, load_model, model_record
-from dinosae.io.pretrained import PretrainedError, from_pretrained, is_pretrained, save_pretrained
+from dinosae.io.tensor_files import read_safetensors
 from dinosae.models import DiT, SphericalAutoencoder
+from dinosae.models.folder import PretrainedError, is_model_folder
+from dinosae.models.loading import load_model, read_model
 from dinosae.models.vit import RandomTeacherWarning
 from dinosae.train.dit import dit_config_for, train_dit
 from dinosae.train.export import export_run
@@ -64,7 +65,8 @@ def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
 def test_an_autoencoder_round_trips_bit_for_bit(tmp_path):
     ae = _quiet_ae()
     folder = ae.save_pretrained(tmp_path / "ae")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert "**The teacher was random.**" in (folder / "README.md").read_text()
     saved = json.loads((folder / "config.json").read_text())
     assert saved["kind"] == "autoencoder" and saved["format"] == "dinosae-pretrained" and saved["format_version"] == 1
     assert saved["vit_included"] and saved["teacher_random"] and saved["teacher_weights"] is None
@@ -83,14 +85,14 @@ def test_an_autoencoder_round_trips_bit_for_bit(tmp_path):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_dit_round_trips_bit_for_bit_in_its_dtype(tmp_path, dtype):
     dit = _small_dit().to(dtype)
-    folder = save_pretrained(dit, tmp_path / "dit", record={"classes": ["a", "b", "c"]})
+    folder = dit.save_pretrained(tmp_path / "dit", record={"classes": ["a", "b", "c"]})
     loaded = DiT.from_pretrained(folder)
     _same_state(dit, loaded)
-    assert loaded.config == dit.config and model_record(folder)["classes"] == ["a", "b", "c"]
+    assert loaded.config == dit.config and read_model(folder).meta["classes"] == ["a", "b", "c"]
     with torch.no_grad():
         out, again = dit(*_dit_inputs(dtype)), loaded(*_dit_inputs(dtype))
     assert out.abs().max() > 0 and torch.equal(out, again)
-    for load in (load_model, load_dit):  # what every command calls
+    for load in (load_model, lambda path: load_model(path, kind="dit")):  # what every command calls
         with torch.no_grad():
             assert torch.equal(load(folder)(*_dit_inputs(dtype)), out)
 
@@ -98,7 +100,7 @@ def test_a_dit_round_trips_bit_for_bit_in_its_dtype(tmp_path, dtype):
 def test_mixed_dtypes_are_kept_tensor_by_tensor(tmp_path):
     dit = _small_dit()
     dit.final_layer.to(torch.float64)
-    loaded = from_pretrained(save_pretrained(dit, tmp_path / "dit"))
+    loaded = load_model(dit.save_pretrained(tmp_path / "dit"))
     _same_state(dit, loaded)
 
 
@@ -114,18 +116,18 @@ def test_a_folder_without_the_vit_loads_with_its_teacher_file(tmp_path):
     folder = ae.save_pretrained(tmp_path / "ae", include_vit=False)
     saved = json.loads((folder / "config.json").read_text())
     assert (saved["vit_included"], saved["teacher_weights"], saved["teacher_random"]) == (False, str(teacher), False)
-    assert not any(k.startswith("encoder.vit.") for k in pretrained_module.read_safetensors(folder / "model.safetensors"))
+    assert not any(k.startswith("encoder.vit.") for k in read_safetensors(folder / "model.safetensors"))
     images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings():
         warnings.simplefilter("error", RandomTeacherWarning)  # a real teacher: no warning
-        loaded = load_autoencoder(folder)
+        loaded = load_model(folder, kind="autoencoder")
     with torch.no_grad():
         assert torch.equal(loaded(images), ae(images))
     moved = teacher.rename(tmp_path / "elsewhere.safetensors")
-    with pytest.raises(PretrainedError, match="are missing; pass teacher_weights"):
-        from_pretrained(folder)
+    with pytest.raises(CheckpointError, match="are missing; pass --teacher-weights FILE"):
+        load_model(folder)
     with torch.no_grad():
-        assert torch.equal(from_pretrained(folder, teacher_weights=moved)(images), ae(images))
+        assert torch.equal(load_model(folder, teacher_weights=moved)(images), ae(images))
     with pytest.raises(ValueError, match="include_vit=False needs a ViT read from a teacher-weights file"):
         _quiet_ae().save_pretrained(tmp_path / "random", include_vit=False)
 
@@ -137,50 +139,60 @@ def test_a_teacher_without_patch_embedding_stays_refused_until_one_is_given(tmp_
     folder = ae.save_pretrained(tmp_path / "ae")
     assert json.loads((folder / "config.json").read_text())["teacher_random"] is False
     images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    loaded = from_pretrained(folder)
+    loaded = load_model(folder)
     with pytest.raises(ValueError, match="carries no patch embedding"):
         loaded.encoder.teacher_tokens(images)
     teacher = _teacher_file(tmp_path, _perturbed(_quiet_ae(), seed=6))
-    fixed = from_pretrained(folder, teacher_weights=teacher)
+    fixed = load_model(folder, teacher_weights=teacher)
     assert fixed.encoder.teacher_tokens(images).shape == (1, 16, 192)
     assert torch.equal(fixed.encoder.vit.patch_embed.proj.weight,
-                       pretrained_module.read_safetensors(teacher)["patch_embed.proj.weight"])
+                       read_safetensors(teacher)["patch_embed.proj.weight"])
     assert torch.equal(fixed.encoder.vit.blocks[0].attn.qkv.weight, ae.encoder.vit.blocks[0].attn.qkv.weight)
 
 
-def test_a_repo_id_is_downloaded_with_snapshot_download(tmp_path, monkeypatch):
-    folder = save_pretrained(_small_dit(), tmp_path / "cache" / "snapshot")
+def _fake_hub(monkeypatch, folder: Path, calls: list) -> None:
+    """The Hub, offline: ``hf_hub_download`` (the mixin's and the library's) serves the files of ``folder``."""
+
+    def hf_hub_download(repo_id, filename, **options):
+        calls.append((repo_id, filename, options))
+        return str(folder / filename)
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", hf_hub_download)
+    monkeypatch.setattr("huggingface_hub.hub_mixin.hf_hub_download", hf_hub_download)
+
+
+def test_a_repo_id_is_downloaded_through_the_hub_mixin(tmp_path, monkeypatch):
+    folder = _small_dit().save_pretrained(tmp_path / "cache" / "snapshot")
     calls = []
-
-    def snapshot_download(repo_id, **options):
-        calls.append((repo_id, options))
-        return str(folder)
-
-    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
+    _fake_hub(monkeypatch, folder, calls)
     monkeypatch.chdir(tmp_path)  # so that "someone/dit-tiny" is surely not a local path
     loaded = DiT.from_pretrained("someone/dit-tiny", revision="v1")
     with torch.no_grad():
-        assert torch.equal(loaded(*_dit_inputs()), from_pretrained(folder)(*_dit_inputs()))
-    (repo, options), = calls
-    assert repo == "someone/dit-tiny" and options["revision"] == "v1"
-    assert sorted(options["allow_patterns"]) == ["config.json", "model.safetensors"]
+        assert torch.equal(loaded(*_dit_inputs()), load_model(folder)(*_dit_inputs()))
+        assert torch.equal(load_model("someone/dit-tiny", revision="v1")(*_dit_inputs()), loaded(*_dit_inputs()))
+    assert {repo for repo, _, _ in calls} == {"someone/dit-tiny"}
+    assert {name for _, name, _ in calls} == {"config.json", "model.safetensors"}
+    assert all(options["revision"] == "v1" for _, _, options in calls)
 
 
 def test_a_failed_download_is_one_clear_line(tmp_path, monkeypatch):
-    def offline(repo_id, **options):
+    def offline(repo_id, filename, **options):
         raise OSError("We couldn't connect to 'https://huggingface.co'\nto load this file")
 
-    monkeypatch.setattr("huggingface_hub.snapshot_download", offline)
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", offline)
+    monkeypatch.setattr("huggingface_hub.hub_mixin.hf_hub_download", offline)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(PretrainedError) as error:
-        from_pretrained("someone/missing")
-    assert "'someone/missing' is not a local folder, and downloading it from the Hugging Face Hub failed" in str(error.value)
-    assert "\n" not in str(error.value)
+    for load in (lambda: load_model("someone/missing"), lambda: DiT.from_pretrained("someone/missing")):
+        with pytest.raises(PretrainedError) as error:
+            load()
+        assert ("'someone/missing' is not a local folder, and downloading it from the Hugging Face Hub failed"
+                in str(error.value))
+        assert "\n" not in str(error.value)
 
 
 def test_bad_folders_are_refused_with_their_reason(tmp_path):
-    ae_folder = save_pretrained(_quiet_ae(), tmp_path / "ae")
-    dit_folder = save_pretrained(_small_dit(), tmp_path / "dit")
+    ae_folder = _quiet_ae().save_pretrained(tmp_path / "ae")
+    dit_folder = _small_dit().save_pretrained(tmp_path / "dit")
     (tmp_path / "empty").mkdir()
     (tmp_path / "diffusers").mkdir()
     (tmp_path / "diffusers" / "config.json").write_text('{"_class_name": "AutoencoderDC"}')
@@ -194,41 +206,42 @@ def test_bad_folders_are_refused_with_their_reason(tmp_path):
     (newer / "config.json").write_text(json.dumps({**json.loads((dit_folder / "config.json").read_text()),
                                                    "format_version": 99}))
     cases = [
-        (lambda: from_pretrained(tmp_path / "missing"), "does not exist"),
-        (lambda: from_pretrained(tmp_path / "empty"), "has no config.json"),
-        (lambda: from_pretrained(tmp_path / "diffusers"), "is not a dinosae model's"),
-        (lambda: load_dit(no_weights), "has no model.safetensors"),
-        (lambda: from_pretrained(newer), "format version 99"),
+        (lambda: load_model(tmp_path / "missing"), "does not exist"),
+        (lambda: DiT.from_pretrained(tmp_path / "missing"), "does not exist"),
+        (lambda: DiT.from_pretrained(tmp_path / "empty"), "has no config.json"),
+        (lambda: DiT.from_pretrained(tmp_path / "diffusers"), "is not a dinosae model's"),
+        (lambda: load_model(no_weights, kind="dit"), "has no model.safetensors"),
+        (lambda: load_model(newer), "format version 99"),
         (lambda: DiT.from_pretrained(ae_folder), "holds an autoencoder, not a DiT"),
         (lambda: SphericalAutoencoder.from_pretrained(dit_folder), "holds a DiT, not an autoencoder"),
-        (lambda: load_autoencoder(dit_folder), "holds a DiT, not an autoencoder"),
+        (lambda: load_model(dit_folder, kind="autoencoder"), "holds a DiT, not an autoencoder"),
         (lambda: load_model(dit_folder, teacher_weights="dinov3.pth"), "--teacher-weights is for autoencoders"),
-        (lambda: save_pretrained(_small_dit(), ae_folder), "is not empty"),
+        (lambda: _small_dit().save_pretrained(ae_folder), "is not empty"),
     ]
     for call, reason in cases:
         with pytest.raises((PretrainedError, ValueError, FileExistsError)) as error:
             call()
         assert reason in str(error.value) and "\n" not in str(error.value), (reason, str(error.value))
-    assert not is_pretrained(tmp_path / "diffusers") and is_pretrained(dit_folder)
+    assert not is_model_folder(tmp_path / "diffusers") and is_model_folder(dit_folder)
 
 
 def test_a_failed_write_leaves_no_folder_that_loads(tmp_path, monkeypatch):
     dit = _small_dit()
-    previous = save_pretrained(dit, tmp_path / "kept")
+    previous = dit.save_pretrained(tmp_path / "kept")
 
     def disk_full(tensors, path, metadata=None):
         Path(path).write_bytes(b"\0" * 10)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pretrained_module, "save_file", disk_full)
+    monkeypatch.setattr(hub_module, "save_file", disk_full)
     with pytest.raises(OSError, match="No space left on device"):
-        save_pretrained(dit, tmp_path / "new")
+        dit.save_pretrained(tmp_path / "new")
     with pytest.raises(OSError, match="No space left on device"):
-        save_pretrained(_small_dit(), previous, overwrite=True)
+        _small_dit().save_pretrained(previous, overwrite=True)
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]  # no half folder, no staging leftovers
     with torch.no_grad():
-        assert torch.equal(from_pretrained(previous)(*_dit_inputs()), dit(*_dit_inputs()))
+        assert torch.equal(load_model(previous)(*_dit_inputs()), dit(*_dit_inputs()))
 
 
 # ---------------------------------------------------------------- export of training runs
@@ -259,7 +272,7 @@ def test_an_exported_dit_run_samples_as_the_run_does(dit_run, tmp_path):
     assert out.abs().max() > 0
     with torch.no_grad():
         assert torch.equal(out, load_model(dit_run)(*inputs))
-    record = model_record(folder)
+    record = read_model(folder).meta
     assert record["train_config"]["shift"] == 1.5 and record["classes"] == ["a", "b", "c", "d"]
     assert record["source"]["weights"] == "EMA" and record["source"]["step"] == 2
     card = (folder / "README.md").read_text()
@@ -309,7 +322,7 @@ def test_an_exported_folder_starts_a_stage_with_its_own_config(include_vit, tmp_
     teacher = None if include_vit else _teacher_file(tmp_path, _perturbed(_quiet_ae(), seed=8))
     ae = _perturbed(SphericalAutoencoder(_quiet_ae().config, teacher), seed=7)
     if not include_vit:
-        ae.encoder.vit.load_state_dict(pretrained_module.read_safetensors(teacher))
+        ae.encoder.vit.load_state_dict(read_safetensors(teacher))
     folder = ae.save_pretrained(tmp_path / "ae", include_vit=include_vit)
     _, preset = model_config("ae-B")
     fast = dict(steps=1, batch_size=2, lpips_weight=0.0, gan_weight=0.0, num_workers=0, log_every=1,
@@ -318,7 +331,7 @@ def test_an_exported_folder_starts_a_stage_with_its_own_config(include_vit, tmp_
         warnings.simplefilter("ignore", RandomTeacherWarning)
         train_autoencoder(tmp_path / "s3", three_photos / "heldout", preset, AETrainConfig(stage=3, **fast),
                           init=folder, device="cpu")
-        tuned = load_autoencoder(tmp_path / "s3")
+        tuned = load_model(tmp_path / "s3", kind="autoencoder")
     meta = load_checkpoint(tmp_path / "s3").meta
     assert meta["ae_config"] == dinosae.config.to_dict(ae.config) and meta["init"] == str(folder)
     assert meta["teacher_weights"] == (None if include_vit else str(teacher))

@@ -9,6 +9,7 @@ the release's forward pass, in float64.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import warnings
@@ -17,8 +18,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dinosae.io.loading import load_autoencoder
-from dinosae.io.official import OfficialFormatError, infer_config, is_official, map_official
+from dinosae.models.loading import load_model
+from dinosae.models.official import OfficialFormatError, infer_config, is_official, map_official
 from dinosae.models.vit import IMAGENET_MEAN, IMAGENET_STD, RandomTeacherWarning, create_vit
 
 import official_reference as ref
@@ -65,7 +66,7 @@ def test_official_files_reconstruct_as_the_release_computes(variant, tmp_path, c
     settings = {**release.settings, "pixel_input": pixels[0], "pixel_output": pixels[1], "image_size": 64}
     path = write_release(tmp_path, release, state, settings)
     with caplog.at_level(logging.INFO, logger="dinosae"):
-        model = load_autoencoder(path).double()
+        model = load_model(path, kind="autoencoder").double()
     assert "EMA weights under 'ema'" in caplog.text
     assert model.config.latent_scale == "raw_tokens" and model.config.vit.endswith("_qkvb")
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
@@ -80,7 +81,7 @@ def test_official_files_reconstruct_as_the_release_computes(variant, tmp_path, c
     # Trained-like norms move the tokens off norm sqrt(D): decoding their unit directions times sqrt(D),
     # this toolkit's own convention, would be far off. The test would see that bug.
     assert not torch.allclose(tokens.norm(dim=-1), torch.full_like(tokens[..., 0], release.dim ** 0.5), rtol=0.05)
-    model.config.latent_scale = "sqrt_dim"
+    model.config = dataclasses.replace(model.config, latent_scale="sqrt_dim")
     with torch.no_grad():
         assert (model(images) - expected).abs().max() > 1e-2 * scale
 
@@ -111,7 +112,7 @@ def test_settings_the_weights_cannot_show_are_required(settings, missing, tmp_pa
     release = VARIANTS["vit-s, silu, pixel shuffle"][0]
     path = write_release(tmp_path, release, ref.release_state(release), settings)
     with pytest.raises(OfficialFormatError, match=f"cannot tell .*{missing}"):
-        load_autoencoder(path)
+        load_model(path, kind="autoencoder")
 
 
 def test_a_file_without_its_teacher_refuses_every_use_of_it(tmp_path):
@@ -119,7 +120,7 @@ def test_a_file_without_its_teacher_refuses_every_use_of_it(tmp_path):
     state = {k: v.float() for k, v in ref.release_state(release).items()}
     settings = {**release.settings, "pixel_input": "signed", "pixel_output": "signed", "image_size": 64}
     path = write_release(tmp_path, release, state, settings, wrap=False)
-    model = load_autoencoder(path)
+    model = load_model(path, kind="autoencoder")
     images = torch.rand(1, 3, 64, 64)
     assert model(images).shape == (1, 3, 64, 64)
     with pytest.raises(ValueError, match="carries no patch embedding for it; pass --teacher-weights"):
@@ -129,7 +130,7 @@ def test_a_file_without_its_teacher_refuses_every_use_of_it(tmp_path):
         teacher = create_vit("vit_small_patch16_dinov3_qkvb", 64, depth=12)
     teacher_file = tmp_path / "dinov3.safetensors"
     save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, teacher_file)
-    model = load_autoencoder(path, teacher_weights=teacher_file)
+    model = load_model(path, kind="autoencoder", teacher_weights=teacher_file)
     assert model.encoder.teacher_tokens(images).shape == (1, 16, 384)
     assert torch.equal(model.encoder.vit.patch_embed.proj.weight, teacher.patch_embed.proj.weight)
     assert torch.equal(model.encoder.vit.blocks[0].attn.qkv.weight.float(),
@@ -185,7 +186,7 @@ def test_an_official_file_starts_a_stage_with_its_own_config(tmp_path, photos):
     meta = load_checkpoint(tmp_path / "s3").meta
     assert meta["ae_config"]["vit"] == "vit_small_patch16_dinov3_qkvb"
     assert meta["ae_config"]["latent_scale"] == "raw_tokens" and meta["teacher_missing"]
-    model = load_autoencoder(tmp_path / "s3")
+    model = load_model(tmp_path / "s3", kind="autoencoder")
     with pytest.raises(ValueError, match="needs the DINOv3 teacher"):
         model.encoder.teacher_tokens(torch.rand(1, 3, 64, 64))
     stem = model.encoder.stem.layers[0].weight
@@ -216,7 +217,7 @@ def test_a_stage_after_an_official_file_keeps_knowing_the_teacher_is_missing(tmp
     train_autoencoder(tmp_path / "s4", photos["heldout"], preset, AETrainConfig(stage=4, **fast),
                       init=tmp_path / "s3", teacher_weights=tmp_path / "teacher.pth", device="cpu")
     assert load_checkpoint(tmp_path / "s4").meta["teacher_missing"] is None
-    model = load_autoencoder(tmp_path / "s4")
+    model = load_model(tmp_path / "s4", kind="autoencoder")
     torch.testing.assert_close(model.encoder.vit.patch_embed.proj.weight, teacher_state["patch_embed.proj.weight"],
                                rtol=0, atol=0)
     assert model.encoder.teacher_tokens(torch.rand(1, 3, 64, 64)).shape == (1, 16, 384)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import dinosae.pipelines.encode as encode
-from dinosae.io.latents import shard_name
+from dinosae.data.latents import shard_name
 
 
 def test_a_failed_shard_write_raises_and_leaves_no_finished_cache(tmp_path, models, three_photos, monkeypatch):

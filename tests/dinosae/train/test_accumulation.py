@@ -20,7 +20,7 @@ import dinosae.train.autoencoder as autoencoder_trainer
 import dinosae.train.dit as dit_trainer
 from dinosae.config import AETrainConfig, DiTTrainConfig
 from dinosae.io.checkpoint import load_checkpoint
-from dinosae.io.latents import LatentCache
+from dinosae.data.latents import LatentCache
 from dinosae.train.autoencoder import train_autoencoder
 from dinosae.train.dit import dit_config_for, train_dit
 from dinosae.train.loop import optimizer_step

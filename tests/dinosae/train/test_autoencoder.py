@@ -15,7 +15,7 @@ from PIL import Image
 from dinosae.config import AETrainConfig
 from dinosae.data.images import DataError
 from dinosae.io.checkpoint import CheckpointError, load_checkpoint
-from dinosae.io.loading import load_autoencoder
+from dinosae.models.loading import load_model
 from dinosae.train.autoencoder import train_autoencoder
 from dinosae.train.runlog import read_metrics
 
@@ -31,7 +31,7 @@ def _train(run, data, config, stage=1, steps=2, **kwargs):
 def test_resumed_run_takes_exactly_the_same_steps(tmp_path, photos, tiny_config):
     _train(tmp_path / "straight", photos["train"], tiny_config, steps=4, train={"ckpt_every": 2})
     _train(tmp_path / "split", photos["train"], tiny_config, steps=2, train={"ckpt_every": 2})
-    _train(tmp_path / "split", photos["train"], tiny_config, steps=4, resume=True)
+    _train(tmp_path / "split", photos["train"], tiny_config, steps=4, resume="latest")
     straight, split = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "split")
     assert [r["step"] for r in split] == [1, 2, 3, 4]
     for a, b in zip(straight, split):
@@ -74,7 +74,7 @@ def test_stages_load_their_parts_and_frozen_weights_never_move(tmp_path, photos,
     for checkpoint in (stage2, stage3, stage4):
         for key, value in vit_before.items():
             assert torch.equal(checkpoint.model[key], value), f"the frozen ViT moved: {key}"
-    model = load_autoencoder(s4)
+    model = load_model(s4, kind="autoencoder")
     z = model.encode(torch.rand(2, 3, 64, 64))
     torch.testing.assert_close(z.norm(dim=-1), torch.ones(2, 16), atol=4e-7, rtol=0)
 
@@ -87,7 +87,7 @@ def test_stage_two_needs_the_right_kind_of_init(tmp_path, photos, tiny_config):
 def test_existing_run_is_not_overwritten_and_resume_needs_a_run(tmp_path, photos, tiny_config):
     run = tmp_path / "run"
     with pytest.raises(CheckpointError, match="no checkpoint to resume"):
-        _train(run, photos["train"], tiny_config, resume=True)
+        _train(run, photos["train"], tiny_config, resume="latest")
     _train(run, photos["train"], tiny_config, steps=1)
     before = (run / "checkpoints" / "latest").read_text()
     with pytest.raises(CheckpointError, match="already holds checkpoints"):
@@ -149,7 +149,7 @@ def test_training_on_photos_raises_heldout_psnr_and_keeps_the_teacher(tmp_path, 
     before = reconstruction_metrics(untrained, photos["heldout"], lpips=_NoLPIPS(), progress=False, num_workers=0)
     run = tmp_path / "run"
     _train(run, photos["train"], tiny_config, steps=60, train={"batch_size": 8, "log_every": 10})
-    model = load_autoencoder(run)
+    model = load_model(run, kind="autoencoder")
     after = reconstruction_metrics(model, photos["heldout"], lpips=_NoLPIPS(), progress=False, num_workers=0)
     print(f"held-out PSNR {before['psnr']:.2f} dB untrained -> {after['psnr']:.2f} dB after 60 steps")
     assert after["psnr"] > before["psnr"] + 5.0
@@ -200,7 +200,7 @@ def test_a_nan_loss_stops_the_run_before_it_touches_the_checkpoint(tmp_path, pho
     from dinosae.train.loop import NonFiniteLossError
 
     with pytest.raises(NonFiniteLossError, match="non-finite"):
-        _train(run, photos["train"], tiny_config, steps=3, resume=True)
+        _train(run, photos["train"], tiny_config, steps=3, resume="latest")
     after = load_checkpoint(run)
     assert after.step == 1
     assert all(torch.equal(v, after.model[k]) for k, v in before.model.items())

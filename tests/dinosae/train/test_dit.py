@@ -8,11 +8,11 @@ import torch
 
 from dataclasses import replace
 
-from dinosae.config import DIT_PRESETS, DiTTrainConfig, to_dict
-from dinosae.generation.samples import class_labels, generate_latents, write_samples
+from dinosae.config import DIT_PRESETS, DiTTrainConfig
+from dinosae.pipelines.sample import class_labels, generate_latents, write_samples
 from dinosae.io.checkpoint import load_checkpoint
-from dinosae.io.latents import LatentCache, LatentCacheError
-from dinosae.io.loading import load_dit
+from dinosae.data.latents import LatentCache, LatentCacheError
+from dinosae.models.loading import load_model
 from dinosae.train.dit import dit_config_for, train_dit
 from dinosae.train.runlog import read_metrics
 
@@ -37,7 +37,7 @@ def test_resumed_dit_run_is_exact(tmp_path, vmf_latents):
     config = _small(vmf_latents)
     train_dit(tmp_path / "a", vmf_latents, config, DiTTrainConfig(steps=4, ckpt_every=2, **FAST), device="cpu")
     train_dit(tmp_path / "b", vmf_latents, config, DiTTrainConfig(steps=2, ckpt_every=2, **FAST), device="cpu")
-    train_dit(tmp_path / "b", vmf_latents, None, DiTTrainConfig(steps=4, **FAST), resume=True, device="cpu")
+    train_dit(tmp_path / "b", vmf_latents, None, DiTTrainConfig(steps=4, **FAST), resume="latest", device="cpu")
     assert [r["loss"] for r in read_metrics(tmp_path / "a")] == [r["loss"] for r in read_metrics(tmp_path / "b")]
     a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
     assert all(torch.equal(v, b.model[k]) for k, v in a.model.items())
@@ -46,7 +46,7 @@ def test_resumed_dit_run_is_exact(tmp_path, vmf_latents):
 def test_euclidean_baseline_trains_and_samples_on_the_spheres(tmp_path, vmf_latents):
     config = replace(_small(vmf_latents), manifold="euclidean", prediction="x1")
     train_dit(tmp_path / "run", vmf_latents, config, DiTTrainConfig(steps=3, **FAST), device="cpu")
-    model = load_dit(tmp_path / "run")
+    model = load_model(tmp_path / "run", kind="dit")
     assert (model.config.manifold, model.config.prediction) == ("euclidean", "x1")
     latents = generate_latents(model, torch.tensor([0, 1]), steps=3)
     torch.testing.assert_close(latents.norm(dim=-1), torch.ones(2, 4), atol=1e-5, rtol=0)
@@ -60,7 +60,7 @@ def test_cache_that_does_not_fit_the_model_is_refused(tmp_path, vmf_latents):
 
 def test_samples_are_seeded_and_written_for_fid_evaluators(tmp_path, vmf_latents):
     train_dit(tmp_path / "run", vmf_latents, _small(vmf_latents), DiTTrainConfig(steps=2, **FAST), device="cpu")
-    model = load_dit(tmp_path / "run")
+    model = load_model(tmp_path / "run", kind="dit")
     labels = class_labels(6, model.config.num_classes)
     first = generate_latents(model, labels, steps=4, cfg=2.0, generator=torch.Generator().manual_seed(3))
     again = generate_latents(model, labels, steps=4, cfg=2.0, generator=torch.Generator().manual_seed(3))
@@ -88,24 +88,17 @@ def test_block_checkpointing_trains_the_same_weights(tmp_path, vmf_latents):
         assert torch.equal(value, recomputed.model[name]), name
 
 
-def test_a_run_saved_before_the_flow_layer_samples_the_same_and_refuses_to_resume(tmp_path, vmf_latents):
-    """An old run (``path`` in the training config, input_scale/output_scale in the model's) loads: its last
-    layer is rescaled so that it predicts the velocities it did (radius sqrt(D), output_scale 1 then)."""
+def test_a_run_of_an_older_unreleased_format_is_refused_in_one_line(tmp_path, vmf_latents):
+    """Configs from before the flow layer (``path`` in the training config, ``input_scale`` in the model's) were
+    never released: such a run is refused by the name of the field, not read with a guess."""
     from dinosae.io.checkpoint import save_checkpoint
 
     train_dit(tmp_path / "run", vmf_latents, _small(vmf_latents), DiTTrainConfig(steps=2, **FAST), device="cpu")
     new = load_checkpoint(tmp_path / "run")
-    model = load_dit(tmp_path / "run")
-    old_model = {k: v for k, v in to_dict(model.config).items() if k not in ("radius", "prediction")}
-    old_meta = dict(new.meta, dit_config={**old_model, "input_scale": None, "output_scale": 1.0},
-                    train_config={**new.meta["train_config"], "path": "rfm", "radius": 1.0})
-    gain = model.config.in_dim**0.5
-    shrunk = {k: v / gain if k.startswith("final_layer.linear") else v for k, v in new.model.items()}
-    ema = {k: v / gain if k.startswith("final_layer.linear") else v for k, v in new.ema.items()}
-    save_checkpoint(tmp_path / "old", replace(new, model=shrunk, ema=ema, meta=old_meta))
-    old = load_dit(tmp_path / "old")
-    labels = torch.tensor([0, 1, 2])
-    torch.testing.assert_close(generate_latents(old, labels, steps=3, generator=torch.Generator().manual_seed(0)),
-                               generate_latents(model, labels, steps=3, generator=torch.Generator().manual_seed(0)))
-    with pytest.raises(ValueError, match="before the flow layer"):
-        train_dit(tmp_path / "old", vmf_latents, None, DiTTrainConfig(steps=4, **FAST), resume=True, device="cpu")
+    old_meta = dict(new.meta, dit_config={**new.meta["dit_config"], "input_scale": None, "output_scale": 1.0})
+    save_checkpoint(tmp_path / "old", replace(new, meta=old_meta))
+    with pytest.raises(ValueError, match="unknown key 'input_scale'") as error:
+        load_model(tmp_path / "old", kind="dit")
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="unknown key 'input_scale'"):
+        train_dit(tmp_path / "old", vmf_latents, None, DiTTrainConfig(steps=4, **FAST), resume="latest", device="cpu")

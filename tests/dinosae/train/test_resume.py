@@ -51,7 +51,7 @@ def _copy(run, tmp_path):
 
 def test_resume_without_steps_finishes_the_runs_own_total(half_run, photos, tmp_path):
     run = _copy(half_run, tmp_path)
-    _train(run, photos["heldout"], None, train=None, resume=True)
+    _train(run, photos["heldout"], None, train=None, resume="latest")
     assert load_checkpoint(run).step == 4
     assert [r["step"] for r in read_metrics(run)] == [1, 2, 3, 4]
     lines = (run / "metrics.jsonl").read_text().splitlines()
@@ -63,14 +63,14 @@ def test_resume_with_other_settings_is_refused_listing_them(half_run, photos, tm
     before = sorted(p.name for p in (run / "checkpoints").iterdir())
     changed = dict(tiny_config.__dict__, image_size=32)
     with pytest.raises(ResumeMismatchError, match=r"model.image_size: 64 -> 32; train.lr: 0.0003 -> 0.001"):
-        _train(run, photos["heldout"], type(tiny_config)(**changed), train={"lr": 1e-3}, resume=True,
+        _train(run, photos["heldout"], type(tiny_config)(**changed), train={"lr": 1e-3}, resume="latest",
                explicit={"model": {"image_size"}, "train": {"lr"}})
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
 
 
 def test_an_overridden_resume_applies_and_records_the_change(half_run, photos, tmp_path):
     run = _copy(half_run, tmp_path)
-    _train(run, photos["heldout"], None, train={"lr": 1e-3}, resume=True, override=True, explicit={"train": {"lr"}})
+    _train(run, photos["heldout"], None, train={"lr": 1e-3}, resume="latest", override=True, explicit={"train": {"lr"}})
     final = load_checkpoint(run)
     assert final.meta["train_config"]["lr"] == 1e-3
     assert final.meta["resumes"] == [{"step": 2, "changes": ["train.lr: 0.0003 -> 0.001"]}]
@@ -79,13 +79,13 @@ def test_an_overridden_resume_applies_and_records_the_change(half_run, photos, t
 def test_resume_on_other_data_is_refused(half_run, photos, tmp_path):
     run = _copy(half_run, tmp_path)
     with pytest.raises(ResumeMismatchError, match="data: 32 items .* -> 256 items"):
-        _train(run, photos["train"], None, train=None, resume=True)
+        _train(run, photos["train"], None, train=None, resume="latest")
 
 
 def test_the_same_data_elsewhere_is_the_same_data(half_run, photos, tmp_path):
     run = _copy(half_run, tmp_path)
     moved = shutil.copytree(photos["heldout"], tmp_path / "staged_on_local_disk")
-    _train(run, moved, None, train=None, resume=True)
+    _train(run, moved, None, train=None, resume="latest")
     assert load_checkpoint(run).step == 4
 
 
@@ -105,7 +105,7 @@ def test_a_second_writer_is_refused_and_changes_nothing(half_run, photos, tmp_pa
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(DirectoryLockedError, match=f"pid {holder.pid}"):
-            _train(run, photos["heldout"], None, train=None, resume=True)
+            _train(run, photos["heldout"], None, train=None, resume="latest")
     finally:
         holder.kill()
         holder.wait()
@@ -118,7 +118,7 @@ def test_leftovers_of_a_killed_save_are_removed_at_start(half_run, photos, tmp_p
     staging = run / "checkpoints" / ".tmp.step_00000003.x1"
     staging.mkdir()
     (staging / "model.safetensors").write_bytes(b"\0" * 1024)
-    _train(run, photos["heldout"], None, train=None, resume=True)
+    _train(run, photos["heldout"], None, train=None, resume="latest")
     assert not staging.exists()
 
 
@@ -133,7 +133,7 @@ def test_weights_that_become_non_finite_stop_the_run_before_a_save(photos, tmp_p
     _train(tmp_path / "run", photos["heldout"], tiny_config, train={"steps": 2})
     monkeypatch.setattr(torch.optim.AdamW, "step", poisoned)
     with pytest.raises(NonFiniteLossError, match="weights became non-finite by step 3"):
-        _train(tmp_path / "run", photos["heldout"], tiny_config, train={"steps": 4}, resume=True)
+        _train(tmp_path / "run", photos["heldout"], tiny_config, train={"steps": 4}, resume="latest")
     assert load_checkpoint(tmp_path / "run").step == 2
 
 

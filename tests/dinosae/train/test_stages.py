@@ -17,7 +17,7 @@ from dinosae.config import model_config
 from dinosae.data.images import ImageDataset
 from dinosae.evaluation.reconstruction import reconstruction_metrics
 from dinosae.experiments.demo import DemoConfig
-from dinosae.io.loading import load_autoencoder
+from dinosae.models.loading import load_model
 from dinosae.metrics import LPIPS
 from dinosae.train.autoencoder import draw_latent_noise, noise_decoder_input, train_autoencoder
 
@@ -53,7 +53,7 @@ def stages(tmp_path_factory, photos):
             run = root / f"stage{stage}"
             train_autoencoder(run, photos["train"], ae_config, config, init=previous, device="cpu")
             previous = run
-            model = load_autoencoder(run)
+            model = load_model(run, kind="autoencoder")
             measured[stage] = reconstruction_metrics(model, photos["heldout"], lpips=lpips, progress=False,
                                                      num_workers=0)
             measured[stage]["noised_lpips"] = noised_latent_lpips(model, photos["heldout"], lpips)
