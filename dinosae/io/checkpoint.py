@@ -35,7 +35,6 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
-from torch import nn
 
 from dinosae.io.atomic import fsync_dir, fsync_file, naming, remove_leftovers, temporary_dir, write_text
 from dinosae.io.state import load_state, save_state
@@ -77,29 +76,6 @@ def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise FloatingPointError(f"{what} {name!r} holds NaN or infinite values; not saved")
-
-
-def saved_weights(module: nn.Module) -> dict[str, torch.Tensor]:
-    """What a checkpoint holds of ``module``: its ``weights_to_save()`` where it has one (the autoencoder
-    leaves out a ViT that a teacher file provides), else its state dict."""
-    save = getattr(module, "weights_to_save", None)
-    return save() if save is not None else module.state_dict()
-
-
-def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], source: str,
-                 optional: tuple[str, ...] = (), *, assign: bool = False,
-                 error: type[CheckpointError] = CheckpointError) -> None:
-    """Load ``weights`` into ``module``: every key it saves must be there (but those under ``optional``
-    prefixes), and no other; an ``error`` naming ``source`` otherwise. ``assign`` keeps each given
-    tensor as it is (its dtype included) instead of copying it into the module's."""
-    expected = set(saved_weights(module))
-    try:
-        missing, unexpected = module.load_state_dict(weights, strict=False, assign=assign)
-    except RuntimeError as failure:  # shapes that do not fit
-        raise error(f"{source} does not fit this model: {str(failure).splitlines()[-1].strip()}") from failure
-    missing = [k for k in missing if k in expected and not k.startswith(optional)]
-    if missing or unexpected:
-        raise error(f"{source} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
 def save_checkpoint(run_dir: str | os.PathLike, checkpoint: Checkpoint, keep_last: int = 2) -> Path:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dinosae.io.checkpoint import load_weights
+from dinosae.io.checkpoint import CheckpointError
 
 AUTOENCODER, DIT = "autoencoder", "dit"
 KINDS = (AUTOENCODER, DIT)
@@ -85,6 +85,28 @@ class ModelRecord:
     def vit_in_weights(self) -> bool:
         """Whether the record carries the autoencoder's ViT (in its weights, or in an official release's names)."""
         return bool(self.vit) or any(key.startswith(VIT_PREFIX) for key in self.weights)
+
+
+def saved_weights(module: nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint holds of ``module``: its ``weights_to_save()`` where it has one (the autoencoder
+    leaves out a ViT that a teacher file provides), else its state dict."""
+    save = getattr(module, "weights_to_save", None)
+    return save() if save is not None else module.state_dict()
+
+
+def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], source: str,
+                 optional: tuple[str, ...] = (), *, assign: bool = False) -> None:
+    """Load ``weights`` into ``module``: every key it saves must be there (but those under ``optional``
+    prefixes), and no other; a ``CheckpointError`` naming ``source`` otherwise. ``assign`` keeps each given
+    tensor as it is (its dtype included) instead of copying it into the module's."""
+    expected = set(saved_weights(module))
+    try:
+        missing, unexpected = module.load_state_dict(weights, strict=False, assign=assign)
+    except RuntimeError as failure:  # shapes that do not fit
+        raise CheckpointError(f"{source} does not fit this model: {str(failure).splitlines()[-1].strip()}") from failure
+    missing = [k for k in missing if k in expected and not k.startswith(optional)]
+    if missing or unexpected:
+        raise CheckpointError(f"{source} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
 def named(kind: str) -> str:

@@ -31,10 +31,10 @@ from torch.nn.parallel import DistributedDataParallel
 from dinosae.config.training import RESUME_MODES
 from dinosae.data.images import DataError
 from dinosae.io.atomic import write_json
-from dinosae.io.checkpoint import (Checkpoint, CheckpointError, has_checkpoint, load_checkpoint, load_weights,
-                                   save_checkpoint, saved_weights)
+from dinosae.io.checkpoint import Checkpoint, CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
 from dinosae.io.images import save_pairs
 from dinosae.models.loading import split_weights
+from dinosae.models.record import load_weights, saved_weights
 from dinosae.runtime import DistEnv, barrier, mean_across_ranks
 from dinosae.train.ema import EMA
 from dinosae.train.preemption import PreemptionWatch, RunPreempted, ignore_stop_signals

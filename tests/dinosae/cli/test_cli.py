@@ -245,6 +245,7 @@ def _other_dit(tmp_path):
     return tmp_path / "other_dit"
 
 
+@pytest.mark.slow  # the whole pipeline through the command line; the slow tier runs it (.ci/run)
 def test_demo_quick_runs_end_to_end(tmp_path):
     output = _ok("demo", "--quick", "--out", tmp_path / "demo", "--device", "cpu")
     assert "report:" in output and "random" in output

@@ -17,7 +17,7 @@ from dinosae.models.decoder_blocks import EfficientViTBlock, LinearAttention, Up
 from dinosae.models.discriminator import DinoDiscriminator
 from dinosae.models.layers import RMSNorm2d
 from dinosae.models.stem import HierarchicalStem, PatchStem
-from dinosae.models.vit import RandomTeacherWarning, create_vit
+from dinosae.models.vit import RandomTeacherWarning
 
 
 @pytest.fixture(scope="module")
@@ -25,28 +25,6 @@ def tiny_model():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomTeacherWarning)
         return SphericalAutoencoder(preset(AE_PRESETS, "tiny"))
-
-
-def test_random_teacher_is_announced():
-    with pytest.warns(RandomTeacherWarning, match="not meaningful"):
-        create_vit("vit_tiny_patch16_dinov3_qkvb", 32)
-
-
-def test_missing_teacher_file_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="teacher weights"):
-        create_vit("vit_tiny_patch16_dinov3_qkvb", 32, tmp_path / "nope.pth")
-
-
-def test_teacher_weights_file_is_loaded(tmp_path):
-    from safetensors.torch import save_file
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RandomTeacherWarning)
-        source = create_vit("vit_tiny_patch16_dinov3_qkvb", 32)
-    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, tmp_path / "dino.safetensors")
-    loaded = create_vit("vit_tiny_patch16_dinov3_qkvb", 32, tmp_path / "dino.safetensors")
-    for key, value in source.state_dict().items():
-        assert torch.equal(loaded.state_dict()[key], value), key
 
 
 def test_hierarchical_stem_matches_the_paper():

@@ -13,16 +13,12 @@ from safetensors.torch import save_file
 
 import dinosae
 import dinosae.models.hub as hub_module
-from dinosae.config import DiTTrainConfig
-from dinosae.data.latents import LatentCache
 from dinosae.io.checkpoint import CheckpointError
 from dinosae.io.tensor_files import read_safetensors
 from dinosae.models import DiT, SphericalAutoencoder
 from dinosae.models.folder import PretrainedError, is_model_folder
 from dinosae.models.loading import load_model, read_model
 from dinosae.models.vit import RandomTeacherWarning
-from dinosae.train.dit import dit_config_for, train_dit
-from dinosae.train.export import export_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -242,73 +238,6 @@ def test_a_failed_write_leaves_no_folder_that_loads(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]  # no half folder, no staging leftovers
     with torch.no_grad():
         assert torch.equal(load_model(previous)(*_dit_inputs()), dit(*_dit_inputs()))
-
-
-# ---------------------------------------------------------------- export of training runs
-
-
-@pytest.fixture(scope="module")
-def dit_run(tmp_path_factory, vmf_latents) -> Path:
-    """A DiT trained for two steps on a latent cache: a run with metrics and EMA weights."""
-    run = tmp_path_factory.mktemp("dit_run") / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        # A fast EMA, so that the EMA weights are not still the initial ones (whose output is 0).
-        train_dit(run, vmf_latents, dit_config_for(LatentCache(vmf_latents), "tiny"),
-                  DiTTrainConfig(steps=2, batch_size=16, lr=1e-3, num_workers=0, log_every=1, time_sampler="uniform",
-                                 shift=1.5, ema_decay=0.5), device="cpu")
-    finally:
-        torch.set_num_threads(threads)
-    return run
-
-
-def test_an_exported_dit_run_samples_as_the_run_does(dit_run, tmp_path):
-    folder = export_run(dit_run, tmp_path / "export")
-    inputs = (torch.nn.functional.normalize(torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(2)), dim=-1),
-              torch.tensor([0.3, 0.7]), torch.tensor([1, 4]))
-    with torch.no_grad():
-        out = load_model(folder)(*inputs)
-    assert out.abs().max() > 0
-    with torch.no_grad():
-        assert torch.equal(out, load_model(dit_run)(*inputs))
-    record = read_model(folder).meta
-    assert record["train_config"]["shift"] == 1.5 and record["classes"] == ["a", "b", "c", "d"]
-    assert record["source"]["weights"] == "EMA" and record["source"]["step"] == 2
-    card = (folder / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: dinosae\nlicense: unknown\n")
-    assert "| hidden size | 128 |" in card and "| dit | 2 | 16 | 0.001 |" in card
-    assert "Training, the last logged step (2):" in card and "| loss |" in card
-    assert "(512 latents of 4 x 8, listing hash" in card and "- Classes: 4 (a, b, c, d)." in card
-    raw = export_run(dit_run, tmp_path / "raw", use_ema=False)
-    with torch.no_grad():
-        assert torch.equal(load_model(raw)(*inputs), load_model(dit_run, use_ema=False)(*inputs))
-        assert not torch.equal(load_model(raw)(*inputs), load_model(folder)(*inputs))
-
-
-def test_an_exported_autoencoder_checkpoint_says_its_teacher_was_random(models, tmp_path):
-    folder = export_run(models / "ae", tmp_path / "ae")
-    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        assert torch.equal(load_model(folder)(images), load_model(models / "ae")(images))
-    card = (folder / "README.md").read_text()
-    assert "- random-teacher" in card and "**The teacher was random.**" in card
-    assert "`vit_tiny_patch16_dinov3_qkvb`, 12 blocks" in card and "16 tokens x 192 dims" in card
-
-
-def test_export_refuses_what_it_would_destroy_or_overwrite(models, tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="is not empty; pass --force"):
-        export_run(models / "dit", out)
-    assert (out / "notes.txt").read_text() == "mine"
-    export_run(models / "dit", out, force=True)
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
-    with pytest.raises(ValueError, match="the model being exported"):
-        export_run(out, out, force=True)
-    with pytest.raises(CheckpointError, match="does not exist"):
-        export_run(tmp_path / "missing", tmp_path / "o")
 
 
 @pytest.mark.parametrize("include_vit", [True, False], ids=["vit in the folder", "vit from its teacher file"])

@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from helpers import dinosae_command, run_dinosae
 
@@ -74,6 +75,7 @@ def _srun_tasks(args, ranks: int) -> list[subprocess.Popen]:
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(ranks)]
 
 
+@pytest.mark.slow  # two srun-like tasks training through the command line
 def test_a_signal_to_one_srun_task_stops_every_rank_after_the_same_step(tmp_path, vmf_latents):
     """SLURM signals each task of an srun step; here only one of two gets it, the hardest case."""
     common = ["train", "dit", "--latents", vmf_latents, "--preset", "tiny", "--steps", "300", "--batch-size", "64",

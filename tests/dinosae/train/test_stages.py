@@ -21,6 +21,9 @@ from dinosae.models.loading import load_model
 from dinosae.metrics import LPIPS
 from dinosae.train.autoencoder import draw_latent_noise, noise_decoder_input, train_autoencoder
 
+# Four stages trained as the demo trains them (about 3 minutes of one core): the slow tier runs them (.ci/run).
+pytestmark = pytest.mark.slow
+
 STAGE1_STEPS = 300
 # Latent noise of the noised-latent check: half of stage 4's training bound, a tangent angle.
 NOISE = 0.25
