@@ -196,6 +196,18 @@ class _Layers:
         self.sources.update({leaf: label for leaf, _ in _leaves(values, section)})
 
 
+def _add_recipe(request: RunRequest, name: str, model: _Layers, train: _Layers, named: dict[str, set[str]]) -> None:
+    """The recipe's file ``name`` as a layer (the default recipe's when none was named); a named recipe's
+    fields count as set on purpose."""
+    recipe = request.recipe or DEFAULT_RECIPE
+    overrides = recipe_overrides(recipe, name)
+    label = f"recipe {recipe_file(recipe, name)}"
+    for section, layers in (("model", model), ("train", train)):
+        layers.add(overrides.get(section, {}), label, section)
+        if request.recipe is not None:
+            named[section] |= set(overrides.get(section, {}))
+
+
 def _defaults(sources: dict[str, str], model: Any, train: Any) -> dict[str, str]:
     """``sources`` with every field that no layer set marked as its dataclass default."""
     for config, section in ((model, "model"), (train, "train")):
@@ -245,14 +257,7 @@ def resolve_ae_run(request: RunRequest = RunRequest(), *, init: AEConfig | None 
         named["train"] |= _field_names(AETrainConfig)
     stage = request.stage or file.get("train", {}).get("stage") or train.values.get("stage") or AETrainConfig.stage
     if request.configs is None:
-        recipe = request.recipe or DEFAULT_RECIPE
-        overrides = recipe_overrides(recipe, f"ae-stage{stage}")
-        label = f"recipe {recipe_file(recipe, f'ae-stage{stage}')}"
-        model.add(overrides.get("model", {}), label, "model")
-        train.add(overrides.get("train", {}), label, "train")
-        if request.recipe is not None:
-            named["model"] |= set(overrides.get("model", {}))
-            named["train"] |= set(overrides.get("train", {}))
+        _add_recipe(request, f"ae-stage{stage}", model, train, named)
     for section, layers, values, label in (("model", model, file.get("model", {}), file_label),
                                            ("train", train, file.get("train", {}), file_label),
                                            ("model", model, flags_model, "command line"),
@@ -311,14 +316,7 @@ def resolve_dit_run(request: RunRequest = RunRequest(), *, dim: int, grid_size: 
         train.add(to_dict(given_train), "the caller's config", "train")
         named["train"] |= _field_names(DiTTrainConfig)
     if request.configs is None:
-        recipe = request.recipe or DEFAULT_RECIPE
-        overrides = recipe_overrides(recipe, "dit")
-        label = f"recipe {recipe_file(recipe, 'dit')}"
-        model.add(overrides.get("model", {}), label, "model")
-        train.add(overrides.get("train", {}), label, "train")
-        if request.recipe is not None:
-            named["model"] |= set(overrides.get("model", {}))
-            named["train"] |= set(overrides.get("train", {}))
+        _add_recipe(request, "dit", model, train, named)
     layers = [("model", model, file.get("model", {}), file_label), ("train", train, file.get("train", {}), file_label)]
     if request.lightning:
         layers.append(("model", model, LIGHTNING_FLAGS, "--lightning"))

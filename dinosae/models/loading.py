@@ -148,14 +148,11 @@ def load_model(source: str | os.PathLike, *, kind: str | None = None, teacher_we
 
     Example:
         >>> import tempfile, dinosae
-        >>> from dinosae.io.checkpoint import Checkpoint, save_checkpoint
-        >>> dit = dinosae.create_model("dit-tiny", in_dim=8, grid_size=2, num_classes=3)
-        >>> run = tempfile.mkdtemp()
-        >>> _ = save_checkpoint(run, Checkpoint(step=1, model=dit.state_dict(),
-        ...                     meta={"kind": "dit", "dit_config": dinosae.config.to_dict(dit.config)}))
-        >>> type(load_model(run)).__name__
+        >>> dit = dinosae.create_model("dit-tiny", in_dim=8, grid_size=2, hidden_size=32, depth=1, num_heads=2)
+        >>> folder = dit.save_pretrained(tempfile.mkdtemp() + "/dit")
+        >>> type(load_model(folder)).__name__
         'DiT'
-        >>> load_model(run, kind="autoencoder")  # doctest: +ELLIPSIS
+        >>> load_model(folder, kind="autoencoder")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         dinosae.io.checkpoint.CheckpointError: '...' holds a DiT, not an autoencoder
