@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from dinosae._version import __version__
 from dinosae.config import list_models
 
-__version__ = "0.1.0"
 __all__ = ["__version__", "create_model", "list_models", "load_model"]
 
 

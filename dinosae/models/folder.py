@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from dinosae import __version__
+from dinosae._version import __version__
 from dinosae.config import AEConfig, ConfigError, DiTConfig, from_dict, to_dict
 from dinosae.io.checkpoint import CheckpointError, check_finite
 from dinosae.io.tensor_files import read_safetensors

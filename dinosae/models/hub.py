@@ -29,7 +29,7 @@ import torch
 from huggingface_hub import ModelCard, ModelHubMixin
 from safetensors.torch import save_file
 
-from dinosae import __version__
+from dinosae._version import __version__
 from dinosae.io.atomic import write_folder
 from dinosae.models.card import model_card
 from dinosae.models.folder import CONFIG, WEIGHTS, PretrainedError, folder_contents, read_folder
