@@ -41,6 +41,28 @@ class ImageItem(NamedTuple):
     index: int
 
 
+# Folder names that hold a data set's splits rather than its classes.
+SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing", "heldout", "eval"})
+
+
+def warn_if_splits(root: Path, classes: list[str]) -> None:
+    """Warn when the class folders of ``root`` look like splits (``train/``, ``heldout/``): the root of a split
+    data set was passed where one split was meant, and its splits would train as classes.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_if_splits(Path("data"), ["heldout", "train"])
+        >>> str(caught[0].message).split(":")[0]
+        "the class folders of 'data' look like splits (heldout, train)"
+    """
+    splits = [name for name in classes if name.lower() in SPLIT_NAMES]
+    if len(splits) >= 2 or (splits and len(splits) == len(classes)):
+        warnings.warn(f"the class folders of {str(root)!r} look like splits ({', '.join(splits)}): they would be "
+                      f"trained on as classes; pass one split's folder ({str(root / splits[0])!r})", stacklevel=3)
+
+
 class ImageDataset(torch.utils.data.Dataset):
     """Images of a folder, indexed by ``(index, flip)`` or ``(index, flip, draw)`` so that augmentation is part
     of the order.
@@ -67,6 +89,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.root = Path(root)
         self.listing = listing if listing is not None else folder_listing(root)
         self.classes = self.listing.classes
+        warn_if_splits(self.root, self.classes)
         self.crop = crop if crop is not None else Crop(image_size)
         self.image_size = image_size
         self.dtype = dtype
@@ -92,7 +115,8 @@ class ImageDataset(torch.utils.data.Dataset):
         digest = hashlib.sha256()
         listing = self.listing
         for index, label in enumerate(listing.labels.tolist()):
-            digest.update(f"{listing.relative_path(index)}\t{label}\n".encode())
+            # The name's own bytes (a name that is not UTF-8 is hashed as it is, not refused).
+            digest.update(os.fsencode(f"{listing.relative_path(index)}\t{label}\n"))
         return {"path": str(self.root.resolve()), "count": len(listing), "listing": digest.hexdigest()[:16]}
 
     def __getitem__(self, key: tuple[int, bool] | tuple[int, bool, int]) -> ImageItem:

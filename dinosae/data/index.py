@@ -25,8 +25,9 @@ from typing import Callable
 
 import numpy as np
 
-from dinosae.data.listing import IMAGE_EXTENSIONS, FolderListing, list_folder
+from dinosae.data.listing import IMAGE_EXTENSIONS, DataError, FolderListing, check_records, list_folder
 from dinosae.data.tar_shards import TarListing, is_tar_shards
+from dinosae.io.atomic import shared
 
 INDEX_VERSION = 1
 
@@ -106,6 +107,7 @@ def write_index(path: Path, listing: FolderListing) -> None:
     header = {"version": INDEX_VERSION, "root": str(listing.root.resolve()), "classes": listing.classes,
               "directories": listing.directories, "extensions": IMAGE_EXTENSIONS}
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".tmp.{path.name}.")
+    shared(Path(temporary))  # an index directory may be shared by a group (DINOSAE_INDEX_DIR)
     try:
         with os.fdopen(handle, "wb") as file:
             np.savez(file, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
@@ -126,10 +128,18 @@ def read_index(root: str | os.PathLike, path: Path) -> FolderListing | None:
             if (header.get("version") != INDEX_VERSION or header["root"] != str(root.resolve())
                     or tuple(header["extensions"]) != IMAGE_EXTENSIONS or _changed(root, header["directories"])):
                 return None
-            return FolderListing(root, arrays["names"].tobytes(), arrays["offsets"], arrays["labels"],
-                                 header["classes"], header["directories"])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            names, offsets, labels = arrays["names"].tobytes(), arrays["offsets"], arrays["labels"]
+        classes = header["classes"]
+        if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
+            raise DataError(f"{str(path)}: its classes are not a list of names")
+        check_records(str(path), names, offsets, labels, classes)
+    except DataError as error:
+        # The index is this toolkit's own cache: a bad one is listed again, never trusted.
+        warnings.warn(f"listing {str(root)!r} again: its index is unusable ({error})", stacklevel=3)
         return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, EOFError, zipfile.BadZipFile):
+        return None
+    return FolderListing(root, names, offsets, labels, classes, header["directories"])
 
 
 def _changed(root: Path, directories: dict[str, int]) -> bool:

@@ -15,8 +15,11 @@ file against 460), so that a listing is cheap to copy into every worker.
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -25,6 +28,47 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", "
 
 class DataError(ValueError):
     """A data folder cannot be used (missing, empty, or no readable images)."""
+
+
+def check_records(source: str, names: bytes, offsets: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> None:
+    """Refuse records read back from a file (an index, a tar shards' member list) that no listing makes: a
+    ``DataError`` naming ``source`` and what is wrong. Labels must be integers in ``[0, max(1, len(classes)))``,
+    one per name; a name must be a relative path inside the root (not absolute, no ``..`` part, no NUL).
+
+    Example:
+        >>> check_records("idx", b"a.pngb.png", np.array([0, 5, 10]), np.array([0, 0]), [])
+        >>> check_records("idx", b"../x.png", np.array([0, 8]), np.array([0]), [])
+        Traceback (most recent call last):
+        ...
+        dinosae.data.listing.DataError: idx: name 0 ('../x.png') leaves the data folder
+    """
+    offsets, labels = np.asarray(offsets), np.asarray(labels)
+    if offsets.dtype.kind not in "iu" or offsets.ndim != 1 or labels.ndim != 1:
+        raise DataError(f"{source}: its offsets and labels are not integer vectors")
+    if labels.dtype.kind not in "iu":
+        raise DataError(f"{source}: its labels are {labels.dtype}, not integers")
+    if len(offsets) != len(labels) + 1:
+        raise DataError(f"{source}: {len(labels)} labels for {len(offsets) - 1} names")
+    if len(offsets) and (offsets[0] != 0 or offsets[-1] != len(names) or bool((np.diff(offsets) <= 0).any())):
+        raise DataError(f"{source}: its name offsets do not cut its {len(names)} name bytes into names")
+    count = max(1, len(classes))
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= count):
+        raise DataError(f"{source}: labels in [{int(labels.min())}, {int(labels.max())}], outside [0, {count}) "
+                        f"for {len(classes)} classes")
+    if b"\0" in names:
+        raise DataError(f"{source}: a name holds a NUL byte")
+    data = np.frombuffer(names, dtype=np.uint8)
+    starts, ends = offsets[:-1], offsets[1:]
+    bad = np.flatnonzero(data[starts] == ord("/")) if len(starts) else []
+    for match in re.finditer(rb"\.\.", names):  # a ".." that is a whole part of its name
+        at = match.start()
+        name = int(np.searchsorted(ends, at, side="right"))
+        if (at == starts[name] or names[at - 1:at] == b"/") and (at + 2 == ends[name] or names[at + 2:at + 3] == b"/"):
+            bad = np.append(bad, name)
+    if len(bad):
+        index = int(np.min(bad))
+        shown = os.fsdecode(names[starts[index]:ends[index]])
+        raise DataError(f"{source}: name {index} ({shown[:80]!r}) leaves the data folder")
 
 
 @dataclass(frozen=True)
@@ -84,11 +128,12 @@ def list_folder(root: str | os.PathLike) -> FolderListing:
     if not root.is_dir():
         raise DataError(f"data folder {str(root)!r} does not exist or is not a directory")
     directories: dict[str, int] = {}
+    seen = {_identity(root)}
     top_files, top_dirs = _entries(root, "", directories)
     nested = {}
     for name in top_dirs:
         files: list[bytes] = []
-        _walk(root, name, files, directories)
+        _walk(root, name, files, directories, seen)
         if files:
             nested[name] = files
     if top_files and nested:
@@ -107,29 +152,51 @@ def list_folder(root: str | os.PathLike) -> FolderListing:
     return FolderListing(root, b"".join(names), offsets, labels, classes, directories)
 
 
+def _identity(folder: str | os.PathLike) -> tuple[int, int]:
+    info = os.stat(folder)
+    return info.st_dev, info.st_ino
+
+
 def _entries(root: Path, relative: str, directories: dict[str, int]) -> tuple[list[str], list[str]]:
-    """The image files and sub-folders of one folder, each sorted by name; records the folder's time."""
+    """The image files and sub-folders of one folder, each sorted by name; records the folder's time, taken
+    before it is read, so that a file added meanwhile makes the record stale rather than missed for good.
+    An entry that cannot be followed (a dangling or looping symlink) is left out with a warning."""
     folder = os.path.join(root, relative) if relative else str(root)
+    directories[relative] = os.stat(folder).st_mtime_ns
     files, folders = [], []
     with os.scandir(folder) as entries:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir():
-                folders.append(entry.name)
-            elif entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file():
-                files.append(entry.name)
-    directories[relative] = os.stat(folder).st_mtime_ns
+            try:
+                if entry.is_dir():
+                    folders.append(entry.name)
+                elif entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file():
+                    files.append(entry.name)
+            except OSError as error:
+                warnings.warn(f"skipping {os.path.join(folder, entry.name)!r}: {error.strerror}", stacklevel=3)
     return sorted(files), sorted(folders)
 
 
-def _walk(root: Path, relative: str, out: list[bytes], directories: dict[str, int]) -> None:
-    """Append the images under ``root/relative`` in the order of their path's parts."""
+def _walk(root: Path, relative: str, out: list[bytes], directories: dict[str, int],
+          seen: set[tuple[int, int]]) -> None:
+    """Append the images under ``root/relative`` in the order of their path's parts; a folder reached a second
+    time (a symlink to a folder above it) is skipped with a warning."""
+    try:
+        identity = _identity(os.path.join(root, relative))
+    except OSError as error:
+        warnings.warn(f"skipping {os.path.join(root, relative)!r}: {error.strerror}", stacklevel=2)
+        return
+    if identity in seen:
+        warnings.warn(f"skipping {os.path.join(root, relative)!r}: a folder already listed (a symlink loop?)",
+                      stacklevel=2)
+        return
+    seen.add(identity)
     files, folders = _entries(root, relative, directories)
     children = sorted([(name, False) for name in files] + [(name, True) for name in folders])
     for name, is_folder in children:
         path = f"{relative}/{name}"
         if is_folder:
-            _walk(root, path, out, directories)
+            _walk(root, path, out, directories, seen)
         else:
             out.append(os.fsencode(path))

@@ -20,11 +20,12 @@ import io
 import json
 import os
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from dinosae.data.listing import DataError, FolderListing, list_folder
+from dinosae.data.listing import DataError, FolderListing, check_records, list_folder
 
 SHARDS_INDEX = "shards.json"
 MEMBERS = "members.npz"
@@ -111,29 +112,19 @@ class TarListing:
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
-        try:
-            header = json.loads((self.root / SHARDS_INDEX).read_text())
-            if header.get("format") != FORMAT:
-                raise ValueError(f"format {header.get('format')!r}")
-            with np.load(self.root / MEMBERS, allow_pickle=False) as arrays:
-                self._members = {name: arrays[name] for name in arrays.files}
-        except (OSError, ValueError, KeyError) as error:
-            raise DataError(f"{str(self.root)!r} holds no readable tar shards ({error}); write them with "
-                            "`dinosae data shard`") from error
-        self.classes: list[str] = list(header["classes"])
-        self.labels: np.ndarray = self._members["labels"]
-        self._shards = [shard["name"] for shard in header["shards"]]
+        header, members = _read_index(self.root)
+        self.classes: list[str] = header["classes"]
+        self._shards: list[str] = [shard["name"] for shard in header["shards"]]
+        self._members = members
+        self.labels: np.ndarray = members["labels"]
         self._handles: dict[tuple[int, int], int] = {}
-        missing = [name for name in self._shards if not (self.root / name).is_file()]
-        if missing:
-            raise DataError(f"tar shards in {str(self.root)!r} lack {', '.join(missing[:3])}")
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def relative_path(self, index: int) -> str:
         offsets = self._members["name_offsets"]
-        return self._members["names"][offsets[index]:offsets[index + 1]].tobytes().decode()
+        return os.fsdecode(self._members["names"][offsets[index]:offsets[index + 1]].tobytes())
 
     def path(self, index: int) -> str:
         shard = self._shards[int(self._members["shard"][index])]
@@ -150,3 +141,56 @@ class TarListing:
     def __getstate__(self) -> dict:
         # Open descriptors do not cross into DataLoader workers; each worker opens its own.
         return {**self.__dict__, "_handles": {}}
+
+
+# What members.npz holds: an integer vector per record (names: the joined name bytes, name_offsets one more).
+_MEMBER_ARRAYS = ("shard", "offset", "size", "labels", "names", "name_offsets")
+
+
+def _read_index(root: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """``shards.json`` and ``members.npz`` of ``root``, checked against each other and against the shard files
+    before anything trusts them: a ``DataError`` naming the file and what is wrong."""
+    index, members_path = root / SHARDS_INDEX, root / MEMBERS
+    try:
+        header = json.loads(index.read_text())
+    except (OSError, ValueError, RecursionError) as error:
+        raise DataError(f"{str(index)!r} is unreadable ({type(error).__name__}); write the shards again with "
+                        "`dinosae data shard`") from error
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise DataError(f"{str(index)!r} is not a dinosae tar shards index; write them with `dinosae data shard`")
+    classes, shards = header.get("classes"), header.get("shards")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise DataError(f"{str(index)!r}: \"classes\" must be a list of names")
+    if not isinstance(shards, list) or not shards or not all(
+            isinstance(x, dict) and isinstance(x.get("name"), str) and type(x.get("count")) is int for x in shards):
+        raise DataError(f"{str(index)!r}: \"shards\" must be a list of {{\"name\": ..., \"count\": ...}}")
+    for shard in shards:
+        name = shard["name"]
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise DataError(f"{str(index)!r}: shard {name[:80]!r} is not a file of the shards' folder")
+        if not (root / name).is_file():
+            raise DataError(f"tar shards in {str(root)!r} lack {name}")
+    try:
+        with np.load(members_path, allow_pickle=False) as arrays:
+            members = {name: arrays[name] for name in _MEMBER_ARRAYS}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{str(members_path)!r} is unreadable or incomplete ({' '.join(str(error).split())[:200]})"
+                        ) from error
+    names = members["names"]
+    if names.dtype != np.uint8 or names.ndim != 1:
+        raise DataError(f"{str(members_path)!r}: its names are not bytes")
+    check_records(str(members_path), names.tobytes(), members["name_offsets"], members["labels"], classes)
+    count = len(members["labels"])
+    for name in ("shard", "offset", "size"):
+        array = members[name]
+        if array.dtype.kind not in "iu" or array.shape != (count,) or (count and int(array.min()) < 0):
+            raise DataError(f"{str(members_path)!r}: {name} must hold one non-negative integer per image")
+    if count and int(members["shard"].max()) >= len(shards):
+        raise DataError(f"{str(members_path)!r}: an image in shard {int(members['shard'].max())}, of {len(shards)}")
+    if sum(shard["count"] for shard in shards) != count:
+        raise DataError(f"{str(index)!r} counts {sum(s['count'] for s in shards)} images, {MEMBERS} {count}")
+    sizes = np.array([(root / shard["name"]).stat().st_size for shard in shards], dtype=np.int64)
+    ends = members["offset"].astype(np.int64) + members["size"].astype(np.int64)
+    if count and bool((ends > sizes[members["shard"]]).any()):
+        raise DataError(f"{str(members_path)!r}: an image runs past the end of its shard (a shard was cut short?)")
+    return header, members

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import pytest
 import torch
 from PIL import Image
 
 from dinosae.data.batches import ResumableBatches
-from dinosae.data.decode import Crop, load_image
+from dinosae.data.decode import load_image
 from dinosae.data.images import ImageDataset, collate_images
 
 
@@ -80,3 +81,14 @@ def test_a_decompression_bomb_is_skipped_as_unreadable(tmp_path, monkeypatch):
     assert load_image(tmp_path / "bomb.png", 16) is None
     batch = collate_images([ImageDataset(tmp_path, 16)[(0, False)]])
     assert batch.images.shape[0] == 0 and batch.skipped == [str(tmp_path / "bomb.png")]
+
+
+def test_a_root_of_splits_is_named_as_such(tmp_path):
+    for split in ("train", "heldout"):
+        (tmp_path / split / "dog").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / split / "dog" / "a.png")
+    with pytest.warns(UserWarning, match=r"look like splits \(heldout, train\).*pass one split's folder"):
+        ImageDataset(tmp_path, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ImageDataset(tmp_path / "train", 16)

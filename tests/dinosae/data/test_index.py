@@ -102,3 +102,67 @@ def test_the_main_rank_lists_and_the_others_read_its_index(tree, tmp_path):
     reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert [report["listed"] for report in reports] == [1, 0]
     assert reports[0]["names"] == reports[1]["names"] == ["cat/3.png", "cat/deep/4.png", "dog/1.png", "dog/2.png"]
+
+
+def _tamper(path, **arrays):
+    import numpy as np
+
+    with np.load(path) as stored:
+        contents = {name: stored[name] for name in stored.files}
+    np.savez(path, **{**contents, **arrays})
+
+
+@pytest.mark.parametrize("name", [b"/etc/passwd", b"../../escape.png", b"cat/../../escape.png"])
+def test_an_index_name_outside_the_folder_is_never_read(tree, name):
+    import numpy as np
+
+    index_folder(tree)
+    path = index_path(tree)
+    with np.load(path) as stored:
+        names, offsets = stored["names"].tobytes(), stored["offsets"]
+    first = names[offsets[0]:offsets[1]]
+    tampered = name + names[offsets[1]:]
+    shifted = offsets + (len(name) - len(first)) * (offsets > 0)
+    _tamper(path, names=np.frombuffer(tampered, dtype=np.uint8), offsets=shifted)
+    with pytest.warns(UserWarning, match="its index is unusable .* leaves the data folder"):
+        listing = load_listing(tree, path)
+    assert all(not listing.relative_path(i).startswith(("/", "..")) for i in range(len(listing)))
+    assert sorted(_names(listing)) == sorted(_names(folder_listing(tree)))  # listed again, the folder's own
+
+
+@pytest.mark.parametrize("labels", [[2, 2, 2, 2], [0, 0, 1, -1], [0.5, 0, 1, 1], [0, 0, 1, 1, 1]])
+def test_index_labels_out_of_range_send_the_folder_to_be_listed_again(tree, labels):
+    import numpy as np
+
+    index_folder(tree)
+    _tamper(index_path(tree), labels=np.asarray(labels))
+    with pytest.warns(UserWarning, match="its index is unusable"):
+        listing = load_listing(tree, index_path(tree))
+    assert sorted(int(label) for label in listing.labels) == [0, 0, 1, 1]
+
+
+def test_a_file_added_while_the_folder_is_listed_invalidates_the_index(tree, monkeypatch):
+    import dinosae.data.listing as listing_module
+
+    real = os.scandir
+
+    class AddWhenDone:
+        """The folder's entries, and a file added to it as soon as they have been read."""
+
+        def __init__(self, folder):
+            self.folder, self.entries = folder, real(folder)
+
+        def __enter__(self):
+            return self.entries.__enter__()
+
+        def __exit__(self, *exc):
+            self.entries.__exit__(*exc)
+            if str(self.folder).endswith("dog"):
+                time.sleep(0.01)  # a coarse-clock filesystem must see the folder change
+                _image(tree / "dog" / "late.png")
+
+    monkeypatch.setattr(listing_module.os, "scandir", AddWhenDone)
+    index_folder(tree)
+    monkeypatch.undo()
+    names = [name for name, _ in _names(load_listing(tree, index_path(tree)))]
+    assert "dog/late.png" in names  # the index was stale from the start, so the folder was listed again

@@ -69,3 +69,27 @@ def test_unusable_folders_raise_clear_errors(tmp_path, layout, message):
         _image(root / "cls" / "b.png")
     with pytest.raises(DataError, match=message):
         list_folder(root)
+
+
+def test_symlink_loops_and_dangling_links_are_skipped_with_a_warning(tmp_path):
+    _image(tmp_path / "a" / "x.png")
+    _image(tmp_path / "b" / "y.png")
+    os.symlink("..", tmp_path / "a" / "up")
+    os.symlink("loop", tmp_path / "a" / "loop")
+    os.symlink("missing.png", tmp_path / "b" / "gone.png")
+    with pytest.warns(UserWarning) as caught:
+        listing = list_folder(tmp_path)
+    assert [listing.relative_path(i) for i in range(len(listing))] == ["a/x.png", "b/y.png"]
+    messages = " ".join(str(w.message) for w in caught)
+    assert "a folder already listed" in messages and "Too many levels of symbolic links" in messages
+
+
+def test_a_name_that_is_not_utf8_is_kept_as_its_bytes(tmp_path):
+    _image(tmp_path / "c" / "x.png")
+    os.rename(tmp_path / "c" / "x.png", os.fsencode(str(tmp_path / "c")) + b"/caf\xe9.png")
+    listing = list_folder(tmp_path)
+    assert listing.relative_path(0) == "c/caf\udce9.png" and os.path.isfile(listing.path(0))
+    from dinosae.data.images import ImageDataset
+
+    dataset = ImageDataset(tmp_path, 16)
+    assert dataset.identity()["count"] == 1 and dataset[(0, False)].image is not None

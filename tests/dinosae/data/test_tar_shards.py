@@ -83,3 +83,78 @@ def test_encode_reads_shards_as_it_reads_the_folder(folder, tmp_path, models):
     assert len(from_folder) == len(from_shards) == 7
     for index in range(7):
         assert torch.equal(from_folder.stored((index, False))[0], from_shards.stored((index, False))[0])
+
+
+# ---------------------------------------------------------------- the shards' own files, read back as input
+
+
+def _rewrite_members(shards, **changes):
+    with np.load(shards / "members.npz") as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    arrays.update(changes)
+    np.savez(shards / "members.npz", **{k: v for k, v in arrays.items() if v is not None})
+
+
+def _rewrite_index(shards, edit):
+    import json
+
+    header = json.loads((shards / "shards.json").read_text())
+    (shards / "shards.json").write_text(json.dumps(edit(header)))
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../outside.tar", "sub/../../x.tar", ".."])
+def test_a_shard_name_outside_the_folder_is_refused(folder, tmp_path, name):
+    shards = write_tar_shards(folder, tmp_path / "shards", shard_size=3)
+    (tmp_path / "outside.tar").write_bytes((shards / "shard-00000.tar").read_bytes())
+    _rewrite_index(shards, lambda h: {**h, "shards": [{**h["shards"][0], "name": name}, *h["shards"][1:]]})
+    with pytest.raises(DataError, match="is not a file of the shards' folder"):
+        TarListing(shards)
+
+
+@pytest.mark.parametrize("labels, message", [
+    (lambda n: np.full(n, 2), r"labels in \[2, 2\], outside \[0, 2\)"),
+    (lambda n: np.full(n, 10**6), "outside"),
+    (lambda n: np.full(n, -1), "outside"),
+    (lambda n: np.full(n, 0.5), "not integers"),
+    (lambda n: np.zeros(n + 3, dtype=np.int64), "labels for"),
+])
+def test_labels_that_no_listing_makes_are_refused_naming_the_file(folder, tmp_path, labels, message):
+    shards = write_tar_shards(folder, tmp_path / "shards", shard_size=3)
+    _rewrite_members(shards, labels=labels(8))
+    with pytest.raises(DataError, match=message) as error:
+        TarListing(shards)
+    assert "members.npz" in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: _rewrite_members(s, size=np.full(8, 1 << 40)), "runs past the end of its shard"),
+    (lambda s: _rewrite_members(s, shard=np.full(8, 99, dtype=np.int32)), "in shard 99, of 3"),
+    (lambda s: _rewrite_members(s, offset=None), "unreadable or incomplete"),
+    (lambda s: _rewrite_members(s, names=np.zeros(3, dtype=np.float32)), "names are not bytes"),
+    (lambda s: _rewrite_index(s, lambda h: {**h, "classes": "cat"}), "must be a list of names"),
+    (lambda s: _rewrite_index(s, lambda h: {**h, "shards": [{"name": 3}]}), "must be a list of"),
+    (lambda s: _rewrite_index(s, lambda h: {**h, "shards": [{**h["shards"][0], "count": 4}, *h["shards"][1:]]}),
+     "counts 9 images"),
+    (lambda s: (s / "shards.json").write_text("[" * 100_000), "is unreadable"),
+])
+def test_damaged_index_files_are_one_line_naming_the_file(folder, tmp_path, edit, message):
+    shards = write_tar_shards(folder, tmp_path / "shards", shard_size=3)
+    edit(shards)
+    with pytest.raises(DataError, match=message) as error:
+        TarListing(shards)
+    assert "\n" not in str(error.value)
+
+
+def test_a_name_that_is_not_utf8_is_sharded_and_read_back(folder, tmp_path):
+    import os
+
+    latin = os.fsencode(str(folder / "cat")) + b"/caf\xe9.png"
+    with open(latin, "wb") as handle:
+        handle.write((folder / "cat" / "1.jpg").read_bytes())
+    shards = write_tar_shards(folder, tmp_path / "shards", shard_size=3)
+    listing = TarListing(shards)
+    names = [listing.relative_path(i) for i in range(len(listing))]
+    assert "cat/caf\udce9.png" in names  # the name's bytes kept (os.fsdecode)
+    dataset = ImageDataset(shards, 16)
+    assert dataset.identity()["listing"] == ImageDataset(folder, 16).identity()["listing"]
+    assert dataset[(names.index("cat/caf\udce9.png"), False)].image is not None
