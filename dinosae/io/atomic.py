@@ -22,9 +22,36 @@ from safetensors import SafetensorError
 TEMP_PREFIX = ".tmp."
 
 
+def umask() -> int:
+    """The process's file mode creation mask, read without changing it (``os.umask`` can only set it, which a
+    second thread would see).
+
+    Example:
+        >>> 0 <= umask() <= 0o777
+        True
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def shared(path: Path, directory: bool = False) -> Path:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would (0666 or 0777 less the umask): ``mkstemp`` and
+    ``mkdtemp`` make their files private, and a folder renamed into place would stay unreadable to the
+    colleagues it is written for."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask())
+    return path
+
+
 def temporary_dir(parent: Path, name: str) -> Path:
-    """A fresh staging directory in ``parent`` for what will be renamed to ``name``."""
-    return Path(tempfile.mkdtemp(dir=parent, prefix=f"{TEMP_PREFIX}{name}."))
+    """A fresh staging directory in ``parent`` for what will be renamed to ``name`` (with the umask's mode)."""
+    return shared(Path(tempfile.mkdtemp(dir=parent, prefix=f"{TEMP_PREFIX}{name}.")), directory=True)
 
 
 def remove_leftovers(directory: str | os.PathLike) -> list[Path]:
@@ -105,7 +132,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=path.suffix)
     os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = shared(Path(tmp_name))
     try:
         with naming(path):
             write(tmp)

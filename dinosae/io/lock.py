@@ -75,6 +75,18 @@ def _holder_record(token: str) -> dict[str, Any]:
             "command": " ".join(sys.argv)[:300], "started": time.time()}
 
 
+def _record(path: Path) -> dict[str, Any]:
+    """A lock file's holder record, or ``{}`` for one that is not a record (not UTF-8 JSON, not a mapping, or
+    a symlink, which is never followed)."""
+    if path.is_symlink():
+        return {}
+    try:
+        record = json.loads(path.read_bytes().decode())
+    except (ValueError, RecursionError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 class DirectoryLock:
     """An exclusive lock on ``directory``, held from :meth:`acquire` (or ``with``) to :meth:`release`.
 
@@ -151,35 +163,36 @@ class DirectoryLock:
         self.release()
 
     def _read_holder(self) -> dict[str, Any] | None:
-        """The holder's record; ``{}`` for a file that is not one (a holder that died while writing it)."""
+        """The holder's record; ``{}`` for a file that is not one (a holder that died while writing it, bytes
+        that are not UTF-8 JSON, a symlink), which is stale once its own time is old. Its age is taken from the
+        file itself (``lstat``: a dangling symlink has one too)."""
         try:
-            text = self.path.read_text()
-            mtime = self.path.stat().st_mtime
+            info = os.lstat(self.path)
+            holder = _record(self.path)
         except FileNotFoundError:
             return None
-        try:
-            holder = json.loads(text)
-        except ValueError:
-            holder = {}
-        if not isinstance(holder, dict):
-            holder = {}
-        return dict(holder, heartbeat_age=time.time() - mtime)
+        return dict(holder, heartbeat_age=time.time() - info.st_mtime)
 
     def _stale_reason(self, holder: dict[str, Any]) -> str | None:
         mine = _holder_record(self.token)
-        if holder.get("host") == mine["host"] and holder.get("boot_id") == mine["boot_id"] \
-                and isinstance(holder.get("pid"), int):
-            if holder["pid"] == mine["pid"]:
+        pid = holder.get("pid")
+        if type(pid) is not int or not 0 < pid < 1 << 31:
+            pid = None  # a garbage record: judged by its heartbeat alone
+        if pid is not None and holder.get("host") == mine["host"] and holder.get("boot_id") == mine["boot_id"]:
+            if pid == mine["pid"]:
                 return None  # this process holds it already: a second writer here is a bug, not stale
-            if not _alive(holder["pid"]):
-                return f"its process {holder['pid']} on this host has ended"
+            if not _alive(pid):
+                return f"its process {pid} on this host has ended"
             return None
         job = holder.get("slurm_job_id")
-        if job is not None and job == mine["slurm_job_id"] and \
-                int(holder.get("slurm_restart") or 0) < mine["slurm_restart"]:
+        restart = holder.get("slurm_restart")
+        if job is not None and job == mine["slurm_job_id"] and type(restart) is int and restart < mine["slurm_restart"]:
             return f"it belongs to SLURM job {job} before its requeue"
-        if holder["heartbeat_age"] > self.stale_after:
-            return f"its holder's last heartbeat was {holder['heartbeat_age']:.0f} s ago"
+        age = holder["heartbeat_age"]
+        if age > self.stale_after:
+            return f"its holder's last heartbeat was {age:.0f} s ago"
+        if age < -self.stale_after:  # a time no live holder's clock writes: garbage
+            return f"its heartbeat is {-age:.0f} s in the future"
         return None
 
     def _remove_stale(self, holder: dict[str, Any]) -> bool:
@@ -190,8 +203,8 @@ class DirectoryLock:
         except FileNotFoundError:
             return False  # another process took it over first
         try:
-            moved = json.loads(aside.read_text())
-        except ValueError:
+            moved = _record(aside)
+        except FileNotFoundError:
             moved = {}
         if moved.get("token") == holder.get("token"):
             aside.unlink(missing_ok=True)
@@ -204,15 +217,19 @@ class DirectoryLock:
         return False
 
     def _locked_message(self, holder: dict[str, Any]) -> str:
+        wait = (f"a dead holder's lock is taken over {self.stale_after:.0f} s after its last heartbeat, "
+                f"{max(0.0, self.stale_after - holder['heartbeat_age']):.0f} s from now")
         if not holder.get("token"):
-            return (f"{self.what} {str(self.directory)!r} is being written by a process that is starting "
-                    f"(lock {str(self.path)!r}); if none is, delete that file")
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(holder.get("started", 0)))
+            return (f"{self.what} {str(self.directory)!r} is being written by a process that is starting, or its lock "
+                    f"{str(self.path)!r} is not a lock's ({wait}); if no process writes it, delete that file")
+        started = holder.get("started")
+        when = (time.strftime("%Y-%m-%d %H:%M", time.localtime(started))
+                if isinstance(started, (int, float)) and 0 <= started < 1e11 else "an unknown time")
         job = f", SLURM job {holder['slurm_job_id']}" if holder.get("slurm_job_id") else ""
+        command = str(holder.get("command", ""))[:300]
         return (f"{self.what} {str(self.directory)!r} is being written by pid {holder.get('pid')} on "
-                f"{holder.get('host')}{job} since {started} ({holder.get('command', '')!r}); wait for it or "
-                f"choose another output (a dead holder's lock is taken over {self.stale_after:.0f} s after its "
-                "last heartbeat)")
+                f"{holder.get('host')}{job} since {when} ({command!r}); wait for it or choose another output "
+                f"({wait})")
 
     def _start_heartbeat(self) -> None:
         self._stop.clear()

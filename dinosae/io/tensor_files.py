@@ -5,6 +5,7 @@ private memory), and torch pickles loaded with ``weights_only`` (they cannot run
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
@@ -34,9 +35,15 @@ class Header:
     complete: bool
 
 
+# A header larger than this is not a weights file's (ViT-7B's has about 200 KB).
+MAX_HEADER_BYTES = 100 << 20
+
+
 def read_header(path: str | os.PathLike) -> Header:
-    """The header of the safetensors file at ``path``; a ``ValueError`` if it is not one (``TruncatedFile``
-    if even its header is cut short).
+    """The header of the safetensors file at ``path``, checked before any of it is used: a ``ValueError`` naming
+    the file and what is wrong (``TruncatedFile`` if even its header is cut short). Every tensor needs a known
+    dtype, a shape of non-negative sizes and data offsets that hold exactly its bytes, and tensors may not
+    overlap (``complete`` says whether the file is as long as its tensors say).
 
     Example:
         >>> import tempfile
@@ -54,12 +61,38 @@ def read_header(path: str | os.PathLike) -> Header:
         (header_size,) = struct.unpack("<Q", handle.read(8))
         if header_size > size - 8:
             raise TruncatedFile(f"{str(path)!r} is truncated (its header claims {header_size} bytes)")
-        entries = json.loads(handle.read(header_size))
+        if header_size > MAX_HEADER_BYTES:
+            raise ValueError(f"{str(path)!r} has a header of {header_size} bytes: not a weights file's")
+        try:
+            entries = json.loads(handle.read(header_size))
+        except (ValueError, RecursionError) as error:
+            raise ValueError(f"{str(path)!r} has no readable safetensors header ({type(error).__name__})") from error
     if not isinstance(entries, dict):
         raise ValueError(f"{str(path)!r} has no safetensors header")
     tensors = {name: info for name, info in entries.items() if name != "__metadata__"}
-    end = max((info["data_offsets"][1] for info in tensors.values()), default=0)
+    spans = sorted((_checked_span(path, name, info), name) for name, info in tensors.items())
+    for ((_, end), name), ((begin, _), after) in zip(spans, spans[1:]):
+        if begin < end:
+            raise ValueError(f"{str(path)!r}: tensors {name!r} and {after!r} overlap")
+    end = spans[-1][0][1] if spans else 0
     return Header(tensors, 8 + header_size, 8 + header_size + end == size)
+
+
+def _checked_span(path: str | os.PathLike, name: str, info: Any) -> tuple[int, int]:
+    """The data offsets of one header entry, once its dtype, shape and offsets are seen to agree."""
+    if not isinstance(info, dict) or info.get("dtype") not in _DTYPES:
+        dtype = info.get("dtype") if isinstance(info, dict) else None
+        raise ValueError(f"{str(path)!r}: tensor {name!r} has no known dtype ({dtype!r})")
+    shape, offsets = info.get("shape"), info.get("data_offsets")
+    if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
+        raise ValueError(f"{str(path)!r}: tensor {name!r} has no valid shape ({str(shape)[:60]})")
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(n) is int for n in offsets)
+            or not 0 <= offsets[0] <= offsets[1]):
+        raise ValueError(f"{str(path)!r}: tensor {name!r} has no valid data offsets ({str(offsets)[:60]})")
+    if offsets[1] - offsets[0] != math.prod(shape) * _DTYPES[info["dtype"]].itemsize:
+        raise ValueError(f"{str(path)!r}: tensor {name!r} of shape {shape} does not fill its "
+                         f"{offsets[1] - offsets[0]} bytes")
+    return offsets[0], offsets[1]
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -82,8 +115,6 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     tensors = {}
     for name, info in header.tensors.items():
         begin, end = info["data_offsets"]
-        if info["dtype"] not in _DTYPES:
-            raise ValueError(f"{str(path)!r}: tensor {name!r} has an unknown dtype {info['dtype']}")
         dtype, shape = _DTYPES[info["dtype"]], info["shape"]
         if end == begin:
             tensors[name] = torch.empty(shape, dtype=dtype)

@@ -100,3 +100,54 @@ def test_racing_takers_of_a_stale_lock_leave_exactly_one_holder(tmp_path):
         racer.join(30)
     outcomes = sorted(results.get() for _ in racers)
     assert outcomes == ["refused"] * 5 + ["won"]
+
+
+def _aged(path, seconds):
+    when = time.time() - seconds
+    os.utime(path, (when, when), follow_symlinks=False)
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda path: path.write_bytes(b"\xff\xfe\x00 not utf-8"), id="not UTF-8"),
+    pytest.param(lambda path: path.write_text("[1, 2]"), id="not a mapping"),
+    pytest.param(lambda path: path.write_text("[" * 100_000), id="deeply nested"),
+    pytest.param(lambda path: os.symlink("/nonexistent/lock", path), id="a dangling symlink"),
+])
+def test_garbage_locks_are_taken_over_once_stale_as_the_message_promises(tmp_path, make):
+    make(tmp_path / LOCK_NAME)
+    with pytest.raises(DirectoryLockedError, match=r"if no process writes it, delete that file") as error:
+        DirectoryLock(tmp_path, "run", stale_after=60).acquire()
+    assert "taken over 60 s after its last heartbeat" in str(error.value)
+    _aged(tmp_path / LOCK_NAME, 120)
+    lock = DirectoryLock(tmp_path, "run", stale_after=60).acquire()
+    assert lock.took_over is not None and "ago" in lock.took_over["reason"]
+    lock.release()
+
+
+@pytest.mark.parametrize("fields", [dict(pid=-1, host="here"), dict(pid=2**40, host="here"), dict(pid="12"),
+                                    dict(started="soon"), dict(slurm_restart="x", slurm_job_id="7")],
+                         ids=["pid -1", "pid 2^40", "pid a string", "started not a time", "restart not a count"])
+def test_holders_with_impossible_fields_are_judged_by_their_heartbeat(tmp_path, fields, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    if fields.get("host") == "here":  # this host and boot: the pid alone would decide, if it were a pid
+        import socket
+
+        from dinosae.io.lock import _boot_id
+
+        fields = {**fields, "host": socket.gethostname(), "boot_id": _boot_id()}
+    _holder(tmp_path, **fields)
+    with pytest.raises(DirectoryLockedError, match="is being written by"):
+        DirectoryLock(tmp_path, "run", stale_after=60).acquire()
+    _aged(tmp_path / LOCK_NAME, 120)
+    DirectoryLock(tmp_path, "run", stale_after=60).acquire().release()
+
+
+def test_a_heartbeat_far_in_the_future_is_garbage(tmp_path):
+    _holder(tmp_path)
+    _aged(tmp_path / LOCK_NAME, -30)  # a little skew between hosts' clocks: a live holder
+    with pytest.raises(DirectoryLockedError):
+        DirectoryLock(tmp_path, "run", stale_after=60).acquire()
+    _aged(tmp_path / LOCK_NAME, -3600)
+    lock = DirectoryLock(tmp_path, "run", stale_after=60).acquire()
+    assert "in the future" in lock.took_over["reason"]
+    lock.release()
