@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from dinosae.config.base import check_fields
+from dinosae.config.base import check_fields, check_range
 
 # Pixel conventions at the model's edges. Callers always pass and get images in [0, 1]; these say
 # what the stem sees and what the decoder's last convolution predicts.
@@ -77,6 +77,8 @@ class DecoderConfig:
             raise ValueError(f"unknown decoder blocks {sorted(unknown)}; choose 'res' or 'vit'")
         if 0 in self.depths[1:]:
             raise ValueError(f"only the first decoder stage may have depth 0, got depths {self.depths}")
+        check_range(self, 1, 1 << 16, "widths", "head_dim")
+        check_range(self, 0, 256, "depths")
         if self.upsample_shortcut not in SHORTCUTS:
             raise ValueError(f"unknown decoder upsample_shortcut {self.upsample_shortcut!r}; choose one of "
                              f"{SHORTCUTS}")
@@ -117,6 +119,9 @@ class AEConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        check_range(self, 16, 8192, "image_size")
+        check_range(self, 1, 256, "vit_depth")  # a ViT of no block would "train" on its patch embedding alone
+        check_range(self, 0, 255, "disc_depths")
         if self.image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16, got {self.image_size}")
         if self.pixel_input not in PIXEL_INPUTS:

@@ -114,6 +114,24 @@ def check_at_least(config: Any, minimum: int, *names: str) -> None:
             raise ConfigError(f"{name}: must be at least {minimum}, got {getattr(config, name)}")
 
 
+def check_range(config: Any, low: int, high: int, *names: str) -> None:
+    """Refuse integer fields (or the items of tuple fields) outside ``[low, high]``, naming each: sizes beyond
+    any model's, from a hostile or mistyped file, would allocate terabytes before anything else failed.
+
+    Example:
+        >>> from dinosae.config import DiTConfig
+        >>> DiTConfig(grid_size=100_000)
+        Traceback (most recent call last):
+        ...
+        dinosae.config.base.ConfigError: grid_size: must lie in [1, 1024], got 100000
+    """
+    for name in names:
+        value = getattr(config, name)
+        for item in value if isinstance(value, tuple) else (value,):
+            if item is not None and not low <= item <= high:
+                raise ConfigError(f"{name}: must lie in [{low}, {high}], got {item}")
+
+
 @functools.cache
 def _field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
@@ -247,16 +265,49 @@ def read_overrides(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _parse(path: Path) -> Any:
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
+# A config file is a few dozen fields: these bounds refuse what no config is (a deep or huge structure, a YAML
+# "billion laughs" of aliases) before it costs minutes and gigabytes.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_DEPTH = 16
 
-        syntax, errors = "YAML", (yaml.YAMLError, UnicodeDecodeError)
-        load = yaml.safe_load
-    else:
-        syntax, errors, load = "JSON", (ValueError,), json.loads
+
+def _parse(path: Path) -> Any:
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {str(path)!r} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a config")
+    yaml_file = path.suffix.lower() in (".yaml", ".yml")
     try:
-        return load(path.read_text())
-    except errors as error:
-        reason = " ".join(str(error).split())
-        raise ConfigError(f"config file {str(path)!r} is not valid {syntax}: {reason}") from error
+        text = path.read_text()
+        data = _load_yaml(text) if yaml_file else json.loads(text)
+    except RecursionError as error:
+        raise ConfigError(f"config file {str(path)!r} nests deeper than {MAX_CONFIG_DEPTH} levels") from error
+    except ConfigError as error:
+        raise ConfigError(f"config file {str(path)!r}: {error}") from error
+    except Exception as error:  # yaml.YAMLError, ValueError (JSON), UnicodeDecodeError: the file's syntax
+        reason = " ".join(str(error).split())[:300]
+        raise ConfigError(f"config file {str(path)!r} is not valid {'YAML' if yaml_file else 'JSON'}: {reason}") from error
+    _check_depth(data, str(path))
+    return data
+
+
+def _load_yaml(text: str) -> Any:
+    """YAML's safe subset without anchors and aliases: no config needs them, and aliases nested in aliases
+    expand exponentially."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.events.AliasEvent) or getattr(self.peek_event(), "anchor", None):
+                raise ConfigError("YAML anchors and aliases (& and *) are not allowed in a config")
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=Loader)
+
+
+def _check_depth(data: Any, where: str) -> None:
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"config file {where!r} nests deeper than {MAX_CONFIG_DEPTH} levels")
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack.extend((child, depth + 1) for child in children)

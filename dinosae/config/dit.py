@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from dinosae.config.base import check_fields
+from dinosae.config.base import check_fields, check_range
 
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
@@ -53,9 +53,9 @@ class DiTConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        for name in ("hidden_size", "depth", "num_heads", "in_dim", "grid_size", "num_classes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_range(self, 1, 1 << 16, "hidden_size", "num_heads", "in_dim")
+        check_range(self, 1, 1024, "depth", "grid_size")
+        check_range(self, 1, 10_000_000, "num_classes")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
         # the sin-cos table splits channels into 2 axes x (sin, cos); RoPE splits each head into 2 axes x pairs

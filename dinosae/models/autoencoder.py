@@ -16,7 +16,7 @@ from dinosae.io.checkpoint import CheckpointError
 from dinosae.models.decoder import Decoder
 from dinosae.models.encoder import DinoSphericalEncoder
 from dinosae.models.hub import PretrainedMixin
-from dinosae.models.record import VIT_PREFIX, ModelRecord, load_record_weights
+from dinosae.models.record import VIT_PREFIX, ModelRecord, check_fits, load_record_weights
 from dinosae.models.vit import RandomTeacherWarning, family_name, load_vit_state
 
 logger = logging.getLogger(__name__)
@@ -119,6 +119,9 @@ class SphericalAutoencoder(PretrainedMixin, nn.Module):
         """
         given = None if teacher_weights is None else str(teacher_weights)
         teacher, weights = record.teacher, dict(record.weights)
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore", RandomTeacherWarning)
+            check_fits(cls(record.config), weights, record.source)
         has_vit = record.vit_in_weights
         if not has_vit:
             file = given or teacher.file

@@ -33,7 +33,7 @@ from dinosae.flow.manifolds import make_manifold
 from dinosae.flow.names import PREDICTIONS, check_name
 from dinosae.config.dit import DiTConfig
 from dinosae.models.hub import PretrainedMixin
-from dinosae.models.record import ModelRecord, load_record_weights
+from dinosae.models.record import ModelRecord, check_fits, load_record_weights
 
 __all__ = ["DiT"]
 
@@ -376,6 +376,8 @@ class DiT(PretrainedMixin, nn.Module):
     @classmethod
     def from_record(cls, record: ModelRecord, teacher_weights: None = None) -> DiT:
         """The DiT a file holds (``dinosae.models.record``), in the dtypes of its weights."""
+        with torch.device("meta"):
+            check_fits(cls(record.config), record.weights, record.source)
         model = cls(record.config)
         load_record_weights(model, record.weights, record.source)
         return model

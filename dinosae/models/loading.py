@@ -139,12 +139,15 @@ def build_model(record: ModelRecord, teacher_weights: str | os.PathLike | None =
 
 
 def load_model(source: str | os.PathLike, *, kind: str | None = None, teacher_weights: str | os.PathLike | None = None,
-               use_ema: bool = True, device: str | torch.device = "cpu", revision: str | None = None) -> nn.Module:
+               use_ema: bool = True, device: str | torch.device = "cpu", revision: str | None = None,
+               dtype: torch.dtype | None = torch.float32) -> nn.Module:
     """The trained model in a run directory, checkpoint, exported folder, official file or Hub repo, in eval mode.
 
     ``kind`` (``"autoencoder"`` or ``"dit"``) refuses a file of the other kind. EMA weights are used where
     a run has them (``use_ema``); ``teacher_weights`` is an autoencoder's teacher file, which overrides
-    the one a run or folder names (see ``SphericalAutoencoder.from_record``).
+    the one a run or folder names (see ``SphericalAutoencoder.from_record``). The model computes in
+    ``dtype``, float32 by default as every command does (a folder saved in bfloat16 or float64, or in mixed
+    dtypes, is converted); None keeps every tensor as it was saved (``from_pretrained`` does).
 
     Example:
         >>> import tempfile, dinosae
@@ -158,4 +161,5 @@ def load_model(source: str | os.PathLike, *, kind: str | None = None, teacher_we
         dinosae.io.checkpoint.CheckpointError: '...' holds a DiT, not an autoencoder
     """
     record = read_model(source, kind=kind, use_ema=use_ema, revision=revision)
-    return build_model(record, teacher_weights).to(device).eval()
+    model = build_model(record, teacher_weights)
+    return (model if dtype is None else model.to(dtype)).to(device).eval()

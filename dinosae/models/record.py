@@ -119,6 +119,27 @@ def named(kind: str) -> str:
     return {AUTOENCODER: "an autoencoder", DIT: "a DiT"}.get(kind, repr(kind))
 
 
+def check_fits(probe: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse ``weights`` that ``probe`` (the model their config asks for, built on the meta device, so that
+    nothing is allocated) has no place for, or a place of another shape: a config that does not match its
+    weights (a hand edit, a hostile folder asking for a model of terabytes) is one line, before the model
+    is built for real.
+
+    Example:
+        >>> check_fits(nn.Linear(2, 3, device="meta"), {"weight": torch.ones(3, 4)}, "a.safetensors")
+        Traceback (most recent call last):
+        ...
+        dinosae.io.checkpoint.CheckpointError: a.safetensors does not fit its config: weight is (3, 4) in the file, (3, 2) in the model
+    """
+    expected = probe.state_dict()
+    for name, tensor in weights.items():
+        if name not in expected:
+            raise CheckpointError(f"{source} does not fit its config: the model has no weight {name!r}")
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise CheckpointError(f"{source} does not fit its config: {name} is {tuple(tensor.shape)} in the file, "
+                                  f"{tuple(expected[name].shape)} in the model")
+
+
 def load_record_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str,
                         optional: tuple[str, ...] = ()) -> None:
     """Load ``weights`` into ``model`` bit for bit, in the dtypes they were saved in: every key the model

@@ -58,6 +58,8 @@ def create_vit(name: str, image_size: int, weights: str | os.PathLike | None = N
         (192, 2, False)
     """
     overrides = {} if depth is None else {"depth": depth}
+    if not timm.is_model(name):
+        raise ValueError(f"{name!r} is not a timm model; the frozen encoder is a timm ViT (see dinosae.list_models())")
 
     def build(size: int) -> nn.Module:
         return timm.create_model(name, pretrained=False, img_size=size, num_classes=0, dynamic_img_size=True,

@@ -69,3 +69,33 @@ def test_a_json_file_with_bad_syntax_is_named(tmp_path):
     path.write_text('{"train": {"lr": 1e-4,}}')
     with pytest.raises(ConfigError, match="config.json' is not valid JSON"):
         read_overrides(path)
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("laughs.yaml", "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                    "train:\n  lr: [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n", "anchors and aliases"),
+    ("deep.json", '{"train": {"lr": ' + "[" * 100_000 + "]" * 100_000 + "}}", "nests deeper than 16 levels"),
+    ("deep.yaml", "train:\n  lr: " + "[" * 2_000 + "]" * 2_000 + "\n", "nests deeper than 16 levels"),
+    ("huge.json", '{"train": {"lr": "' + "x" * (2 << 20) + '"}}', "larger than 1 MiB"),
+])
+def test_config_files_beyond_any_configs_size_are_one_line(tmp_path, name, text, message):
+    import time
+
+    path = tmp_path / name
+    path.write_text(text)
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=message) as error:
+        read_overrides(path)
+    assert "\n" not in str(error.value) and len(str(error.value)) < 400
+    assert time.perf_counter() - start < 10  # the billion laughs took 54 s and 3.2 GB before
+
+
+@pytest.mark.parametrize("cls, fields, message", [
+    (AEConfig, dict(vit_depth=0), r"vit_depth: must lie in \[1, 256\], got 0"),
+    (AEConfig, dict(image_size=16 * 4096), r"image_size: must lie in \[16, 8192\]"),
+    (DiTConfig, dict(depth=1 << 20), r"depth: must lie in \[1, 1024\]"),
+    (DiTConfig, dict(num_classes=0), r"num_classes: must lie in \[1, 10000000\]"),
+])
+def test_sizes_beyond_any_models_are_refused(cls, fields, message):
+    with pytest.raises(ConfigError, match=message):
+        cls(**fields)

@@ -88,15 +88,18 @@ def test_a_dit_round_trips_bit_for_bit_in_its_dtype(tmp_path, dtype):
     with torch.no_grad():
         out, again = dit(*_dit_inputs(dtype)), loaded(*_dit_inputs(dtype))
     assert out.abs().max() > 0 and torch.equal(out, again)
-    for load in (load_model, lambda path: load_model(path, kind="dit")):  # what every command calls
+    for load in (load_model, lambda path: load_model(path, kind="dit")):  # what every command calls: float32
+        model = load(folder)
+        assert {p.dtype for p in model.parameters()} == {torch.float32}
         with torch.no_grad():
-            assert torch.equal(load(folder)(*_dit_inputs(dtype)), out)
+            assert torch.equal(load_model(folder, dtype=None)(*_dit_inputs(dtype)), out)
+            assert torch.equal(model(*_dit_inputs(torch.float32)), dit.float()(*_dit_inputs(torch.float32)))
 
 
 def test_mixed_dtypes_are_kept_tensor_by_tensor(tmp_path):
     dit = _small_dit()
     dit.final_layer.to(torch.float64)
-    loaded = load_model(dit.save_pretrained(tmp_path / "dit"))
+    loaded = load_model(dit.save_pretrained(tmp_path / "dit"), dtype=None)
     _same_state(dit, loaded)
 
 

@@ -147,3 +147,54 @@ def test_a_checkpoints_load_never_calls_back_up_the_layers(tmp_path):
         finally:
             sys.setprofile(None)
     assert climbs == []
+
+
+def _edit_config(folder: Path, **fields) -> None:
+    import json
+
+    saved = json.loads((folder / "config.json").read_text())
+    for path, value in fields.items():
+        node = saved["config"]
+        *parents, leaf = path.split("__")
+        for name in parents:
+            node = node[name]
+        node[leaf] = value
+    (folder / "config.json").write_text(json.dumps(saved))
+
+
+@pytest.mark.parametrize("kind, fields, message", [
+    ("dit", dict(hidden_size=1 << 20), r"hidden_size: must lie in \[1, 65536\]"),
+    ("dit", dict(grid_size=100_000), r"grid_size: must lie in \[1, 1024\]"),
+    ("dit", dict(hidden_size=64, num_heads=4), r"does not fit its config: .* in the file, .* in the model"),
+    ("ae", dict(decoder__widths=[16, 32, 64, 128, 1 << 20]), r"widths: must lie in \[1, 65536\]"),
+    ("ae", dict(decoder__head_dim=0), r"head_dim: must lie in \[1, 65536\]"),
+    ("ae", dict(decoder__widths=[16, 32, -64, 128, 128]), "widths: must lie in"),
+    ("ae", dict(vit_depth=-1), r"vit_depth: must lie in \[1, 256\]"),
+    ("ae", dict(vit_depth=0), r"vit_depth: must lie in \[1, 256\]"),
+    ("ae", dict(vit="vit_giant_unknown"), "is not a timm model"),
+    ("ae", dict(decoder__widths=[16, 32, 64, 128, 256]), "does not fit its config"),
+])
+def test_a_folder_config_is_checked_against_its_weights_before_anything_is_allocated(tmp_path, kind, fields, message):
+    model = _ae() if kind == "ae" else dinosae.create_model("dit-tiny", in_dim=8, grid_size=2, num_classes=3,
+                                                             hidden_size=32, depth=1, num_heads=2)
+    folder = model.save_pretrained(tmp_path / "folder")
+    _edit_config(folder, **fields)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomTeacherWarning)
+        with pytest.raises((CheckpointError, ValueError), match=message) as error:
+            load_model(folder)
+    assert "\n" not in str(error.value)
+
+
+def test_commands_compute_in_float32_whatever_dtypes_a_folder_holds(tmp_path):
+    dit = dinosae.create_model("dit-tiny", in_dim=8, grid_size=2, num_classes=3, hidden_size=32, depth=1, num_heads=2)
+    for name, model in (("f64", dit.double()), ("mixed", dit.float().to(torch.float32))):
+        if name == "mixed":
+            model.final_layer.to(torch.bfloat16)
+        folder = model.save_pretrained(tmp_path / name)
+        loaded = load_model(folder)
+        assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+        from dinosae.pipelines.sample import generate_latents
+
+        latents = generate_latents(loaded, torch.tensor([0, 1]), steps=2)
+        assert latents.dtype == torch.float32 and torch.isfinite(latents).all()
