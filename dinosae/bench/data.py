@@ -149,6 +149,9 @@ def loader_rates(root: str | os.PathLike, *, image_size: int = 256, batch_size: 
     dataset = ImageDataset(root, image_size, dtype=torch.uint8)
     if not dataset.classes:
         raise DataError(f"{str(root)!r} is a flat folder; torchvision's ImageFolder needs class sub-folders")
+    if batch_size > len(dataset):
+        raise DataError(f"a batch of {batch_size} is more than the {len(dataset)} images of {str(root)!r}: every "
+                        "epoch would end before its first full batch")
     pil = transforms.Compose([transforms.Resize(image_size, transforms.InterpolationMode.BICUBIC),
                               transforms.CenterCrop(image_size), transforms.RandomHorizontalFlip(),
                               transforms.ToTensor()])

@@ -34,7 +34,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from dinosae.bench.accounting import SavedBytes, fake_modules, storage_key
-from dinosae.bench.trainer_steps import MemoryCase, Tracer
+from dinosae.bench.trainer_steps import MAX_BATCH, MemoryCase, Tracer
 from dinosae.config import AETrainConfig, model_config
 from dinosae.models.autoencoder import SphericalAutoencoder
 from dinosae.models.vit import RandomTeacherWarning
@@ -42,7 +42,6 @@ from dinosae.train import autoencoder as ae_trainer
 from dinosae.train.losses import l1_loss
 
 GIB = 1 << 30
-_LARGEST_BATCH = 1 << 14
 
 
 @dataclass
@@ -128,7 +127,7 @@ def _largest_batch(total_at: Callable[[int], int], budget: int) -> int:
     high, high_total = None, 0
     while high is None or high - low > 1:
         if high is None:
-            batch = min(_LARGEST_BATCH, low + max(1, (budget - low_total) // slope))
+            batch = min(MAX_BATCH, low + max(1, (budget - low_total) // slope))
             if batch == low:
                 return low
         else:

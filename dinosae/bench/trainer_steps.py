@@ -44,6 +44,8 @@ KINDS = ("ae", "dit")
 # DINO-SAE's release, ViT-L's 1024 for HAE).
 LATENT_DIMS = {"dino-sae": 768, "hae": 1024}
 RESERVE_GIB = 2.0
+# No GPU holds a larger per-GPU batch of these models; the largest-batch search stops there too.
+MAX_BATCH = 1 << 14
 _STEPS = 1000  # the traced step is the last of a run this long: GAN on, latent noise at its full bound
 
 @dataclass(frozen=True)
@@ -80,9 +82,9 @@ class MemoryCase:
             raise ValueError(f"unknown {self.kind} preset {self.preset!r}; choose one of {list(presets)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
-        if self.batch < 1 or self.image_size < 16 or self.image_size % 16:
-            raise ValueError(f"batch must be >= 1 and image size a multiple of 16, got {self.batch} and "
-                             f"{self.image_size}")
+        if not 1 <= self.batch <= MAX_BATCH or self.image_size < 16 or self.image_size % 16:
+            raise ValueError(f"batch must be in [1, {MAX_BATCH}] and image size a multiple of 16, got {self.batch} "
+                             f"and {self.image_size}")
         if self.reserve_gib < 0:
             raise ValueError(f"reserve must be >= 0 GiB, got {self.reserve_gib}")
         self.run()  # the recipe's and the stage's own checks, before any model is built

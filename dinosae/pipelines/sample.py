@@ -68,27 +68,29 @@ def sample_generator(seed: int, index: int, stream: int = _NOISE) -> torch.Gener
 
 
 def class_labels(num: int, num_classes: int, classes: Sequence[int] | None = None, mode: str = "equal",
-                 seed: int = 0) -> torch.Tensor:
-    """``num`` labels from ``classes`` (all classes when None).
+                 seed: int = 0, start: int = 0) -> torch.Tensor:
+    """The labels of samples ``start .. start + num - 1``, from ``classes`` (all classes when None): sample
+    ``i``'s label depends on ``i`` alone, so a shard's labels need no list of every sample's.
 
     ``"equal"`` cycles through them, so each gets an equal share (the usual
     ImageNet protocol, 50 per class of 50,000); ``"random"`` draws sample ``i``'s
     label from ``(seed, i)``.
 
     Example:
-        >>> class_labels(5, 3).tolist(), class_labels(3, 10, [7]).tolist()
-        ([0, 1, 2, 0, 1], [7, 7, 7])
-        >>> bool(torch.equal(class_labels(6, 4, mode="random")[:3], class_labels(3, 4, mode="random")))
+        >>> class_labels(5, 3).tolist(), class_labels(3, 10, [7]).tolist(), class_labels(2, 3, start=4).tolist()
+        ([0, 1, 2, 0, 1], [7, 7, 7], [1, 2])
+        >>> bool(torch.equal(class_labels(6, 4, mode="random")[3:], class_labels(3, 4, mode="random", start=3)))
         True
     """
     chosen = list(range(num_classes)) if not classes else list(classes)
     bad = [c for c in chosen if not 0 <= c < num_classes]
     if bad:
         raise ValueError(f"classes {bad} are outside [0, {num_classes})")
+    indices = range(start, start + num)
     if mode == "equal":
-        picks = [i % len(chosen) for i in range(num)]
+        picks = [i % len(chosen) for i in indices]
     elif mode == "random":
-        picks = [int(torch.randint(len(chosen), (), generator=sample_generator(seed, i, _LABEL))) for i in range(num)]
+        picks = [int(torch.randint(len(chosen), (), generator=sample_generator(seed, i, _LABEL))) for i in indices]
     else:
         raise ValueError(f"label mode must be one of {LABEL_MODES}, got {mode!r}")
     return torch.tensor([chosen[p] for p in picks], dtype=torch.long)
@@ -204,6 +206,9 @@ def write_samples(out: str | os.PathLike, images: np.ndarray, labels: torch.Tens
 # ---------------------------------------------------------------- the sharded job
 
 SHARDS = "shards"
+# Bounds on what a protocol may ask: beyond them a request is a typo, and would allocate before it fails.
+MAX_STEPS = 100_000
+MAX_SHARDS = 1_000_000
 
 
 class SampleRunError(ValueError):
@@ -234,6 +239,18 @@ class SampleProtocol:
     shard_size: int = 1024
     batch_size: int = 32
     precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("num", "steps", "shard_size", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.steps > MAX_STEPS:
+            raise ValueError(f"steps must be at most {MAX_STEPS:,} (a solver's time grid is held whole), got "
+                             f"{self.steps:,}")
+        shards = -(-self.num // self.shard_size)
+        if shards > MAX_SHARDS:
+            raise ValueError(f"{self.num:,} samples in shards of {self.shard_size} make {shards:,} shards, more "
+                             f"than {MAX_SHARDS:,}: pass a larger --shard-size")
 
     def shard_ranges(self, shard_size: int | None = None) -> list[range]:
         size = shard_size or self.shard_size
@@ -274,7 +291,7 @@ def _sample(out: Path, protocol: SampleProtocol, env: DistEnv, teacher_weights: 
     check_pair(ae, dit)
     # An exported folder without its training config samples with the default shift of today's config.
     shift = sampling_shift(dit, record.meta.get("train_config", {}), protocol.shift)
-    labels = class_labels(protocol.num, dit.config.num_classes, protocol.classes, protocol.labels, protocol.seed)
+    class_labels(1, dit.config.num_classes, protocol.classes, protocol.labels, protocol.seed)  # the classes exist
     class_names = record.meta.get("classes", [])
     ranges = protocol.shard_ranges()
     mine = shards_to_do(env, len(ranges), lambda i: shards_dir / _shard_name(i),
@@ -283,9 +300,11 @@ def _sample(out: Path, protocol: SampleProtocol, env: DistEnv, teacher_weights: 
                    guidance_interval=protocol.guidance_interval, shift=shift, precision=protocol.precision)
     for shard in tqdm(mine, unit="shard", disable=not (progress and env.is_main)):
         indices = ranges[shard]
-        images = generate_images(ae, dit, labels[indices.start:indices.stop], indices=indices,
+        labels = class_labels(len(indices), dit.config.num_classes, protocol.classes, protocol.labels,
+                              protocol.seed, start=indices.start)
+        images = generate_images(ae, dit, labels, indices=indices,
                                  batch_size=protocol.batch_size, seed=protocol.seed, progress=False, **sampler)
-        shard_labels = labels[indices.start:indices.stop].numpy()
+        shard_labels = labels.numpy()
         if png:
             write_pngs(out / "images", images, shard_labels.tolist(), indices, class_names)
         write_atomic(shards_dir / _shard_name(shard), lambda tmp: np.savez(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dinosae.io.checkpoint import CHECKPOINTS, EMA_FILE, CheckpointError, read_checkpoint_meta, resolve_checkpoint
+from dinosae.io.lock import LOCK_NAME, DirectoryLock
 from dinosae.models.card import model_card
 from dinosae.models.loading import build_model, read_model
 from dinosae.train.runlog import read_metrics
@@ -67,12 +68,16 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, *, use_ema: bool 
 
 def _check_out(out: Path, force: bool, sources: list[Path]) -> None:
     """Refuse ``out`` before any model is built: a non-empty folder without ``force``, and, even with it, a
-    folder whose replacement would delete what is being exported."""
+    folder that a live job holds (its lock), or whose replacement would delete what is being exported."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{str(out)!r} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not force:
             raise FileExistsError(f"{str(out)!r} is not empty; pass --force to replace it")
+        if (out / LOCK_NAME).exists() or (out / LOCK_NAME).is_symlink():
+            # --force replaces a folder, never one that a live job writes: its lock says so (or is stale).
+            with DirectoryLock(out, "the folder to replace"):
+                pass
         resolved = out.resolve()
         for source in sources:
             source = source.resolve()

@@ -7,8 +7,11 @@ device every step would stall it. The ranks instead share their flags through
 a gloo group on the CPU: the all-reduce of step ``s`` starts when ``s`` ends
 and is read when ``s + 1`` ends, so every rank stops after ``s + 1`` (one
 step after the first signal) and the device never waits. A single process
-stops after the step it is in. A second signal stops the process at once.
-Data-loader workers ignore these signals: only the main process decides.
+stops after the step it is in. A second signal stops the process at once,
+unless the run is already writing its last checkpoint: then the write
+finishes and the exit code is still ``PREEMPTED_EXIT_CODE``, so that a requeue
+script that sees it continues the run. Data-loader workers ignore these
+signals: only the main process decides.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class PreemptionWatch:
     def __init__(self, env: DistEnv) -> None:
         self.env = env
         self.signal_name: str | None = None
+        self.finishing = False  # the stop is decided and the last checkpoint is being written
         self._previous: dict[int, Any] = {}
         self._pending: tuple[Any, torch.Tensor] | None = None
         self._group = None
@@ -72,7 +76,9 @@ class PreemptionWatch:
         return self
 
     def _caught(self, number: int, frame: Any) -> None:
-        if self.signal_name is not None:  # the second signal: stop now
+        if self.signal_name is not None:  # the second signal: stop now, unless the last checkpoint is being written
+            if self.finishing:
+                return
             self._restore()
             os.kill(os.getpid(), number)
             return
@@ -82,6 +88,7 @@ class PreemptionWatch:
         """Whether every rank stops after this step (collective in a distributed run: call it on every rank)."""
         mine = self.signal_name is not None
         if self._group is None:
+            self.finishing = mine
             return mine
         decided = False
         if self._pending is not None:
@@ -92,6 +99,7 @@ class PreemptionWatch:
         self._pending = (dist.all_reduce(flags, group=self._group, async_op=True), flags)
         if decided and self.signal_name is None:
             self.signal_name = "a stop signal (on another rank)"
+        self.finishing = decided
         return decided
 
     def _restore(self) -> None:

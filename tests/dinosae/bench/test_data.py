@@ -55,3 +55,13 @@ def test_only_the_timed_loader_has_workers(tmp_path, monkeypatch):
     assert workers_while_timed == [1, 1, 1, 1]
     assert multiprocessing.active_children() == []
     assert all(rate > 0 for rate in rates.images_per_s.values()) and rates.settings["warmup"] == 3
+
+
+def test_a_batch_larger_than_the_folder_is_one_line_not_an_endless_loop(tmp_path):
+    for index in range(4):
+        path = tmp_path / f"class_{index % 2}" / f"{index}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.new("RGB", (20, 20)).save(path)
+    result = CliRunner().invoke(main, ["bench", "data", "--data", str(tmp_path), "--image-size", "16",
+                                       "--batch-size", "64", "--workers", "0"])
+    assert result.exit_code != 0 and "a batch of 64 is more than the 4 images" in result.output

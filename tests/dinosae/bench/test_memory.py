@@ -90,6 +90,7 @@ def test_cli_prints_a_table_and_json():
     (["--recipe", "hae", "--stage", "3"], "the hae recipe has no autoencoder stage 3 (its stages: [1, 2])"),
     (["--preset", "tiny", "--image-size", "100"], "multiple of 16"),
     (["--batch-size", "0"], "batch-size"),
+    (["--preset", "tiny", "--batch-size", "1000000000"], "batch must be in [1, 16384]"),
 ])
 def test_bad_input_is_a_one_line_error(args, message):
     with warnings.catch_warnings():

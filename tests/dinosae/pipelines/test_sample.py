@@ -185,3 +185,27 @@ def test_an_unknown_precision_is_refused(pair):
     ae, dit = pair
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         generate_images(ae, dit, class_labels(1, 3), steps=1, precision="fp8", progress=False)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(num=10**9, shard_size=4), "make 250,000,000 shards, more than 1,000,000: pass a larger --shard-size"),
+    (dict(num=10, steps=10**9), "steps must be at most 100,000"),
+    (dict(num=0), "num must be at least 1"),
+])
+def test_requests_that_would_allocate_before_failing_are_refused_up_front(fields, message):
+    import time
+
+    from dinosae.pipelines.sample import SampleProtocol
+
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=message):
+        SampleProtocol(ae="ae", dit="dit", **fields)
+    assert time.perf_counter() - start < 1
+
+
+def test_a_billion_samples_need_no_list_of_a_billion_labels():
+    from dinosae.pipelines.sample import class_labels
+
+    tail = class_labels(3, 1000, start=10**9 - 3, mode="random", seed=1)
+    assert tail.shape == (3,) and torch.equal(tail, class_labels(3, 1000, start=10**9 - 3, mode="random", seed=1))
+    assert class_labels(2, 1000, start=10**9).tolist() == [0, 1]

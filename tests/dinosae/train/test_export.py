@@ -88,3 +88,25 @@ def test_the_stage_history_follows_each_init_and_keeps_what_it_cannot_read(tmp_p
     release = tmp_path / "release.pth"
     torch.save({"w": torch.ones(1)}, release)
     assert stage_history({"stage": 3, "init": str(release)})[0] == {"official": str(release)}
+
+
+def test_force_never_replaces_a_folder_that_a_live_job_writes(models, tmp_path):
+    from dinosae.io.lock import DirectoryLock, DirectoryLockedError
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "notes.txt").write_text("a run's")
+    with DirectoryLock(out, "run"):
+        with pytest.raises(DirectoryLockedError, match="is being written by pid"):
+            export_run(models / "dit", out, force=True)
+        assert (out / "notes.txt").read_text() == "a run's"
+    export_run(models / "dit", out, force=True)  # the job has ended: --force replaces the folder
+    assert not (out / "notes.txt").exists()
+
+
+def test_a_random_teacher_run_exported_with_a_teacher_file_is_refused(models, tmp_path):
+    with pytest.raises(CheckpointError, match="trained with a random ViT"):
+        export_run(models / "ae", tmp_path / "out", teacher_weights=tmp_path / "dinov3.pth")
+    assert not (tmp_path / "out").exists()
+    card = (export_run(models / "ae", tmp_path / "plain") / "README.md").read_text()
+    assert "**The teacher was random.**" in card

@@ -95,3 +95,45 @@ def test_a_signal_to_one_srun_task_stops_every_rank_after_the_same_step(tmp_path
         _, err = task.communicate(timeout=240)
         assert task.returncode == 0, err[-3000:]
     _assert_same_run(tmp_path / "straight", tmp_path / "run")
+
+
+SECOND_SIGNAL = """
+import os, signal, sys
+from dinosae.runtime import init_distributed
+from dinosae.train.preemption import PreemptionWatch
+
+with PreemptionWatch(init_distributed("cpu")) as watch:
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert watch.should_stop()  # the stop is decided: the last checkpoint is being written
+    os.kill(os.getpid(), signal.SIGTERM)  # a second signal 300 ms later, during the write
+    print("the checkpoint was written", flush=True)
+sys.exit(75)
+"""
+
+
+def test_a_second_signal_during_the_last_checkpoint_still_exits_75():
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", SECOND_SIGNAL], capture_output=True, text=True, timeout=120)
+    assert result.returncode == PREEMPTED_EXIT_CODE, result.stderr[-2000:]
+    assert "the checkpoint was written" in result.stdout
+
+
+MID_STEP = """
+import os, signal, time
+from dinosae.runtime import init_distributed
+from dinosae.train.preemption import PreemptionWatch
+
+with PreemptionWatch(init_distributed("cpu")) as watch:
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGTERM)  # twice before the step ends: stop at once, no checkpoint
+    time.sleep(5)
+print("not reached")
+"""
+
+
+def test_a_second_signal_before_the_stop_is_decided_stops_at_once():
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", MID_STEP], capture_output=True, text=True, timeout=120)
+    assert result.returncode == -signal.SIGTERM and "not reached" not in result.stdout
