@@ -100,3 +100,18 @@ class VMFMixture:
         component = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         x = sphere_ops.random_vmf(self.means[component], self.kappa[component], generator)
         return x, self.labels[component]
+
+    def sample_labels(self, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Points (n, N, D) of the given class ``labels`` (n,): each from a component of its class, drawn by
+        the components' weights within the class.
+
+        Example:
+            >>> mixture = VMFMixture.random(3, tokens=2, dim=4, kappa=5.0)
+            >>> mixture.sample_labels(torch.tensor([2, 0]), torch.Generator().manual_seed(0)).shape
+            torch.Size([2, 2, 4])
+        """
+        if labels.ndim != 1 or (labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < self.num_classes):
+            raise ValueError(f"labels must be a vector of classes in [0, {self.num_classes}), got {labels}")
+        within = (self.labels[None, :] == labels[:, None]).to(self.weights.dtype) * self.weights[None, :]
+        component = torch.multinomial(within, 1, generator=generator)[:, 0]
+        return sphere_ops.random_vmf(self.means[component], self.kappa[component], generator)

@@ -8,7 +8,10 @@
 
 The floor is the distance between an independent sample of the same size and
 the held-out set (fresh mixture samples, or training latents), what a perfect
-generator scores.
+generator scores. Generators are judged with the held-out labels, so the vMF
+floor's sample has them too: with fresh labels the floor also holds the noise
+of the class counts (0.0067 against 0.0043 at the defaults), which no
+class-conditional sampler pays.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ def vmf_problem(*, components: int = 8, tokens: int = 4, dim: int = 32, kappa: f
     generator = torch.Generator().manual_seed(seed)
     mixture = VMFMixture.random(components, tokens, dim, kappa=kappa, generator=generator)
     x, y = mixture.sample(heldout, generator)
-    floor = sliced_wasserstein(mixture.sample(heldout, generator)[0], x, generator=seeded(seed + PROJECTION_SEED))
+    floor = sliced_wasserstein(mixture.sample_labels(y, generator), x, generator=seeded(seed + PROJECTION_SEED))
     info = {"components": components, "tokens": tokens, "dim": dim, "kappa": kappa, "heldout": heldout}
     return Problem("vmf", mixture.sample, x, y, mixture.num_classes, floor.item(), info)
 
