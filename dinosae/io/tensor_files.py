@@ -10,7 +10,7 @@ import mmap
 import os
 import struct
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,12 @@ class TruncatedFile(ValueError):
 @dataclass(frozen=True)
 class Header:
     """A safetensors file's layout: its tensors' entries (dtype, shape, data offsets), where their data
-    starts, and whether the file is as long as they say."""
+    starts, whether the file is as long as they say, and its string metadata."""
 
     tensors: dict[str, dict[str, Any]]
     data_start: int
     complete: bool
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 # A header larger than this is not a weights file's (ViT-7B's has about 200 KB).
@@ -75,7 +76,10 @@ def read_header(path: str | os.PathLike) -> Header:
         if begin < end:
             raise ValueError(f"{str(path)!r}: tensors {name!r} and {after!r} overlap")
     end = spans[-1][0][1] if spans else 0
-    return Header(tensors, 8 + header_size, 8 + header_size + end == size)
+    metadata = entries.get("__metadata__") or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise ValueError(f"{str(path)!r} has metadata that is not a mapping of strings")
+    return Header(tensors, 8 + header_size, 8 + header_size + end == size, metadata)
 
 
 def _checked_span(path: str | os.PathLike, name: str, info: Any) -> tuple[int, int]:

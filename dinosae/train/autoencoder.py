@@ -31,6 +31,7 @@ from dinosae.models.autoencoder import SphericalAutoencoder
 from dinosae.models.discriminator import DinoDiscriminator
 from dinosae.runtime import DistEnv, autocast, init_distributed, shutdown, use_tf32
 from dinosae.train.ema import EMA
+from dinosae.train.phema import power_ema
 from dinosae.train.loop import (TrainState, adamw, batch_loader, checkpoint_to_resume, fit, micro_batches,
                                 optimizer_step, sync_gradients, warn_skipped, wrap_ddp)
 from dinosae.train.resume import continue_run, settle
@@ -209,7 +210,8 @@ def _initial_state(model: SphericalAutoencoder, discriminator: DinoDiscriminator
         modules[DISCRIMINATOR] = discriminator.to(device)
         optimizers["disc_optimizer"] = adamw(discriminator.parameters(), config.disc_lr, config.betas,
                                              config.weight_decay, device)
-    return TrainState(modules, optimizers, EMA(model, config.ema_decay, config.ema_warmup), extra={"skipped": []})
+    return TrainState(modules, optimizers, EMA(model, config.ema_decay, config.ema_warmup), extra={"skipped": []},
+                      phema=power_ema(model, config))
 
 
 class AutoencoderStep:

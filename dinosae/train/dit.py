@@ -25,6 +25,7 @@ from dinosae.models.record import DIT
 from dinosae.models.dit import DiT
 from dinosae.runtime import DistEnv, autocast, init_distributed, shutdown, use_tf32
 from dinosae.train.ema import EMA
+from dinosae.train.phema import power_ema
 from dinosae.train.latent_sources import CachedLatents, OnlineLatents, latents_to_device
 from dinosae.train.loop import (TrainState, adamw, batch_loader, checkpoint_to_resume, fit, micro_batches,
                                 optimizer_step, sync_gradients, warn_skipped, wrap_ddp)
@@ -123,7 +124,7 @@ def _train(run_dir: Path, cache: CachedLatents | OnlineLatents, model_config: Di
     model = DiT(model_config).to(env.device)
     optimizer = adamw(model.parameters(), config.lr, config.betas, config.weight_decay, env.device)
     state = TrainState({"model": model}, {"optimizer": optimizer}, EMA(model, config.ema_decay, config.ema_warmup),
-                       extra={"skipped": []})
+                       extra={"skipped": []}, phema=power_ema(model, config))
     if previous is not None:
         state.restore(previous)
     time_sampler = make_time_sampler(config.time_sampler, training_shift(config.shift, cache.tokens, cache.dim))

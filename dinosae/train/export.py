@@ -18,6 +18,7 @@ from dinosae.io.checkpoint import CHECKPOINTS, EMA_FILE, CheckpointError, read_c
 from dinosae.io.lock import LOCK_NAME, DirectoryLock
 from dinosae.models.card import model_card
 from dinosae.models.loading import build_model, read_model
+from dinosae.train.phema import PHEMA_DIR, PosthocError, load_average, posthoc_average
 from dinosae.train.runlog import read_metrics
 
 __all__ = ["export_run", "stage_history"]
@@ -27,11 +28,14 @@ MAX_HISTORY = 16
 
 
 def export_run(run: str | os.PathLike, out: str | os.PathLike, *, use_ema: bool = True, include_vit: bool = True,
-               teacher_weights: str | os.PathLike | None = None, force: bool = False) -> Path:
+               teacher_weights: str | os.PathLike | None = None, force: bool = False,
+               sigma_rel: float | None = None, phema_step: int | None = None) -> Path:
     """Write the model of ``run`` (a run directory, a checkpoint, or an official release file) to ``out`` as
     ``config.json`` + ``model.safetensors`` + ``README.md``; returns ``out``.
 
-    EMA weights by default (``use_ema=False``: the raw ones). ``include_vit=False`` leaves an
+    EMA weights by default (``use_ema=False``: the raw ones); with ``sigma_rel``, the post-hoc EMA of that
+    relative width at ``phema_step`` (default the run's last snapshot), solved from the run's snapshots
+    (``dinosae.train.phema``). ``include_vit=False`` leaves an
     autoencoder's frozen ViT out (the folder then needs its teacher file); ``teacher_weights`` is the
     file of a run whose recorded one has moved. A non-empty ``out`` is refused unless ``force``.
 
@@ -51,14 +55,21 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, *, use_ema: bool 
     target = record.path
     run_dir = target.parent.parent if not record.released and target.parent.name == CHECKPOINTS else None
     _check_out(out, force, [source, target] + ([run_dir] if run_dir is not None else []))
+    if sigma_rel is not None and run_dir is None:
+        raise PosthocError(f"post-hoc EMA needs a run directory and its {PHEMA_DIR}/ snapshots, not {str(source)!r}")
+    averaged = None if sigma_rel is None else posthoc_average(run_dir, sigma_rel, phema_step)
     model = build_model(record, teacher_weights)
     meta = record.meta
     if record.released:
         weights = meta.get("source", {}).get("weights", "as exported") if "format" in meta else "as released"
+    elif averaged is not None:
+        weights = f"post-hoc EMA, sigma_rel {sigma_rel:g} at step {averaged.step}"
+        load_average(model, averaged)
     else:
         weights = "EMA" if use_ema and (target / EMA_FILE).is_file() else "raw"
     provenance = {"path": str(target.resolve()), "step": meta.get("step"), "weights": weights}
-    kept = {key: meta[key] for key in ("train_config", "classes", "data", "stage") if meta.get(key) is not None}
+    kept = {key: meta[key] for key in ("train_config", "classes", "data", "stage", "distill_config", "distilled")
+            if meta.get(key) is not None}
     card = model_card(model, stage_history(meta), source=provenance,
                       last_metrics=(read_metrics(run_dir) or [None])[-1] if run_dir is not None else None,
                       evaluations=_evaluations(run_dir) if run_dir is not None else {})

@@ -37,11 +37,13 @@ from dinosae.models.loading import split_weights
 from dinosae.models.record import load_weights, saved_weights
 from dinosae.runtime import DistEnv, barrier, mean_across_ranks
 from dinosae.train.ema import EMA
+from dinosae.train.phema import PowerEMA
 from dinosae.train.preemption import PreemptionWatch, RunPreempted, ignore_stop_signals
 from dinosae.train.rng import step_generator
 from dinosae.train.runlog import RunLogger
 
 MAIN = "model"
+PHEMA = "phema"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -57,6 +59,7 @@ class Schedule(Protocol):
     log_every: int
     ckpt_every: int
     keep_last: int
+    phema_every: int
 
 
 @dataclass
@@ -68,8 +71,9 @@ class TrainState:
     saved beside it under ``"<name>."``. ``optimizers`` are saved in the
     checkpoint's training state (``state.safetensors`` + ``state.json``,
     ``dinosae.io.state``) under their names, with ``extra``: small run state
-    such as the images a run has skipped. Training randomness needs no saved
-    state (see ``dinosae.train.rng``).
+    such as the images a run has skipped, and ``phema``: the post-hoc EMA's
+    averages (``dinosae.train.phema``), which :func:`fit` updates after every
+    step. Training randomness needs no saved state (see ``dinosae.train.rng``).
     """
 
     modules: dict[str, nn.Module]
@@ -77,6 +81,7 @@ class TrainState:
     ema: EMA
     step: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    phema: PowerEMA | None = None
 
     @property
     def model(self) -> nn.Module:
@@ -93,6 +98,8 @@ class TrainState:
     def checkpoint(self, meta: dict[str, Any]) -> Checkpoint:
         state = {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()}
         state.update(self.extra, ema_updates=self.ema.updates)
+        if self.phema is not None:
+            state[PHEMA] = self.phema.state_dict()
         return Checkpoint(step=self.step, model=self.weights(), ema=self.ema.state_dict(), state=state, meta=meta)
 
     def restore(self, checkpoint: Checkpoint) -> None:
@@ -104,6 +111,12 @@ class TrainState:
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(checkpoint.state[name])
         self.ema.load_state_dict(checkpoint.ema, checkpoint.state["ema_updates"])
+        if self.phema is not None:
+            if PHEMA in checkpoint.state:
+                self.phema.load_state_dict(checkpoint.state[PHEMA])
+            else:
+                warnings.warn(f"{str(checkpoint.path)!r} holds no post-hoc EMA; its averages start at step "
+                              f"{checkpoint.step}, so they cover only the steps after it", stacklevel=2)
         self.extra.update({k: checkpoint.state[k] for k in self.extra if k in checkpoint.state})
         self.step = checkpoint.step
 
@@ -251,7 +264,9 @@ def fit(run_dir: str | os.PathLike, state: TrainState, step_fn: StepFn, batches:
     averaged over ranks and logged with ``log_extra()``'s; every
     ``image_every`` steps ``preview()``'s originals and reconstructions are
     saved as a grid; every ``config.ckpt_every`` steps and at the end a
-    checkpoint with ``meta`` is written.
+    checkpoint with ``meta`` is written; after every step ``state.phema`` (if
+    any) is updated, and every ``config.phema_every`` steps and at the end the
+    main rank writes its snapshot.
 
     On SIGTERM or SIGUSR1 (``dinosae.train.preemption``) the run saves a
     checkpoint after the step and raises ``RunPreempted``.
@@ -274,12 +289,15 @@ def fit(run_dir: str | os.PathLike, state: TrainState, step_fn: StepFn, batches:
             items += count_items(batch) if count_items is not None else 1
             scalars = step_fn(state, batch, step_generator(config.seed, step, env.rank, env.device))
             guard.record(scalars, step)
+            if state.phema is not None:
+                state.phema.update(state.model)
             state.step = done = step + 1
             stop = watch.should_stop()
             last = done == config.steps or stop
             log_now = done % config.log_every == 0 or last
             save_now = done % config.ckpt_every == 0 or last
-            if log_now or save_now:
+            snapshot_now = state.phema is not None and (done % config.phema_every == 0 or done == config.steps)
+            if log_now or save_now or snapshot_now:
                 enough = last or config.batch_size * (done - first_step) >= min(data_size, MIN_ATTEMPTS)
                 _check_steps(guard, env, state, items if enough else None, (first_step, done))
             if log_now:
@@ -290,6 +308,8 @@ def fit(run_dir: str | os.PathLike, state: TrainState, step_fn: StepFn, batches:
                 last_logged = done
             if preview is not None and env.is_main and (done % image_every == 0 or last):
                 log.images("reconstruction", save_pairs(run_dir / "images" / f"recon_{done:08d}.png", *preview()), done)
+            if snapshot_now and env.is_main:
+                state.phema.snapshot(run_dir, done)
             if save_now:
                 last_path = _save(run_dir, state, meta, config.keep_last, env)
             if stop:
