@@ -94,6 +94,42 @@ def train_dit(latents, ae, data, teacher_weights, out, preset, manifold, path_, 
     click.echo(f"DiT training done: {final}")
 
 
+@click.command("distill")
+@click.option("--dit", "teacher", type=click.Path(path_type=Path), default=None,
+              help="The teacher: a DiT run (RUN@STEP for a kept checkpoint), checkpoint or folder. A resume may "
+                   "leave it out.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="The student's run.")
+@click.option("--nfe", type=click.Choice(["1", "2", "4"]), default="2", show_default=True,
+              help="The student's Euler steps.")
+@click.option("--steps", type=click.IntRange(1), default=20_000, show_default=True, help="Student training steps.")
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Global batch (couplings).")
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=1e-4, show_default=True)
+@click.option("--couplings", type=click.IntRange(1), default=65_536, show_default=True,
+              help="Teacher trajectories to learn from (drawn once, kept in OUT/couplings).")
+@click.option("--teacher-steps", type=click.IntRange(1), default=64, show_default=True,
+              help="Steps of the teacher's solver over the whole trajectory.")
+@click.option("--teacher-method", type=click.Choice(SOLVERS), default="midpoint", show_default=True)
+@click.option("--cfg", type=FiniteFloat(min=0), default=1.0, show_default=True,
+              help="Guidance scale of the teacher's trajectories (the student then samples guided in one pass).")
+@click.option("--ckpt-every", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@resume_option
+@device_option
+@one_line_errors
+def distill(teacher, out, nfe, steps, batch_size, lr, couplings, teacher_steps, teacher_method, cfg, ckpt_every, seed,
+            resume, device) -> None:
+    """Distill a DiT into a student that samples in NFE steps (reflow on the teacher's ODE, exp-map jumps).
+    The student is a DiT run: export it, or pass it to `dinosae sample --dit`, which takes its NFE."""
+    from dinosae.config import DistillConfig
+    from dinosae.train.distill import distill as run
+
+    config = DistillConfig(nfe=int(nfe), steps=steps, batch_size=batch_size, lr=lr, couplings=couplings,
+                           teacher_steps=teacher_steps, teacher_method=teacher_method, cfg=cfg,
+                           ckpt_every=ckpt_every, seed=seed)
+    path = run(out, teacher, config, resume=resume, device=device)
+    click.echo(f"student of {nfe} step(s) in {path}")
+
+
 @click.command("sample")
 @click.option("--ae", "ae_ckpt", required=True, type=click.Path(path_type=Path), help="Autoencoder run or checkpoint.")
 @click.option("--dit", "dit_ckpt", required=True, type=click.Path(path_type=Path), help="DiT run or checkpoint.")
@@ -105,11 +141,17 @@ def train_dit(latents, ae, data, teacher_weights, out, preset, manifold, path_, 
               help="An equal share per class (the ImageNet protocol), or labels drawn from (seed, sample).")
 @click.option("--classes", callback=comma_separated(int, "class indices"), default=None,
               help="Comma-separated class indices (default: all).")
-@click.option("--steps", type=click.IntRange(1), default=50, show_default=True)
-@click.option("--method", type=click.Choice(SOLVERS), default="euler", show_default=True,
-              help="ODE solver: Euler (1 evaluation per step), Heun or midpoint (2).")
+@click.option("--steps", type=click.IntRange(1), default=None,
+              help="Solver steps (default: 50, or a distilled student's own NFE).")
+@click.option("--method", type=click.Choice(SOLVERS), default=None,
+              help="ODE solver: Euler (1 evaluation per step), Heun or midpoint (2). Default: euler.")
 @click.option("--cfg", type=FiniteFloat(min=0), default=1.0, show_default=True, help="Guidance scale.")
 @click.option("--guidance-interval", callback=_floats, default=None, help="LO,HI: guide only for t in [LO, HI].")
+@click.option("--guide-dit", type=click.Path(path_type=Path), default=None,
+              help="AutoGuidance: a weaker DiT of the same task (RUN@STEP for a kept checkpoint of a run, a run, "
+                   "a checkpoint or a folder) whose velocity the main one's is extrapolated from.")
+@click.option("--guidance", type=float, default=1.0, show_default=True,
+              help="AutoGuidance weight W: v_guide + W (v_main - v_guide); needs --guide-dit.")
 @click.option("--shift", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Sampling time shift (default: the training shift).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -126,8 +168,9 @@ def train_dit(latents, ae, data, teacher_weights, out, preset, manifold, path_, 
 @teacher_weights_option
 @device_option
 @one_line_errors
-def sample(ae_ckpt, dit_ckpt, out, num, label_mode, classes, steps, method, cfg, guidance_interval, shift, seed,
-           batch_size, shard_size, decode_scale, sample_precision, png, teacher_weights, device) -> None:
+def sample(ae_ckpt, dit_ckpt, out, num, label_mode, classes, steps, method, cfg, guidance_interval, guide_dit,
+           guidance, shift, seed, batch_size, shard_size, decode_scale, sample_precision, png, teacher_weights,
+           device) -> None:
     """Generate images: samples.npz for FID evaluators, a grid, PNGs. Under torchrun the ranks share the work
     and the result is the same as one process's; a rerun resumes."""
     from dinosae.pipelines.sample import sample_command
@@ -135,6 +178,7 @@ def sample(ae_ckpt, dit_ckpt, out, num, label_mode, classes, steps, method, cfg,
     paths = sample_command(ae_ckpt, dit_ckpt, out, num=num, labels=label_mode, classes=classes, seed=seed,
                            steps=steps, method=method, cfg=cfg, guidance_interval=guidance_interval, shift=shift,
                            decode_scale=decode_scale, shard_size=shard_size, batch_size=batch_size,
-                           precision=sample_precision, teacher_weights=teacher_weights, device=device, png=png)
+                           precision=sample_precision, guide_dit=guide_dit, guidance=guidance,
+                           teacher_weights=teacher_weights, device=device, png=png)
     if paths:
         click.echo(f"{num} samples in {paths['npz']} (protocol {paths['protocol']}); grid {paths['grid']}")

@@ -23,11 +23,11 @@ from dinosae.config.base import ConfigError, from_dict, merge, preset, read_over
 from dinosae.config.dit import DIT_PRESETS, LIGHTNING_FLAGS, DiTConfig
 from dinosae.config.registry import PRESETS, list_models, model_config, preset_names
 from dinosae.config.resolve import ResolvedRun, RunRequest, resolve_ae_run, resolve_dit_run
-from dinosae.config.training import AETrainConfig, DiTTrainConfig
+from dinosae.config.training import AETrainConfig, DiTTrainConfig, DistillConfig
 
 __all__ = [
     "AE_PRESETS", "AEConfig", "AETrainConfig", "ConfigError", "DIT_PRESETS", "DecoderConfig", "DiTConfig",
-    "DiTTrainConfig", "LIGHTNING_FLAGS", "PRESETS", "ResolvedRun", "RunRequest", "from_dict", "list_models",
+    "DiTTrainConfig", "DistillConfig", "LIGHTNING_FLAGS", "PRESETS", "ResolvedRun", "RunRequest", "from_dict", "list_models",
     "merge", "model_config", "preset", "preset_names", "read_overrides",
     "resolve_ae_run", "resolve_dit_run",
     "to_dict",

@@ -25,8 +25,14 @@ CROPS = ("center", "random")  # the autoencoder's crop of each image: the centre
 
 def _check_counts(config: AETrainConfig | DiTTrainConfig) -> None:
     """Run lengths and cadences are at least 1 (a cadence of 0 would divide by zero after a step)."""
-    check_at_least(config, 1, "steps", "batch_size", "log_every", "ckpt_every", "keep_last", "grad_accum")
-    check_at_least(config, 0, "num_workers")
+    check_at_least(config, 1, "steps", "batch_size", "log_every", "ckpt_every", "keep_last", "grad_accum",
+                   "phema_update_every")
+    check_at_least(config, 0, "num_workers", "phema_every")
+    widest = math.sqrt(1 / 12)  # the uniform average, the limit of the power profiles
+    if not config.phema_sigma_rels or not all(1e-3 <= s < widest for s in config.phema_sigma_rels) \
+            or len(set(config.phema_sigma_rels)) != len(config.phema_sigma_rels):
+        raise ConfigError(f"phema_sigma_rels must be distinct widths in [0.001, {widest:.4f}), got "
+                          f"{list(config.phema_sigma_rels)}")
     if config.batch_size % config.grad_accum:
         raise ConfigError(f"batch_size {config.batch_size} is not a multiple of grad_accum {config.grad_accum}")
 
@@ -72,6 +78,12 @@ class AETrainConfig:
     started from another stage's weights needs; ``tf32`` lets CUDA matmuls and
     convolutions use TF32.
 
+    Post-hoc EMA (``dinosae.train.phema``): the run tracks a power-function
+    average of the trainable weights for each width in ``phema_sigma_rels``
+    (EDM2's 0.05 and 0.10), sampling every ``phema_update_every``-th step, and
+    saves them every ``phema_every`` steps and at the end (0: none tracked), for
+    ``dinosae ema`` to choose a length later.
+
     Example:
         >>> config = AETrainConfig(stage=2)
         >>> config.lr, config.gan_weight, config.train_stem, config.latent_noise
@@ -93,6 +105,9 @@ class AETrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     ema_warmup: bool = True
+    phema_sigma_rels: tuple[float, ...] = (0.05, 0.10)
+    phema_every: int = 2000
+    phema_update_every: int = 4
     align: str = "cosine"
     align_weight: float = 0.5
     l1_weight: float = 1.0
@@ -125,7 +140,7 @@ class AETrainConfig:
 
     # Settings of the machine, not of the run: a resume follows the new value without comparing it.
     RUNTIME: ClassVar[tuple[str, ...]] = ("log_every", "image_every", "ckpt_every", "keep_last", "num_workers",
-                                          "compile", "grad_checkpoint", "grad_accum", "tf32")
+                                          "compile", "grad_checkpoint", "grad_accum", "tf32", "phema_every")
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -195,8 +210,9 @@ class DiTTrainConfig:
     an unprojected velocity that leaves the sphere (``dinosae.flow.loss``; the
     HAE paper's 0.1). ``precision`` is the autocast of the forward pass (``PRECISIONS``).
     ``grad_checkpoint`` recomputes each DiT block in the backward pass;
-    ``grad_accum``, ``ema_warmup`` (off, as in DiT: a constant decay) and
-    ``tf32`` are as for ``AETrainConfig``.
+    ``grad_accum``, ``ema_warmup`` (off, as in DiT: a constant decay),
+    ``tf32`` and the post-hoc EMA fields (``phema_*``) are
+    as for ``AETrainConfig``.
 
     Example:
         >>> DiTTrainConfig(shift=3.0).shift
@@ -211,6 +227,9 @@ class DiTTrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     ema_warmup: bool = False
+    phema_sigma_rels: tuple[float, ...] = (0.05, 0.10)
+    phema_every: int = 20_000
+    phema_update_every: int = 4
     time_sampler: str = "logit-normal"
     shift: float | None = None
     radial_weight: float = 1.0
@@ -227,7 +246,7 @@ class DiTTrainConfig:
     tf32: bool = True
 
     RUNTIME: ClassVar[tuple[str, ...]] = ("log_every", "ckpt_every", "keep_last", "num_workers", "compile",
-                                          "grad_checkpoint", "grad_accum", "tf32")
+                                          "grad_checkpoint", "grad_accum", "tf32", "phema_every")
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -239,3 +258,66 @@ class DiTTrainConfig:
 
     def schedule_depends_on_steps(self) -> bool:
         return False  # a constant learning rate
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """What ``dinosae distill`` does: a student DiT that samples in ``nfe`` Euler steps.
+
+    The teacher integrates ``couplings`` trajectories from seeded noise with
+    ``teacher_steps`` steps of ``teacher_method`` (guided by ``cfg``), keeping
+    the states at the student's time grid (``nfe`` steps, the teacher's
+    sampling shift unless ``shift``). The student starts from the teacher's
+    weights and learns, at each grid state, the velocity whose exp-map step
+    lands on the teacher's next state, ``log_x(x_next) / h`` (reflow on the
+    teacher's couplings, with every jump a geodesic). Optimizer, EMA, cadences
+    and post-hoc EMA are as for ``DiTTrainConfig``.
+
+    Example:
+        >>> DistillConfig(nfe=2).teacher_steps
+        64
+    """
+
+    nfe: int = 2
+    steps: int = 20_000
+    batch_size: int = 256
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    ema_warmup: bool = True
+    phema_sigma_rels: tuple[float, ...] = (0.05, 0.10)
+    phema_every: int = 0
+    phema_update_every: int = 4
+    couplings: int = 65_536
+    teacher_steps: int = 64
+    teacher_method: str = "midpoint"
+    cfg: float = 1.0
+    shift: float | None = None
+    precision: str = "auto"
+    seed: int = 0
+    log_every: int = 50
+    ckpt_every: int = 1000
+    keep_last: int = 2
+    num_workers: int = 0
+    grad_accum: int = 1
+    tf32: bool = True
+
+    RUNTIME: ClassVar[tuple[str, ...]] = ("log_every", "ckpt_every", "keep_last", "num_workers", "tf32",
+                                          "phema_every", "steps")
+    NFES: ClassVar[tuple[int, ...]] = (1, 2, 4)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.nfe not in self.NFES:
+            raise ConfigError(f"nfe must be one of {self.NFES}, got {self.nfe}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.teacher_method not in ("euler", "heun", "midpoint"):
+            raise ConfigError(f"teacher_method must be euler, heun or midpoint, got {self.teacher_method!r}")
+        _check_counts(self)
+        check_at_least(self, self.nfe, "teacher_steps")
+        check_at_least(self, 1, "couplings")
+        if self.shift is not None and not self.shift > 0:
+            raise ConfigError(f"shift must be > 0, got {self.shift}")

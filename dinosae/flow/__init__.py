@@ -35,7 +35,7 @@ _MODULES = {
     "loss": ("Model", "draw_times_and_noise", "flow_matching_loss"),
     "manifolds": ("Euclidean", "Manifold", "Sphere", "make_manifold"),
     "prediction": ("endpoint_velocity",),
-    "solvers": ("VelocityField", "function_evaluations", "sample", "solve"),
+    "solvers": ("VelocityField", "evaluation_times", "function_evaluations", "sample", "solve"),
     "times": ("LogitNormalTime", "ShiftedTime", "TimeSampler", "UniformTime", "dimension_shift", "make_time_sampler",
               "time_grid", "time_shift", "training_shift"),
 }

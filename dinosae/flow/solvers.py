@@ -1,4 +1,4 @@
-"""ODE solvers on a manifold: Euler, Heun and midpoint, with classifier-free guidance.
+"""ODE solvers on a manifold: Euler, Heun and midpoint, with classifier-free guidance and AutoGuidance.
 
 They integrate ``dx/dt = v(x, t)`` from the prior at t = 0 to data at t = 1 on a
 time grid (:func:`dinosae.flow.times.time_grid`). Every move is the manifold's
@@ -15,10 +15,18 @@ another point is transported back before it is used.
 conditional and the null-class inputs of classifier-free guidance into one
 model call, ``v_null + w (v_cond - v_null)``, optionally only for times inside
 a guidance interval, and counts its evaluations (the NFE).
+
+AutoGuidance (Karras et al. 2024) extrapolates from a weaker model of the same
+task (an earlier checkpoint, a smaller DiT): ``v_guide + W (v_main - v_guide)``
+on the conditional velocities. With classifier-free guidance as well, the two
+differences add, ``v = v_cfg + (W - 1) (v_cond - v_guide)``, which is each
+guidance alone when the other scale is 1. Every velocity is tangent at the
+same ``x_t``, so the combination stays in that tangent space.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -30,13 +38,14 @@ from dinosae.flow.manifolds import Manifold
 from dinosae.flow.prediction import SAMPLE_FLOOR, endpoint_velocity
 from dinosae.flow.times import time_grid
 
-__all__ = ["VelocityField", "solve", "sample", "function_evaluations"]
+__all__ = ["VelocityField", "evaluation_times", "solve", "sample", "function_evaluations"]
 
 
 
 class VelocityField:
     """``v(x, t)`` for a float time: the velocity of ``model`` (or the one its endpoint implies) for labels
-    ``y``, guided with ``cfg_scale`` where guidance applies, tangent at ``x``. ``nfe`` counts the calls.
+    ``y``, guided with ``cfg_scale`` and, with a ``guide`` model, AutoGuidance of weight ``guidance`` where
+    guidance applies, tangent at ``x``. ``nfe`` counts the evaluations, ``guide_calls`` the guide's.
 
     Example:
         >>> from dinosae.flow.manifolds import Euclidean
@@ -47,26 +56,41 @@ class VelocityField:
     """
 
     def __init__(self, model: Model, manifold: Manifold, y: Tensor, *, prediction: str = "velocity",
-                 cfg_scale: float = 1.0, guidance_interval: tuple[float, float] | None = None) -> None:
+                 cfg_scale: float = 1.0, guidance_interval: tuple[float, float] | None = None,
+                 guide: Model | None = None, guidance: float = 1.0) -> None:
         check_name("prediction", prediction, PREDICTIONS)
         if guidance_interval is not None and not 0.0 <= guidance_interval[0] <= guidance_interval[1] <= 1.0:
             raise ValueError(f"guidance_interval must be (lo, hi) with 0 <= lo <= hi <= 1, got {guidance_interval}")
-        self.guide = cfg_scale != 1.0
-        if self.guide and not hasattr(model, "num_classes"):
+        if not math.isfinite(cfg_scale) or not math.isfinite(guidance):
+            raise ValueError(f"guidance scales must be finite, got cfg {cfg_scale} and AutoGuidance {guidance}")
+        if guidance != 1.0 and guide is None:
+            raise ValueError(f"AutoGuidance of weight {guidance} needs a guide model")
+        self.cfg = cfg_scale != 1.0
+        if self.cfg and not hasattr(model, "num_classes"):
             raise ValueError("classifier-free guidance needs model.num_classes (the null class label)")
+        self.autoguide = guide is not None and guidance != 1.0
         self.model, self.manifold, self.y, self.prediction = model, manifold, y, prediction
         self.cfg_scale, self.guidance_interval = cfg_scale, guidance_interval
-        self.nfe = 0
+        self.guide_model, self.guidance = guide, guidance
+        self.nfe = self.guide_calls = 0
 
     @property
     def defined_at_end(self) -> bool:
         """Whether the field may be evaluated at t = 1 (an endpoint's implied velocity may not)."""
         return self.prediction == "velocity"
 
-    def guided_at(self, t: float) -> bool:
-        """Whether guidance applies at time ``t``."""
+    def in_interval(self, t: float) -> bool:
+        """Whether ``t`` is inside the guidance interval (every time without one)."""
         interval = self.guidance_interval
-        return self.guide and (interval is None or interval[0] <= t <= interval[1])
+        return interval is None or interval[0] <= t <= interval[1]
+
+    def guided_at(self, t: float) -> bool:
+        """Whether classifier-free guidance applies at time ``t``."""
+        return self.cfg and self.in_interval(t)
+
+    def autoguided_at(self, t: float) -> bool:
+        """Whether AutoGuidance applies at time ``t``."""
+        return self.autoguide and self.in_interval(t)
 
     def __call__(self, x: Tensor, t: float) -> Tensor:
         self.nfe += 1
@@ -78,7 +102,11 @@ class VelocityField:
             velocity_cond, velocity_null = self._velocity(torch.cat([x, x]), t, both).chunk(2)
             v = velocity_null + self.cfg_scale * (velocity_cond - velocity_null)
         else:
-            v = self._velocity(x, t, self.model(x, tt, self.y).to(x.dtype))
+            velocity_cond = v = self._velocity(x, t, self.model(x, tt, self.y).to(x.dtype))
+        if self.autoguided_at(t):
+            self.guide_calls += 1
+            velocity_guide = self._velocity(x, t, self.guide_model(x, tt, self.y).to(x.dtype))
+            v = v + (self.guidance - 1.0) * (velocity_cond - velocity_guide)
         return self.manifold.project(x, v)
 
     def _velocity(self, x: Tensor, t: float, out: Tensor) -> Tensor:
@@ -126,17 +154,36 @@ def function_evaluations(method: str, steps: int, prediction: str = "velocity") 
     return 2 * steps - (method == "heun" and prediction == "x1")
 
 
+def evaluation_times(method: str, grid: Sequence[float], prediction: str = "velocity") -> list[float]:
+    """The times at which :func:`solve` evaluates the field on ``grid``, in order (guidance counts them).
+
+    Example:
+        >>> evaluation_times("midpoint", [0.0, 0.5, 1.0]), evaluation_times("heun", [0.0, 0.5, 1.0], "x1")
+        ([0.0, 0.25, 0.5, 0.75], [0.0, 0.5, 0.5])
+    """
+    check_name("solver", method, SOLVERS)
+    times = []
+    for t0, t1 in zip(grid[:-1], grid[1:]):
+        times.append(t0)
+        if method == "midpoint":
+            times.append(t0 + 0.5 * (t1 - t0))
+        elif method == "heun" and not (t1 == 1.0 and prediction != "velocity"):
+            times.append(t1)
+    return times
+
+
 @torch.no_grad()
 def sample(model: Model, manifold: Manifold, shape: Sequence[int], y: Tensor, *, prediction: str = "velocity",
            steps: int = 50, method: str = "euler", cfg_scale: float = 1.0,
            guidance_interval: tuple[float, float] | None = None, shift: float = 1.0,
            generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
-           noise: Tensor | None = None) -> Tensor:
+           noise: Tensor | None = None, guide: Model | None = None, guidance: float = 1.0) -> Tensor:
     """Points (B, ..., D) on ``manifold`` from integrating ``model`` from its prior.
 
     ``model(x, t, y)`` predicts ``prediction`` in data units (put it in eval mode). ``cfg_scale`` w gives
     ``v_null + w (v_cond - v_null)`` (w = 1: one model call per evaluation), at times in ``guidance_interval
-    = (lo, hi)`` when given and at every time otherwise. ``shift`` warps the time grid (:func:`time_grid`).
+    = (lo, hi)`` when given and at every time otherwise; so does AutoGuidance by ``guide`` with weight
+    ``guidance`` (a model of the same manifold, labels and prediction). ``shift`` warps the time grid (:func:`time_grid`).
     The noise comes from ``generator`` on ``y``'s device, so a seeded generator gives the same samples;
     ``noise`` gives the starting points instead.
 
@@ -160,5 +207,5 @@ def sample(model: Model, manifold: Manifold, shape: Sequence[int], y: Tensor, *,
     else:
         x = noise.to(device=y.device, dtype=dtype)
     field = VelocityField(model, manifold, y, prediction=prediction, cfg_scale=cfg_scale,
-                          guidance_interval=guidance_interval)
+                          guidance_interval=guidance_interval, guide=guide, guidance=guidance)
     return solve(field, x, time_grid(steps, shift), method)

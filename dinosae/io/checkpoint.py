@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -156,11 +157,15 @@ def has_checkpoint(run_dir: str | os.PathLike) -> bool:
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """The checkpoint directory (or file) that ``path`` designates.
 
-    ``path`` may be a run directory (its latest checkpoint), a ``checkpoints``
+    ``path`` may be a run directory (its latest checkpoint), ``RUN@STEP`` (the
+    run's checkpoint of that step, if it was kept), a ``checkpoints``
     directory, a checkpoint directory, or a weights file (``.safetensors``,
     ``.pt``, ``.pth``, ``.ckpt``).
     """
     path = Path(path)
+    at_step = _AT_STEP.fullmatch(str(path))
+    if not path.exists() and at_step is not None and Path(at_step.group(1)).is_dir():
+        return _checkpoint_at(Path(at_step.group(1)), int(at_step.group(2)))
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     if path.is_file() or (path / MODEL).is_file():
@@ -182,6 +187,20 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
                           f"newest complete checkpoint, {complete[-1].name}", stacklevel=2)
             return complete[-1]
     raise CheckpointError(f"{str(path)!r} is neither a run directory with checkpoints nor a checkpoint")
+
+
+_AT_STEP = re.compile(r"(.+)@(\d+)")
+
+
+def _checkpoint_at(run: Path, step: int) -> Path:
+    """``RUN@STEP``: the checkpoint of ``step`` in ``run`` (a run or its ``checkpoints`` directory)."""
+    root = run / CHECKPOINTS if (run / CHECKPOINTS).is_dir() else run
+    target = root / f"step_{step:08d}"
+    if _is_complete(target):
+        return target
+    kept = [int(p.name[len("step_"):]) for p in _complete_checkpoints(root) if p.name[len("step_"):].isdigit()]
+    raise CheckpointError(f"{str(run)!r} has no checkpoint of step {step}; it keeps steps {kept or 'none'} "
+                          "(train with a larger keep_last to keep earlier ones)")
 
 
 def load_checkpoint(path: str | os.PathLike, with_state: bool = True) -> Checkpoint:

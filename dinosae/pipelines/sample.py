@@ -27,6 +27,7 @@ incomplete is left under a final name.
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 from dataclasses import asdict, dataclass, replace
@@ -41,7 +42,7 @@ from tqdm.auto import tqdm
 
 import sphere_ops
 from dinosae.config import DiTTrainConfig, from_dict
-from dinosae.flow import function_evaluations, sample, training_shift
+from dinosae.flow import evaluation_times, function_evaluations, sample, time_grid, training_shift
 from dinosae.io.atomic import remove_leftovers, write_atomic, write_json
 from dinosae.io.lock import exclusive
 from dinosae.io.names import safe_name
@@ -106,15 +107,41 @@ def starting_noise(dit: DiT, indices: Sequence[int], seed: int) -> torch.Tensor:
 @torch.no_grad()
 def generate_latents(dit: DiT, labels: torch.Tensor, *, steps: int = 50, cfg: float = 1.0, method: str = "euler",
                      guidance_interval: tuple[float, float] | None = None, shift: float = 1.0,
-                     generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+                     generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+                     guide: DiT | None = None, guidance: float = 1.0) -> torch.Tensor:
     """Latents (B, N, D) with unit tokens for ``labels``, integrated on the DiT's manifold (a Euclidean DiT's
     samples normalized onto the spheres, which the decoder takes), from ``noise`` when given (else drawn
-    from ``generator``)."""
+    from ``generator``); AutoGuidance by ``guide`` (:func:`check_guide`) with weight ``guidance``."""
     config = dit.config
+    if guide is not None:
+        check_guide(dit, guide)
     shape = (labels.shape[0], config.num_tokens, config.in_dim)
     x = sample(dit, dit.manifold, shape, labels, prediction=config.prediction, steps=steps, method=method,
-               cfg_scale=cfg, guidance_interval=guidance_interval, shift=shift, generator=generator, noise=noise)
+               cfg_scale=cfg, guidance_interval=guidance_interval, shift=shift, generator=generator, noise=noise,
+               guide=guide, guidance=guidance)
     return sphere_ops.normalize(x)
+
+
+def check_guide(dit: DiT, guide: DiT) -> None:
+    """A one-line error when ``guide`` cannot guide ``dit``: its velocities must live where the main model's do
+    (manifold and radius, token shape) and mean the same (classes, prediction).
+
+    Example:
+        >>> from dinosae import create_model
+        >>> check_guide(create_model("dit-tiny", in_dim=8, grid_size=2, num_classes=3),
+        ...             create_model("dit-tiny", in_dim=8, grid_size=2, num_classes=4))
+        Traceback (most recent call last):
+        ...
+        ValueError: the guide DiT has 4 classes, the main DiT 3: AutoGuidance needs a guide of the same task
+    """
+    fields = (("manifold", "manifold"), ("radius", "radius"), ("num_tokens", "tokens"), ("in_dim", "token size"),
+              ("num_classes", "classes"), ("prediction", "prediction"))
+    for name, what in fields:
+        mine, theirs = getattr(dit.config, name), getattr(guide.config, name)
+        if mine != theirs:
+            shown = f"{theirs} {what}, the main DiT {mine}" if name in ("num_tokens", "num_classes") else \
+                f"{what} {theirs!r}, the main DiT {mine!r}"
+            raise ValueError(f"the guide DiT has {shown}: AutoGuidance needs a guide of the same task")
 
 
 def sampling_shift(dit: DiT, train_config: dict, shift: float | None = None) -> float:
@@ -132,16 +159,74 @@ def sampling_shift(dit: DiT, train_config: dict, shift: float | None = None) -> 
     return training_shift(from_dict(DiTTrainConfig, train_config).shift, dit.config.num_tokens, dit.config.in_dim)
 
 
-def sampling_record(dit: DiT, steps: int, method: str, shift: float) -> dict:
+@dataclass(frozen=True)
+class Sampler:
+    """The solver a DiT samples with: ``steps`` of ``method`` on the grid of ``shift``, and ``source``, where
+    that choice came from (``"distilled"``: a student's own; ``"given"``; ``"default"``)."""
+
+    steps: int
+    method: str
+    shift: float
+    source: str
+
+
+DEFAULT_STEPS, DEFAULT_METHOD = 50, "euler"
+
+
+def resolve_sampler(dit: DiT, meta: dict, steps: int | None = None, method: str | None = None,
+                    shift: float | None = None) -> Sampler:
+    """The solver for a DiT and its record's ``meta``: what is given, else a distilled student's own NFE, solver
+    and shift (``meta["distilled"]``, ``dinosae.train.distill``), else 50 Euler steps at the training shift.
+
+    Example:
+        >>> from dinosae import create_model
+        >>> dit = create_model("dit-tiny", in_dim=16, grid_size=4, num_classes=2)
+        >>> resolve_sampler(dit, {"distilled": {"nfe": 2, "method": "euler", "shift": 1.5}})
+        Sampler(steps=2, method='euler', shift=1.5, source='distilled')
+        >>> resolve_sampler(dit, {"train_config": {"shift": 1.0}}, steps=8, method="midpoint").source
+        'given'
+    """
+    distilled = meta.get("distilled")
+    if distilled is not None:
+        return Sampler(steps or distilled["nfe"], method or distilled["method"],
+                       distilled["shift"] if shift is None else shift,
+                       "distilled" if steps is None and method is None else "given")
+    source = "default" if steps is None and method is None else "given"
+    return Sampler(steps or DEFAULT_STEPS, method or DEFAULT_METHOD,
+                   sampling_shift(dit, meta.get("train_config", {}), shift), source)
+
+
+def best_sampler(dit: DiT, meta: dict, budget: int) -> Sampler:
+    """The best solver a DiT has within ``budget`` evaluations, by ``dinosae ablate sampling``: a distilled
+    student's own steps, else midpoint (it matched Euler-250 at the fewest evaluations there, BENCHMARKS.md).
+
+    Example:
+        >>> from dinosae import create_model
+        >>> best_sampler(create_model("dit-tiny", in_dim=16, grid_size=4, num_classes=2), {}, 30)
+        Sampler(steps=15, method='midpoint', shift=1.0, source='best')
+    """
+    if "distilled" in meta:
+        return resolve_sampler(dit, meta)
+    return replace(resolve_sampler(dit, meta, max(1, budget // 2), "midpoint"), source="best")
+
+
+def sampling_record(dit: DiT, steps: int, method: str, shift: float, guide: dict | None = None,
+                    guidance_interval: tuple[float, float] | None = None) -> dict:
     """What ``samples.json`` records of the solver beside the protocol: the number of function evaluations
-    (the model is called once per evaluation, on a doubled batch where guidance applies) and the shift used.
+    (the model is called once per evaluation, on a doubled batch where guidance applies), the shift used, and
+    ``guide`` (what the AutoGuidance model is) with its evaluations (those inside the guidance interval).
 
     Example:
         >>> from dinosae import create_model
         >>> sampling_record(create_model("dit-tiny", in_dim=16, grid_size=4, num_classes=2), 25, "heun", 1.0)
         {'nfe': 50, 'shift_used': 1.0}
     """
-    return {"nfe": function_evaluations(method, steps, dit.config.prediction), "shift_used": shift}
+    record: dict = {"nfe": function_evaluations(method, steps, dit.config.prediction), "shift_used": shift}
+    if guide is not None:
+        lo, hi = guidance_interval or (0.0, 1.0)
+        times = evaluation_times(method, time_grid(steps, shift), dit.config.prediction)
+        record["guide"] = {**guide, "evaluations": sum(lo <= t <= hi for t in times)}
+    return record
 
 
 def check_pair(ae: SphericalAutoencoder, dit: DiT) -> None:
@@ -230,8 +315,8 @@ class SampleProtocol:
     labels: str = "equal"
     classes: tuple[int, ...] | None = None
     seed: int = 0
-    steps: int = 50
-    method: str = "euler"
+    steps: int | None = None
+    method: str | None = None
     cfg: float = 1.0
     guidance_interval: tuple[float, float] | None = None
     shift: float | None = None
@@ -239,12 +324,18 @@ class SampleProtocol:
     shard_size: int = 1024
     batch_size: int = 32
     precision: str = "auto"
+    guide_dit: str | None = None
+    guidance: float = 1.0
 
     def __post_init__(self) -> None:
+        if not math.isfinite(self.cfg) or not math.isfinite(self.guidance):
+            raise ValueError(f"guidance scales must be finite, got --cfg {self.cfg} and --guidance {self.guidance}")
+        if (self.guide_dit is None) != (self.guidance == 1.0):
+            raise ValueError("AutoGuidance needs both --guide-dit and a --guidance weight other than 1")
         for name in ("num", "steps", "shard_size", "batch_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.steps > MAX_STEPS:
+        if self.steps is not None and self.steps > MAX_STEPS:
             raise ValueError(f"steps must be at most {MAX_STEPS:,} (a solver's time grid is held whole), got "
                              f"{self.steps:,}")
         shards = -(-self.num // self.shard_size)
@@ -281,23 +372,33 @@ def _remove_leftovers(out: Path) -> list[Path]:
 def _sample(out: Path, protocol: SampleProtocol, env: DistEnv, teacher_weights: str | os.PathLike | None,
             png: bool, progress: bool) -> dict[str, Path]:
     shards_dir = out / SHARDS
-    claim_folder(env, shards_dir, protocol.to_json(), "samples", "shard_*.npz")
-    ae = load_model(protocol.ae, kind="autoencoder", teacher_weights=teacher_weights, device=env.device)
     # Read once, weights and record together: a run still training may write a newer checkpoint meanwhile.
     record = read_model(protocol.dit, kind="dit")
     dit = build_model(record).to(env.device).eval()
+    # An exported folder without its training config samples with the default shift of today's config.
+    solver = resolve_sampler(dit, record.meta, protocol.steps, protocol.method, protocol.shift)
+    # The protocol records the solver as resolved, so that a rerun without --steps compares equal.
+    protocol = replace(protocol, steps=solver.steps, method=solver.method)
+    claim_folder(env, shards_dir, protocol.to_json(), "samples", "shard_*.npz")
+    ae = load_model(protocol.ae, kind="autoencoder", teacher_weights=teacher_weights, device=env.device)
+    guide, guide_record = None, None
+    if protocol.guide_dit is not None:
+        guide_source = read_model(protocol.guide_dit, kind="dit")
+        guide = build_model(guide_source).to(env.device).eval()
+        check_guide(dit, guide)
+        guide_record = {"dit": protocol.guide_dit, "path": str(guide_source.path.resolve()),
+                        "step": guide_source.meta.get("step"), "guidance": protocol.guidance}
     if protocol.decode_scale is not None:
         ae.config = replace(ae.config, decode_scale=protocol.decode_scale)
     check_pair(ae, dit)
-    # An exported folder without its training config samples with the default shift of today's config.
-    shift = sampling_shift(dit, record.meta.get("train_config", {}), protocol.shift)
     class_labels(1, dit.config.num_classes, protocol.classes, protocol.labels, protocol.seed)  # the classes exist
     class_names = record.meta.get("classes", [])
     ranges = protocol.shard_ranges()
     mine = shards_to_do(env, len(ranges), lambda i: shards_dir / _shard_name(i),
                         lambda path, i: _shard_problem(path, ranges[i]))
-    sampler = dict(steps=protocol.steps, cfg=protocol.cfg, method=protocol.method,
-                   guidance_interval=protocol.guidance_interval, shift=shift, precision=protocol.precision)
+    sampler = dict(steps=solver.steps, cfg=protocol.cfg, method=solver.method,
+                   guidance_interval=protocol.guidance_interval, shift=solver.shift, precision=protocol.precision,
+                   guide=guide, guidance=protocol.guidance)
     for shard in tqdm(mine, unit="shard", disable=not (progress and env.is_main)):
         indices = ranges[shard]
         labels = class_labels(len(indices), dit.config.num_classes, protocol.classes, protocol.labels,
@@ -311,7 +412,8 @@ def _sample(out: Path, protocol: SampleProtocol, env: DistEnv, teacher_weights: 
             tmp, images=images, labels=shard_labels, indices=np.arange(indices.start, indices.stop)))
     barrier(env)
     # Only the main rank merges; the others need not wait for it.
-    record = sampling_record(dit, protocol.steps, protocol.method, shift)
+    record = {**sampling_record(dit, solver.steps, solver.method, solver.shift, guide_record,
+                                protocol.guidance_interval), "sampler_source": solver.source}
     return merge_shards(out, protocol, record) if env.is_main else {}
 
 
@@ -378,14 +480,16 @@ def _stream_array(archive: zipfile.ZipFile, name: str, shards: Sequence[Path], k
 
 
 def sample_command(ae: str | os.PathLike, dit: str | os.PathLike, out: str | os.PathLike, *, num: int,
-                   labels: str = "equal", classes: Sequence[int] | None = None, seed: int = 0, steps: int = 50,
-                   method: str = "euler", cfg: float = 1.0, guidance_interval: tuple[float, float] | None = None,
+                   labels: str = "equal", classes: Sequence[int] | None = None, seed: int = 0,
+                   steps: int | None = None, method: str | None = None, cfg: float = 1.0, guidance_interval: tuple[float, float] | None = None,
                    shift: float | None = None, decode_scale: float | None = None, shard_size: int | None = None,
-                   batch_size: int = 32, precision: str = "auto", **options: object) -> dict[str, Path]:
+                   batch_size: int = 32, precision: str = "auto", guide_dit: str | os.PathLike | None = None,
+                   guidance: float = 1.0, **options: object) -> dict[str, Path]:
     """``sample_to_folder`` with the protocol built from arguments; the default shard is 32 batches."""
     protocol = SampleProtocol(ae=str(ae), dit=str(dit), num=num, labels=labels,
                               classes=None if not classes else tuple(classes), seed=seed, steps=steps,
                               method=method, cfg=cfg, guidance_interval=guidance_interval, shift=shift,
                               decode_scale=decode_scale, shard_size=shard_size or 32 * batch_size,
-                              batch_size=batch_size, precision=precision)
+                              batch_size=batch_size, precision=precision,
+                              guide_dit=None if guide_dit is None else str(guide_dit), guidance=guidance)
     return sample_to_folder(out, protocol, **options)

@@ -8,7 +8,8 @@ from scipy.integrate import quad
 
 import sphere_ops
 from dinosae.config import DiTConfig
-from dinosae.flow import Euclidean, Sphere, VelocityField, function_evaluations, sample, solve, time_grid
+from dinosae.flow import (Euclidean, Sphere, VelocityField, evaluation_times, function_evaluations, sample, solve,
+                          time_grid)
 from dinosae.models.dit import DiT
 
 from helpers import unit
@@ -235,3 +236,50 @@ def test_bad_requests_raise_value_errors() -> None:
         sample(rotation, SPHERE, (2, 3), y, prediction="eps")
     with pytest.raises(ValueError, match="noise must have the sample shape"):
         sample(rotation, SPHERE, (2, 3), y, noise=torch.ones(2, 4))
+
+
+def weak(x, t, y):
+    """A weaker field of the same task: the labelled one, damped and turned a little."""
+    return 0.6 * labelled(x, t, y) + 0.2 * rotation(x, t, y)
+
+
+def test_autoguidance_extrapolates_from_the_guide_in_the_tangent_space() -> None:
+    y = torch.tensor([0, 1, 2, 0])
+    for weight in (0.5, 1.7, 3.0):
+        written_out = lambda x, t, y: weak(x, t, y) + weight * (labelled(x, t, y) - weak(x, t, y))  # noqa: E731
+        guide = Recorder(weak)
+        guided_run = run(labelled, (4, 3), y, steps=10, method="heun", guide=guide, guidance=weight)
+        torch.testing.assert_close(guided_run, run(written_out, (4, 3), y, steps=10, method="heun"), rtol=0,
+                                   atol=1e-13)
+        assert len(guide.states) == function_evaluations("heun", 10)
+    # A guide that is the main model changes nothing, whatever the weight.
+    torch.testing.assert_close(run(labelled, (4, 3), y, steps=6, guide=labelled, guidance=2.5),
+                               run(labelled, (4, 3), y, steps=6), rtol=0, atol=1e-14)
+
+
+def test_autoguidance_and_cfg_add_their_differences_within_the_interval() -> None:
+    cfg, weight, lo, hi = 2.0, 1.5, 0.2, 0.7
+    y = torch.tensor([2, 0, 1])
+
+    def written_out(x, t, y):
+        null = labelled(x, t, torch.full_like(y, NULL))
+        both = null + cfg * (labelled(x, t, y) - null) + (weight - 1) * (labelled(x, t, y) - weak(x, t, y))
+        inside = ((t >= lo) & (t <= hi)).view(-1, 1)
+        return torch.where(inside, both, labelled(x, t, y))
+
+    guide = Recorder(weak)
+    combined = run(Recorder(labelled), (3, 3), y, steps=10, method="midpoint", cfg_scale=cfg, guide=guide,
+                   guidance=weight, guidance_interval=(lo, hi))
+    torch.testing.assert_close(combined, run(written_out, (3, 3), y, steps=10, method="midpoint"), rtol=0,
+                               atol=1e-13)
+    inside = [t for t in evaluation_times("midpoint", time_grid(10)) if lo <= t <= hi]
+    assert len(guide.states) == len(inside) > 0
+
+
+def test_autoguidance_refuses_non_finite_weights_and_a_missing_guide() -> None:
+    y = torch.tensor([0])
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="guidance scales must be finite"):
+            VelocityField(labelled, SPHERE, y, guide=weak, guidance=bad)
+    with pytest.raises(ValueError, match="needs a guide model"):
+        VelocityField(labelled, SPHERE, y, guidance=2.0)
