@@ -1,5 +1,5 @@
-"""``dinosae demo``, ``dinosae ablate align`` and ``dinosae ablate path``: experiments that train
-and evaluate end to end."""
+"""``dinosae demo`` and ``dinosae ablate align|path|sampling|precision``: experiments that train and evaluate
+end to end."""
 
 from __future__ import annotations
 
@@ -137,6 +137,43 @@ def ablate_path(out, latents, preset, steps, eval_every, batch_size, lr, sample_
                  heldout_fraction=heldout_fraction, max_latents=max_latents, seed=seed, device=device,
                  progress=True)
     report(result, as_json, f"{format_summary(result)}\nwrote {out / 'metrics.json'} and the plots in {out}")
+
+
+@click.command("sampling")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/ablate-sampling"),
+              show_default=True, help="Receives the teacher run, metrics.json and plot_*.png (distance against NFE).")
+@click.option("--latents", type=click.Path(path_type=Path), default=None,
+              help="Latent cache of `dinosae encode`: also compare the samplers on real latents.")
+@preset_option("dit", "tiny", help="Size of the teacher DiT.")
+@click.option("--steps", type=click.IntRange(4), default=600, show_default=True, help="Training steps of the teacher.")
+@click.option("--nfe", "nfes", callback=comma_separated(int, "evaluation counts", minimum=1), default="1,2,4,8,16,32",
+              show_default=True, help="Budgets of function evaluations of each solver.")
+@click.option("--eval-samples", type=click.IntRange(2), default=2048, show_default=True,
+              help="Size of the vMF held-out set (and of each sampler's sample).")
+@click.option("--students", callback=comma_separated(int, "student NFEs", minimum=1), default="1,2,4",
+              show_default=True, help="Distill a student for each of these NFEs (1, 2 or 4).")
+@click.option("--student-steps", type=click.IntRange(1), default=2000, show_default=True,
+              help="Training steps of each student.")
+@click.option("--couplings", type=click.IntRange(1), default=16_384, show_default=True,
+              help="Teacher trajectories each student learns from.")
+@click.option("--no-students", is_flag=True, help="Distill no student.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@device_option
+@json_option
+@one_line_errors
+def ablate_sampling(out, latents, preset, steps, nfes, eval_samples, students, student_steps, couplings, no_students,
+                    seed, device, as_json) -> None:
+    """Solvers at each NFE, CFG, AutoGuidance by an earlier checkpoint, the post-hoc EMA sweep and distilled
+    students, on one teacher: sliced W2 to held-out data of the class-labelled vMF mixture (and real latents)."""
+    from dinosae.experiments.ablate_sampling import StudentSettings, TeacherSettings, format_table
+    from dinosae.experiments.ablate_sampling import ablate_sampling as run
+
+    settings = TeacherSettings(preset=preset, steps=steps, phema_every=max(1, steps // 12))
+    distilled = None if no_students else StudentSettings(nfes=tuple(students), steps=student_steps,
+                                                         couplings=couplings)
+    result = run(out, latents=latents, seed=seed, settings=settings, students=distilled, nfes=nfes,
+                 eval_samples=eval_samples, device=device)
+    report(result, as_json, f"{format_table(result)}\nwrote {out / 'metrics.json'} and the plots in {out}")
 
 
 @click.command("precision")

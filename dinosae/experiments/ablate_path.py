@@ -87,9 +87,9 @@ def steps_within(method: str, nfe: int, prediction: str) -> int:
 
 
 def sampled_distance(model: torch.nn.Module, problem: Problem, *, method: str, steps: int, seed: int,
-                     device: torch.device) -> float:
+                     device: torch.device, **sampler: object) -> float:
     """The sliced W2 between the held-out set and as many samples of ``model`` (unit tokens), drawn with its
-    labels from the evaluation noise.
+    labels from the evaluation noise; ``sampler`` goes to :func:`dinosae.flow.sample` (guidance, shift).
 
     Example:
         >>> from dinosae import create_model
@@ -106,7 +106,7 @@ def sampled_distance(model: torch.nn.Module, problem: Problem, *, method: str, s
     model.eval()
     x = sample(model, model.manifold, tuple(problem.heldout.shape), problem.heldout_labels.to(device),
                prediction=model.config.prediction, steps=steps, method=method,
-               generator=seeded(seed + EVAL_SEED, device))
+               generator=seeded(seed + EVAL_SEED, device), **sampler)
     model.train(was_training)
     distance = sliced_wasserstein(sphere_ops.normalize(x).cpu(), problem.heldout,
                                   generator=seeded(seed + PROJECTION_SEED))

@@ -29,11 +29,10 @@ from dinosae.evaluation.generation import generation_metrics
 from dinosae.evaluation.pca_baseline import pca_baseline
 from dinosae.evaluation.plots import line_plot
 from dinosae.evaluation.reconstruction import reconstruction_metrics
-from dinosae.flow import training_shift
-from dinosae.pipelines.sample import class_labels, generate_images, generate_latents, write_samples
+from dinosae.pipelines.sample import best_sampler, class_labels, generate_images, generate_latents, write_samples
 from dinosae.io.atomic import write_atomic, write_json
 from dinosae.data.latents import LatentCache
-from dinosae.models.loading import load_model
+from dinosae.models.loading import build_model, load_model, read_model
 from dinosae.metrics import LPIPS, sliced_wasserstein
 from dinosae.pipelines.encode import encode_folder
 from dinosae.runtime import pick_device
@@ -173,7 +172,7 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print) -> dict:
     lap("dit")
 
     ae = load_model(previous, kind="autoencoder", teacher_weights=config.teacher_weights, device=device)
-    metrics = _evaluate(config, out, ae, cache, folders, dit_train, device, lpips, say, lap)
+    metrics = _evaluate(config, out, ae, cache, folders, device, lpips, say, lap)
     metrics["stages"] = stages
     metrics["linear_baseline"] = baseline
     metrics["seconds"] = timings
@@ -226,19 +225,22 @@ def _stage_rows(path: Path, folder: Path, runs: Path, stages: int, config: DemoC
 
 
 def _evaluate(config: DemoConfig, out: Path, ae, cache: LatentCache, folders: dict[str, Path],
-              dit_train: DiTTrainConfig, device: str, lpips: LPIPS, say: Callable[[str], None],
+              device: str, lpips: LPIPS, say: Callable[[str], None],
               lap: Callable[[str], None]) -> dict:
     split = "unseen" if "unseen" in folders else "heldout"
     say(f"evaluating reconstructions of {'photos never trained on' if split == 'unseen' else 'held-out images'}")
     recon = reconstruction_metrics(ae, folders[split], out=out / "recon", lpips=lpips, progress=False, num_workers=0)
     lap("eval_recon")
 
-    dit = load_model(out / "dit", kind="dit", device=device)
-    shift = training_shift(dit_train.shift, cache.tokens, cache.dim)
+    record = read_model(out / "dit", kind="dit")
+    dit = build_model(record).to(device).eval()
+    solver = best_sampler(dit, record.meta, config.sample_steps)
     labels = class_labels(config.samples, dit.config.num_classes)
-    say(f"sampling {config.samples} images ({config.sample_steps} Euler steps, guidance {config.cfg})")
-    images = generate_images(ae, dit, labels, seed=config.seed, steps=config.sample_steps, cfg=config.cfg,
-                             shift=shift, progress=False)
+    what = "its distilled" if solver.source == "distilled" else "the best solver of `ablate sampling` at"
+    say(f"sampling {config.samples} images with {solver.method}, {solver.steps} steps ({what} "
+        f"{config.sample_steps} evaluations), guidance {config.cfg}")
+    sampler = dict(steps=solver.steps, method=solver.method, shift=solver.shift, cfg=config.cfg)
+    images = generate_images(ae, dit, labels, seed=config.seed, progress=False, **sampler)
     write_samples(out / "samples", images, labels, cache.classes)
     lap("sample")
 
@@ -248,12 +250,13 @@ def _evaluate(config: DemoConfig, out: Path, ae, cache: LatentCache, folders: di
     data = torch.stack([latent for latent, _ in items])
     data_labels = torch.tensor([label for _, label in items])
     probe_labels = class_labels(min(len(cache), 256), dit.config.num_classes)
-    generated = generate_latents(dit, probe_labels.to(device), steps=config.sample_steps, cfg=config.cfg,
-                                 shift=shift, generator=torch.Generator(device=device).manual_seed(config.seed)).cpu()
+    generated = generate_latents(dit, probe_labels.to(device), generator=torch.Generator(device=device).manual_seed(
+        config.seed), **sampler).cpu()
     noise = sphere_ops.random_uniform(data.shape[:-1], data.shape[-1], generator=generator)
     metrics = {
         "recon": recon,
         "recon_split": split,
+        "sampler": {"method": solver.method, "steps": solver.steps, "source": solver.source, "cfg": config.cfg},
         "latent_sw_generated": float(sliced_wasserstein(generated, data, generator=generator)),
         "latent_sw_noise": float(sliced_wasserstein(noise, data, generator=generator)),
         "latent_sw_class_shuffled": float(_class_mismatch(generated, probe_labels, data, data_labels, generator)),
