@@ -202,8 +202,9 @@ def best_sampler(dit: DiT, meta: dict, budget: int) -> Sampler:
 
     Example:
         >>> from dinosae import create_model
-        >>> best_sampler(create_model("dit-tiny", in_dim=16, grid_size=4, num_classes=2), {}, 30)
-        Sampler(steps=15, method='midpoint', shift=1.0, source='best')
+        >>> best = best_sampler(create_model("dit-tiny", in_dim=16, grid_size=4, num_classes=2), {}, 30)
+        >>> best.steps, best.method, best.source
+        (15, 'midpoint', 'best')
     """
     if "distilled" in meta:
         return resolve_sampler(dit, meta)
