@@ -246,7 +246,8 @@ def plot_samplers(path: Path, result: dict, title: str) -> Path:
         xs, ys = series.setdefault(label, ([], []))
         xs.append(entry["nfe"])
         ys.append(entry["distance"])
-    nfes = [entry["nfe"] for entry in result["samplers"]]
+    # The reference's 250 evaluations would squeeze every sampler into the left tenth of the plot.
+    nfes = [entry["nfe"] for entry in result["samplers"] if not entry.get("reference")]
     series["teacher/euler 250 (reference)"] = ([min(nfes), max(nfes)], [result["reference"]] * 2)
     series["floor"] = ([min(nfes), max(nfes)], [result["floor"]] * 2)
     return line_plot(path, series, title=f"samplers ({title})", xlabel="function evaluations",
