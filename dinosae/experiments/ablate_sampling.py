@@ -25,6 +25,7 @@ samples cost. ``plot.png`` draws distance against NFE.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -131,6 +132,7 @@ def compare_samplers(problem: Problem, run: Path, *, nfes: Sequence[int], seed: 
                      students: dict[int, Path] | None = None) -> dict:
     """Every sampler of the module docstring on the teacher of ``run`` (and its ``students``)."""
     from dinosae.flow import function_evaluations
+    from dinosae.io.checkpoint import kept_steps
     from dinosae.models.loading import build_model, load_model, read_model
     from dinosae.train.phema import load_average, posthoc_average
 
@@ -151,14 +153,14 @@ def compare_samplers(problem: Problem, run: Path, *, nfes: Sequence[int], seed: 
     for scale in CFG_SCALES:
         samplers.append(_entry("cfg/euler", COMPARE_STEPS, distance(teacher, cfg_scale=scale), 2 * COMPARE_STEPS,
                                cfg=scale))
-    guide_step = _guide_step(run)
+    guide_step = kept_steps(run)[0]  # the weakest kept checkpoint: a quarter of the training
     guide = load_model(f"{run}@{guide_step}", kind="dit").to(device).eval()
     for weight in AUTOGUIDANCE_WEIGHTS:
         samplers.append(_entry("autoguidance/euler", COMPARE_STEPS, distance(teacher, guide=guide, guidance=weight),
                                2 * COMPARE_STEPS, guidance=weight, guide_step=guide_step))
     sweep = []
     for sigma_rel in SIGMA_RELS:
-        averaged = load_average(replace_weights(teacher), posthoc_average(run, sigma_rel))
+        averaged = load_average(copy.deepcopy(teacher), posthoc_average(run, sigma_rel))
         sweep.append({"sigma_rel": sigma_rel, "distance": distance(averaged)})
     fixed, raw = distance(teacher), distance(load_model(run, kind="dit", use_ema=False).to(device).eval())
     samplers += [_entry(f"phema/{row['sigma_rel']:g}", COMPARE_STEPS, row["distance"], COMPARE_STEPS) for row in sweep]
@@ -175,19 +177,6 @@ def compare_samplers(problem: Problem, run: Path, *, nfes: Sequence[int], seed: 
             "phema": {"sweep": sweep, "best": best, "default": next(r for r in sweep if r["sigma_rel"] == 0.10),
                       "fixed_ema": fixed, "raw": raw, "steps": COMPARE_STEPS},
             "autoguidance": {"guide_step": guide_step}}
-
-
-def replace_weights(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``model`` whose weights may be overwritten."""
-    import copy
-
-    return copy.deepcopy(model)
-
-
-def _guide_step(run: Path) -> int:
-    """The step of the run's first kept checkpoint: the weaker model that AutoGuidance extrapolates from."""
-    steps = sorted(int(p.name[len("step_"):]) for p in (run / "checkpoints").glob("step_*") if p.is_dir())
-    return steps[0]
 
 
 def ablate_sampling(out_dir: str | os.PathLike, *, latents: str | os.PathLike | None = None, seed: int = 0,

@@ -192,13 +192,21 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 _AT_STEP = re.compile(r"(.+)@(\d+)")
 
 
+def kept_steps(run: str | os.PathLike) -> list[int]:
+    """The steps of the complete checkpoints that ``run`` (a run or its ``checkpoints`` directory) keeps,
+    oldest first: what ``RUN@STEP`` may name."""
+    run = Path(run)
+    root = run / CHECKPOINTS if (run / CHECKPOINTS).is_dir() else run
+    return [int(p.name[len("step_"):]) for p in _complete_checkpoints(root) if p.name[len("step_"):].isdigit()]
+
+
 def _checkpoint_at(run: Path, step: int) -> Path:
     """``RUN@STEP``: the checkpoint of ``step`` in ``run`` (a run or its ``checkpoints`` directory)."""
     root = run / CHECKPOINTS if (run / CHECKPOINTS).is_dir() else run
     target = root / f"step_{step:08d}"
     if _is_complete(target):
         return target
-    kept = [int(p.name[len("step_"):]) for p in _complete_checkpoints(root) if p.name[len("step_"):].isdigit()]
+    kept = kept_steps(run)
     raise CheckpointError(f"{str(run)!r} has no checkpoint of step {step}; it keeps steps {kept or 'none'} "
                           "(train with a larger keep_last to keep earlier ones)")
 

@@ -32,9 +32,9 @@ from typing import Any, Iterator
 import torch
 from safetensors.torch import save_file
 
-from dinosae.config import DiTTrainConfig, DistillConfig, from_dict
+from dinosae.config import DistillConfig, from_dict
 from dinosae.data.batches import ResumableBatches
-from dinosae.flow import VelocityField, solve, time_grid, training_shift
+from dinosae.flow import VelocityField, solve, time_grid
 from dinosae.io.atomic import write_atomic
 from dinosae.io.checkpoint import CheckpointError, remove_checkpoint_leftovers
 from dinosae.io.lock import exclusive
@@ -43,7 +43,7 @@ from dinosae.models.dit import DiT
 from dinosae.models.loading import build_model, read_model
 from dinosae.models.record import DIT
 from dinosae.pipelines.jobs import shards_to_do
-from dinosae.pipelines.sample import sample_generator
+from dinosae.pipelines.sample import sample_generator, sampling_shift
 from dinosae.runtime import DistEnv, autocast, barrier, init_distributed, shutdown, use_tf32
 from dinosae.train.ema import EMA
 from dinosae.train.loop import TrainState, adamw, checkpoint_to_resume, fit, optimizer_step, wrap_ddp
@@ -225,8 +225,7 @@ def _distill(run_dir: Path, teacher_path: str | os.PathLike, config: DistillConf
     if "distilled" in record.meta:
         warnings.warn(f"{str(teacher_path)!r} is itself a distilled student; distilling it again", stacklevel=2)
     train_config = record.meta.get("train_config", {})
-    shift = config.shift if config.shift is not None else training_shift(
-        from_dict(DiTTrainConfig, train_config).shift, teacher.config.num_tokens, teacher.config.in_dim)
+    shift = sampling_shift(teacher, train_config, config.shift)
     grid = student_grid(config.nfe, shift)
     use_tf32(env.device, config.tf32)
     states, labels = make_couplings(run_dir, teacher, config, grid, env)
