@@ -150,6 +150,12 @@ def ablate_path(out, latents, preset, steps, eval_every, batch_size, lr, sample_
               show_default=True, help="Budgets of function evaluations of each solver.")
 @click.option("--eval-samples", type=click.IntRange(2), default=2048, show_default=True,
               help="Size of the vMF held-out set (and of each sampler's sample).")
+@click.option("--components", type=click.IntRange(1), default=8, show_default=True,
+              help="Components of the vMF mixture.")
+@click.option("--classes", type=click.IntRange(1), default=None,
+              help="Classes of the vMF mixture, component k in class k % classes  [default: one per component].")
+@click.option("--kappa", type=FiniteFloat(min=0, min_open=True), default=400.0, show_default=True,
+              help="Concentration of each vMF component.")
 @click.option("--students", callback=comma_separated(int, "student NFEs", minimum=1), default="1,2,4",
               show_default=True, help="Distill a student for each of these NFEs (1, 2 or 4).")
 @click.option("--student-steps", type=click.IntRange(1), default=2000, show_default=True,
@@ -161,8 +167,8 @@ def ablate_path(out, latents, preset, steps, eval_every, batch_size, lr, sample_
 @device_option
 @json_option
 @one_line_errors
-def ablate_sampling(out, latents, preset, steps, nfes, eval_samples, students, student_steps, couplings, no_students,
-                    seed, device, as_json) -> None:
+def ablate_sampling(out, latents, preset, steps, nfes, eval_samples, components, classes, kappa, students,
+                    student_steps, couplings, no_students, seed, device, as_json) -> None:
     """Solvers at each NFE, CFG, AutoGuidance by an earlier checkpoint, the post-hoc EMA sweep and distilled
     students, on one teacher: sliced W2 to held-out data of the class-labelled vMF mixture (and real latents)."""
     from dinosae.experiments.ablate_sampling import StudentSettings, TeacherSettings, format_table
@@ -172,7 +178,7 @@ def ablate_sampling(out, latents, preset, steps, nfes, eval_samples, students, s
     distilled = None if no_students else StudentSettings(nfes=tuple(students), steps=student_steps,
                                                          couplings=couplings)
     result = run(out, latents=latents, seed=seed, settings=settings, students=distilled, nfes=nfes,
-                 eval_samples=eval_samples, device=device)
+                 eval_samples=eval_samples, components=components, classes=classes, kappa=kappa, device=device)
     report(result, as_json, f"{format_table(result)}\nwrote {out / 'metrics.json'} and the plots in {out}")
 
 

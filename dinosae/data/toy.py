@@ -72,17 +72,25 @@ class VMFMixture:
         dim: int,
         *,
         kappa: float,
+        classes: int | None = None,
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> VMFMixture:
-        """``components`` classes, each with uniformly random mean tokens and a common ``kappa``.
+        """``components`` with uniformly random mean tokens and a common ``kappa``, in ``classes`` classes (None:
+        one per component); component k is of class ``k % classes``, so a class has several modes when
+        ``classes < components``.
 
         Example:
             >>> VMFMixture.random(3, tokens=2, dim=5, kappa=10.0).means.shape
             torch.Size([3, 2, 5])
+            >>> VMFMixture.random(6, tokens=2, dim=5, kappa=10.0, classes=2).labels.tolist()
+            [0, 1, 0, 1, 0, 1]
         """
+        classes = components if classes is None else classes
+        if not 1 <= classes <= components:
+            raise ValueError(f"classes must be in [1, components = {components}], got {classes}")
         means = sphere_ops.random_uniform((components, tokens), dim, generator=generator, dtype=dtype)
-        return cls(means, kappa)
+        return cls(means, kappa, labels=torch.arange(components) % classes)
 
     @property
     def num_classes(self) -> int:

@@ -182,8 +182,8 @@ def compare_samplers(problem: Problem, run: Path, *, nfes: Sequence[int], seed: 
 def ablate_sampling(out_dir: str | os.PathLike, *, latents: str | os.PathLike | None = None, seed: int = 0,
                     settings: TeacherSettings = TeacherSettings(),
                     students: StudentSettings | None = StudentSettings(), nfes: Sequence[int] = NFES,
-                    components: int = 8, tokens: int = 4, dim: int = 32, kappa: float = 400.0,
-                    eval_samples: int = 2048, device: str | None = "cpu") -> dict:
+                    components: int = 8, classes: int | None = None, tokens: int = 4, dim: int = 32,
+                    kappa: float = 400.0, eval_samples: int = 2048, device: str | None = "cpu") -> dict:
     """Train the teacher on the vMF mixture (and on a latent cache), distill its ``students`` (None: none), and
     compare every sampler; writes
     ``OUT/metrics.json`` and ``OUT/plot_<problem>.png``. Returns ``{"settings", "vmf": {...}, "latents": ...}``,
@@ -200,8 +200,8 @@ def ablate_sampling(out_dir: str | os.PathLike, *, latents: str | os.PathLike | 
         raise ValueError(f"nfes must be a non-empty list of counts >= 1, got {list(nfes)}")
     torch_device = pick_device(device)
     out = Path(out_dir)
-    problems = [vmf_problem(components=components, tokens=tokens, dim=dim, kappa=kappa, heldout=eval_samples,
-                            seed=seed)]
+    problems = [vmf_problem(components=components, classes=classes, tokens=tokens, dim=dim, kappa=kappa,
+                            heldout=eval_samples, seed=seed)]
     if latents is not None:
         problems.append(latent_problem(latents, seed=seed))
     result: dict = {"settings": {**settings.__dict__, "seed": seed, "nfes": list(nfes), "device": str(torch_device),

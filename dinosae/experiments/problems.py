@@ -48,8 +48,9 @@ class Problem:
 
 
 def vmf_problem(*, components: int = 8, tokens: int = 4, dim: int = 32, kappa: float = 400.0,
-                heldout: int = 2048, seed: int = 0) -> Problem:
-    """A random class-conditional vMF mixture (one class per component), its held-out set and floor.
+                classes: int | None = None, heldout: int = 2048, seed: int = 0) -> Problem:
+    """A random class-conditional vMF mixture, its held-out set and floor: ``components`` in ``classes``
+    classes (None: one class per component; fewer makes each class multi-modal).
 
     Example:
         >>> problem = vmf_problem(components=2, tokens=4, dim=8, kappa=20.0, heldout=64)
@@ -63,10 +64,11 @@ def vmf_problem(*, components: int = 8, tokens: int = 4, dim: int = 32, kappa: f
     if heldout < 2:
         raise ValueError(f"the held-out set needs at least 2 samples, got {heldout}")
     generator = torch.Generator().manual_seed(seed)
-    mixture = VMFMixture.random(components, tokens, dim, kappa=kappa, generator=generator)
+    mixture = VMFMixture.random(components, tokens, dim, kappa=kappa, classes=classes, generator=generator)
     x, y = mixture.sample(heldout, generator)
     floor = sliced_wasserstein(mixture.sample_labels(y, generator), x, generator=seeded(seed + PROJECTION_SEED))
-    info = {"components": components, "tokens": tokens, "dim": dim, "kappa": kappa, "heldout": heldout}
+    info = {"components": components, "classes": mixture.num_classes, "tokens": tokens, "dim": dim, "kappa": kappa,
+            "heldout": heldout}
     return Problem("vmf", mixture.sample, x, y, mixture.num_classes, floor.item(), info)
 
 

@@ -28,6 +28,17 @@ def test_samples_follow_their_component() -> None:
         assert abs(cos.mean().item() - expected) < 0.01
 
 
+def test_a_class_of_several_components_draws_from_each_of_them_only() -> None:
+    mixture = VMFMixture.random(6, tokens=2, dim=8, kappa=200.0, classes=2, generator=seeded(3))
+    assert mixture.labels.tolist() == [0, 1, 0, 1, 0, 1] and mixture.num_classes == 2
+    x = mixture.sample_labels(torch.ones(3000, dtype=torch.long), generator=seeded(4))
+    nearest = torch.einsum("bnd,knd->bk", x, mixture.means).argmax(dim=1)  # the component each sample came from
+    counts = torch.bincount(nearest, minlength=6)
+    assert counts[0::2].sum() == 0 and (counts[1::2] > 900).all()  # class 1's three modes, a third each
+    with pytest.raises(ValueError, match=r"classes must be in \[1, components = 6\], got 7"):
+        VMFMixture.random(6, tokens=2, dim=8, kappa=1.0, classes=7)
+
+
 def test_a_generator_makes_sampling_reproducible() -> None:
     mixture = VMFMixture.random(4, tokens=3, dim=5, kappa=10.0, generator=seeded(1))
     a, b, c = (mixture.sample(50, generator=seeded(s)) for s in (2, 2, 3))
