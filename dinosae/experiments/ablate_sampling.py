@@ -162,7 +162,11 @@ def compare_samplers(problem: Problem, run: Path, *, nfes: Sequence[int], seed: 
     for sigma_rel in SIGMA_RELS:
         averaged = load_average(copy.deepcopy(teacher), posthoc_average(run, sigma_rel))
         sweep.append({"sigma_rel": sigma_rel, "distance": distance(averaged)})
-    fixed, raw = distance(teacher), distance(load_model(run, kind="dit", use_ema=False).to(device).eval())
+    # The fixed EMA at COMPARE_STEPS Euler steps is the teacher, already sampled when the NFEs include it.
+    fixed = next((e["distance"] for e in samplers if e["name"] == "teacher/euler" and e["nfe"] == COMPARE_STEPS),
+                 None)
+    fixed = distance(teacher) if fixed is None else fixed
+    raw = distance(load_model(run, kind="dit", use_ema=False).to(device).eval())
     samplers += [_entry(f"phema/{row['sigma_rel']:g}", COMPARE_STEPS, row["distance"], COMPARE_STEPS) for row in sweep]
     samplers += [_entry("ema/fixed", COMPARE_STEPS, fixed, COMPARE_STEPS), _entry("raw", COMPARE_STEPS, raw,
                                                                                    COMPARE_STEPS)]

@@ -76,7 +76,8 @@ def latent_problem(directory: str | os.PathLike, *, heldout_fraction: float = 0.
                    seed: int = 0) -> Problem:
     """Latents of a cache: a random ``max_latents`` of them, ``heldout_fraction`` held out, the rest trained on.
 
-    The floor compares as many training latents as there are held-out ones to the held-out set.
+    The floor compares the held-out set with as many training latents, class by class (see
+    :func:`matched_by_class`), as a class-conditional sampler given the held-out labels is compared.
     """
     from dinosae.data.latents import LatentCache, LatentCacheError
     from dinosae.metrics import sliced_wasserstein
@@ -99,7 +100,8 @@ def latent_problem(directory: str | os.PathLike, *, heldout_fraction: float = 0.
         raise LatentCacheError(f"latent cache {str(directory)!r} has label {int(y.max())} but "
                                f"{cache.num_classes} classes in its meta.json")
     heldout, train, train_labels = x[:num_heldout], x[num_heldout:], y[num_heldout:]
-    floor = sliced_wasserstein(train[:num_heldout], heldout, generator=seeded(seed + PROJECTION_SEED))
+    matched = matched_by_class(train_labels, y[:num_heldout])
+    floor = sliced_wasserstein(train[matched], heldout, generator=seeded(seed + PROJECTION_SEED))
 
     def draw(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         index = torch.randint(train.shape[0], (n,), generator=generator)
@@ -108,6 +110,31 @@ def latent_problem(directory: str | os.PathLike, *, heldout_fraction: float = 0.
     info = {"directory": str(directory), "tokens": cache.tokens, "dim": cache.dim, "train": train.shape[0],
             "heldout": num_heldout}
     return Problem("latents", draw, heldout, y[:num_heldout], cache.num_classes, floor.item(), info)
+
+
+def matched_by_class(labels: Tensor, wanted: Tensor) -> Tensor:
+    """Indices into ``labels``, one per entry of ``wanted`` and of its class: each class's entries in order,
+    cycling when ``wanted`` holds more of a class than ``labels`` does. A class that ``labels`` lacks takes, in
+    turn, the entries of the classes nobody wants (of every class when there are none).
+
+    Example:
+        >>> matched_by_class(torch.tensor([1, 0, 1, 2]), torch.tensor([0, 1, 1, 1, 3])).tolist()
+        [1, 0, 2, 0, 3]
+    """
+    if labels.numel() == 0:
+        raise ValueError("no latents to match the held-out labels with")
+    labels, wanted_classes = labels.tolist(), set(wanted.tolist())
+    by_class: dict[int, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_class.setdefault(label, []).append(index)
+    spare = [i for i, label in enumerate(labels) if label not in wanted_classes] or list(range(len(labels)))
+    taken: dict[int | None, int] = {}
+    out = []
+    for label in wanted.tolist():
+        pool, key = (by_class[label], label) if label in by_class else (spare, None)  # None: the spare turn
+        out.append(pool[taken.get(key, 0) % len(pool)])
+        taken[key] = taken.get(key, 0) + 1
+    return torch.tensor(out, dtype=torch.long)
 
 
 def _check_grid(tokens: int) -> None:
