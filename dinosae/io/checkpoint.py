@@ -87,7 +87,7 @@ def save_checkpoint(run_dir: str | os.PathLike, checkpoint: Checkpoint, keep_las
     """
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
-    name = f"step_{checkpoint.step:08d}"
+    name = _step_name(checkpoint.step)
     files = {MODEL: checkpoint.model}
     if checkpoint.ema is not None:
         files[EMA_FILE] = checkpoint.ema
@@ -195,15 +195,22 @@ _AT_STEP = re.compile(r"(.+)@(\d+)")
 def kept_steps(run: str | os.PathLike) -> list[int]:
     """The steps of the complete checkpoints that ``run`` (a run or its ``checkpoints`` directory) keeps,
     oldest first: what ``RUN@STEP`` may name."""
-    run = Path(run)
-    root = run / CHECKPOINTS if (run / CHECKPOINTS).is_dir() else run
-    return [int(p.name[len("step_"):]) for p in _complete_checkpoints(root) if p.name[len("step_"):].isdigit()]
+    steps = (p.name.removeprefix("step_") for p in _complete_checkpoints(_checkpoints_of(Path(run))))
+    return [int(step) for step in steps if step.isdigit()]
+
+
+def _checkpoints_of(run: Path) -> Path:
+    """The folder of ``run``'s checkpoints: ``run/checkpoints``, or ``run`` itself when it is that folder."""
+    return run / CHECKPOINTS if (run / CHECKPOINTS).is_dir() else run
+
+
+def _step_name(step: int) -> str:
+    return f"step_{step:08d}"
 
 
 def _checkpoint_at(run: Path, step: int) -> Path:
     """``RUN@STEP``: the checkpoint of ``step`` in ``run`` (a run or its ``checkpoints`` directory)."""
-    root = run / CHECKPOINTS if (run / CHECKPOINTS).is_dir() else run
-    target = root / f"step_{step:08d}"
+    target = _checkpoints_of(run) / _step_name(step)
     if _is_complete(target):
         return target
     kept = kept_steps(run)
